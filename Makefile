@@ -1,0 +1,43 @@
+# The platform's everyday commands. Every target installs what it needs first (idempotent).
+SHELL := /bin/bash
+PY := .venv/bin/python
+MPP := $(PY) -m mpp.cli
+
+.PHONY: help venv demo up down status test unit lint typecheck proto proto-check clean-stack
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+venv:  ## Create or reuse the cached virtual environment (.venv)
+	@bash scripts/bootstrap.sh
+
+demo: venv  ## The main job on local defaults: stack up, catalog, replay samples, report
+	@$(MPP) demo
+
+up: venv  ## Start the local stack (real servers on loopback), reusing what runs
+	@$(MPP) stack up
+
+down: venv  ## Stop what `make up` started, nothing else
+	@$(MPP) stack down
+
+status: venv  ## Probe every server of the stack
+	@$(MPP) stack status
+
+test: venv  ## Lint, type-check, start the stack, run every test
+	@bash scripts/test.sh
+
+unit: venv  ## Unit tests only (no servers)
+	@$(PY) -m pytest tests/unit -q
+
+lint: venv  ## ruff
+	@$(PY) -m ruff check lib services tests bench
+	@$(PY) -m ruff format --check lib services tests bench
+
+typecheck: venv  ## mypy --strict on the library and services
+	@$(PY) -m mypy
+
+proto: venv  ## Regenerate lib/mpp/v1 from proto/
+	@bash scripts/gen_proto.sh
+
+clean-stack: down  ## Stop the stack and delete its data (.stack/)
+	rm -rf .stack

@@ -1,0 +1,1 @@
+"""Marketing personalization platform: the shared library."""

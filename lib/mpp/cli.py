@@ -1,0 +1,251 @@
+"""``mpp``: the operators' command line.
+
+mpp stack up|down|status       the local stack of real servers
+mpp topics ensure|list         Kafka topics and their sizes
+mpp db migrate                 PostgreSQL schema migrations
+mpp catalog load-campaigns F   load or update the campaign catalog
+mpp produce F                  send raw events from a JSON Lines or CSV file
+mpp sample chitchat            write sample conversations as JSON Lines
+mpp demo                       the platform's main job on local defaults
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mpp.config import Settings, get_settings
+from mpp.stack import SERVER_NAMES, Stack, StackError, State
+
+app = typer.Typer(
+    help="Marketing personalization platform: operator commands.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(help="The local stack: real servers on loopback.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+db_app = typer.Typer(help="PostgreSQL schema.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Campaign and intent catalogs.", no_args_is_help=True)
+sample_app = typer.Typer(help="Sample data.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
+app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(sample_app, name="sample")
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _progress(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+def _only(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+OnlyOption = Annotated[
+    str | None,
+    typer.Option(help=f"Comma-separated subset of: {', '.join(SERVER_NAMES)}."),
+]
+
+
+def _print_status(statuses: list) -> None:  # type: ignore[type-arg]
+    table = Table("server", "endpoint", "state", "pid", "log / detail")
+    for s in statuses:
+        color = "green" if s.state != State.DOWN else "red"
+        where = s.detail or (str(s.log_file) if s.log_file else "")
+        table.add_row(s.name, s.endpoint, f"[{color}]{s.state}[/{color}]", str(s.pid or ""), where)
+    out.print(table)
+
+
+@stack_app.command("up")
+def stack_up(only: OnlyOption = None) -> None:
+    """Install what is missing, start every server not already running, wait until ready."""
+    try:
+        statuses = Stack(_settings(), _only(only)).up(_progress)
+    except StackError as exc:
+        console.print(f"[red]stack up failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_status(statuses)
+
+
+@stack_app.command("down")
+def stack_down(only: OnlyOption = None) -> None:
+    """Stop the servers that `stack up` started (and nothing else)."""
+    stopped = Stack(_settings(), _only(only)).down(_progress)
+    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing (none was ours)'}")
+
+
+@stack_app.command("status")
+def stack_status(only: OnlyOption = None) -> None:
+    """Probe every server; exit 1 if any is down."""
+    statuses = Stack(_settings(), _only(only)).status()
+    _print_status(statuses)
+    if any(s.state == State.DOWN for s in statuses):
+        raise typer.Exit(1)
+
+
+@topics_app.command("ensure")
+def topics_ensure() -> None:
+    """Create the platform's topics that are missing."""
+    from mpp.kafka import ensure_topics
+
+    created = ensure_topics(_settings().kafka)
+    console.print(f"created: {', '.join(created) if created else 'none (all present)'}")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """The platform's topics with their partitions and record counts."""
+    from mpp.kafka import topic_sizes
+
+    table = Table("topic", "partitions", "records (end - start offsets)")
+    for name, (partitions, records) in topic_sizes(_settings().kafka).items():
+        table.add_row(name, str(partitions), str(records))
+    out.print(table)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending PostgreSQL migrations."""
+    from mpp.db import migrate
+
+    applied = migrate(_settings().postgres.conninfo())
+    console.print(f"applied: {', '.join(applied) if applied else 'none (up to date)'}")
+
+
+@catalog_app.command("load-campaigns")
+def catalog_load_campaigns(
+    path: Annotated[
+        Path | None, typer.Argument(help="JSONL, JSON or CSV; default: built-in set")
+    ] = None,
+) -> None:
+    """Validate a campaign catalog and upsert it into PostgreSQL (idempotent)."""
+    from mpp.catalog import CatalogError, default_campaigns_path, parse_campaigns, upsert_campaigns
+    from mpp.stores import postgres_connect
+
+    source = path or default_campaigns_path()
+    try:
+        campaigns = parse_campaigns(source)
+    except (CatalogError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    with postgres_connect(_settings()) as conn:
+        count = upsert_campaigns(conn, campaigns)
+    console.print(f"loaded {count} campaigns from {source}")
+
+
+@app.command("produce")
+def produce(
+    path: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines or CSV of raw events")
+    ],
+    topic: Annotated[str | None, typer.Option(help="Default: the raw conversations topic.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """Send raw events to Kafka, keyed by user_id, with a progress bar."""
+    settings = _settings()
+    sent = _produce_file(settings, path, topic or settings.kafka.topics.raw, limit)
+    console.print(f"sent {sent} records to {topic or settings.kafka.topics.raw}")
+
+
+def _produce_file(settings: Settings, path: Path, topic: str, limit: int | None) -> int:
+    from mpp.kafka import TrackedProducer
+    from mpp.samples import read_events
+
+    total = limit or sum(1 for line in path.open("rb") if line.strip())
+    if path.suffix.lower() == ".csv" and not limit:
+        total -= 1
+    producer = TrackedProducer(settings.kafka, service="cli")
+    sent = 0
+    with _bar() as bar:
+        task = bar.add_task(f"producing to {topic}", total=total)
+        for key, value in read_events(path):
+            if limit is not None and sent >= limit:
+                break
+            producer.produce(topic, value=value, key=key)
+            sent += 1
+            if sent % 1000 == 0:
+                bar.update(task, completed=sent)
+        producer.flush()
+        bar.update(task, completed=sent)
+    return sent
+
+
+def _bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+@sample_app.command("chitchat")
+def sample_chitchat(
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the JSON Lines.")],
+    count: Annotated[int, typer.Option(min=1)] = 1000,
+) -> None:
+    """Write COUNT raw events from chitchat-dataset (real chats) as JSON Lines."""
+    from mpp.samples import chitchat_events
+
+    with out_path.open("w", encoding="utf-8") as f:
+        written = 0
+        for event in chitchat_events(count):
+            f.write(json.dumps(event, ensure_ascii=False) + "\n")
+            written += 1
+    console.print(f"wrote {written} events to {out_path}")
+
+
+@app.command("demo")
+def demo(
+    count: Annotated[int, typer.Option(min=1, help="Sample conversations to replay.")] = 2000,
+) -> None:
+    """The main job on local defaults: stack up, catalog, replay sample conversations, report.
+
+    Idempotent: run it again and it reuses the running stack; the catalog load is an upsert.
+    """
+    settings = _settings()
+    try:
+        Stack(settings).up(_progress)
+    except StackError as exc:
+        console.print(f"[red]stack up failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    catalog_load_campaigns(None)
+    sample = Stack(settings).dir / "samples" / f"chitchat-{count}.jsonl"
+    sample.parent.mkdir(parents=True, exist_ok=True)
+    if not sample.exists():
+        sample_chitchat(sample, count)
+    _produce_file(settings, sample, settings.kafka.topics.raw, None)
+    topics_list()
+    _print_status(Stack(settings).status())
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

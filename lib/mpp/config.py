@@ -1,0 +1,249 @@
+"""One settings object for every service, the CLI and the local stack.
+
+Every endpoint and credential comes from environment variables with the prefix ``MPP_``;
+nested sections use a double underscore: ``MPP_KAFKA__BOOTSTRAP_SERVERS``,
+``MPP_NEO4J__PASSWORD``, ``MPP_POSTGRES__DSN``. A ``.env`` file in the working directory is
+read too. The defaults point at the local stack on loopback (``mpp stack up``); a production
+deployment sets the same variables (the Helm chart does) and changes no code.
+
+Secrets are ``SecretStr`` so that they never appear in logs or ``repr``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` names this machine's loopback interface."""
+    host = host.strip("[]")
+    if host in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_port(address: str, default_port: int) -> tuple[str, int]:
+    """Split ``host:port``, ``scheme://host:port/...`` or a bare host into (host, port)."""
+    if "://" not in address:
+        address = "tcp://" + address
+    parts = urlsplit(address)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+class Topics(BaseModel):
+    """Kafka topic names; every value is a message from proto/mpp/v1 (see events.proto)."""
+
+    raw: str = "conversations.raw"
+    validated: str = "conversations.validated"
+    enriched: str = "conversations.enriched"
+    dlq: str = "conversations.dlq"
+    feedback: str = "feedback.events"
+    erasure: str = "users.erasure"
+    partitions: Annotated[int, Field(ge=1)] = 3
+    replication_factor: Annotated[int, Field(ge=1)] = 1
+
+    def all(self) -> list[str]:
+        return [self.raw, self.validated, self.enriched, self.dlq, self.feedback, self.erasure]
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    client_id: str = "mpp"
+    topics: Topics = Topics()
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(
+                f"kafka.security_protocol={self.security_protocol} needs kafka.sasl_mechanism: "
+                "set MPP_KAFKA__SASL_MECHANISM (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+            )
+        if self.sasl_mechanism in {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"kafka.sasl_mechanism={self.sasl_mechanism} needs a username and password: "
+                "set MPP_KAFKA__SASL_USERNAME and MPP_KAFKA__SASL_PASSWORD"
+            )
+        return self
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by producers, consumers and the admin client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        if self.ssl_certificate_location:
+            conf["ssl.certificate.location"] = str(self.ssl_certificate_location)
+        if self.ssl_key_location:
+            conf["ssl.key.location"] = str(self.ssl_key_location)
+        return conf
+
+
+class Neo4jSettings(BaseModel):
+    uri: str = "bolt://127.0.0.1:17687"
+    user: str = "neo4j"
+    # None means authentication off (the local default).
+    password: SecretStr | None = None
+    database: str | None = None
+    max_connection_pool_size: Annotated[int, Field(ge=1)] = 20
+
+    def auth(self) -> tuple[str, str] | None:
+        if self.password is None:
+            return None
+        return (self.user, self.password.get_secret_value())
+
+
+class PostgresSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 15432
+    user: str = "mpp"
+    password: SecretStr | None = None
+    database: str = "mpp"
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    connect_timeout_s: Annotated[int, Field(ge=1)] = 5
+
+    def conninfo(self, database: str | None = None) -> str:
+        """A libpq connection string; the password is included only when set."""
+        parts = {
+            "host": self.host,
+            "port": str(self.port),
+            "user": self.user,
+            "dbname": database or self.database,
+            "sslmode": self.sslmode,
+            "connect_timeout": str(self.connect_timeout_s),
+            "application_name": "mpp",
+        }
+        if self.password is not None:
+            parts["password"] = self.password.get_secret_value()
+        return " ".join(f"{k}={_quote_libpq(v)}" for k, v in parts.items())
+
+
+def _quote_libpq(value: str) -> str:
+    if value and not any(c in value for c in " '\\"):
+        return value
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:16379/0"
+    password: SecretStr | None = None
+    socket_timeout_s: float = 0.25
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"redis.url={v!r} must start with redis://, rediss:// (TLS) or unix://"
+            )
+        return v
+
+
+class MilvusSettings(BaseModel):
+    uri: str = "http://127.0.0.1:19530"
+    token: SecretStr | None = None
+    db_name: str = "default"
+    messages_collection: str = "messages"
+    campaigns_collection: str = "campaigns"
+    timeout_s: float = 10.0
+
+
+class GrpcSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 50051
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GrpcSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "grpc TLS needs both MPP_GRPC__TLS_CERT_FILE and MPP_GRPC__TLS_KEY_FILE, or neither"
+            )
+        return self
+
+
+class StackSettings(BaseModel):
+    """The local stack (``mpp stack up``): where its data, logs and caches live."""
+
+    # Relative paths are resolved against the repository root.
+    dir: Path = Path(".stack")
+    # Shared with scripts/bootstrap.sh, which reads MPP_CACHE_DIR too.
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("MPP_CACHE_DIR", Path.home() / ".cache/mpp"))
+    )
+    ready_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    kafka_controller_port: int = 19093
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MPP_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    kafka: KafkaSettings = KafkaSettings()
+    neo4j: Neo4jSettings = Neo4jSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    redis: RedisSettings = RedisSettings()
+    milvus: MilvusSettings = MilvusSettings()
+    grpc: GrpcSettings = GrpcSettings()
+    stack: StackSettings = StackSettings()
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> Settings:
+        if self.environment != "production":
+            return self
+        missing = []
+        if self.neo4j.password is None:
+            missing.append("MPP_NEO4J__PASSWORD")
+        if self.postgres.password is None:
+            missing.append("MPP_POSTGRES__PASSWORD")
+        if missing:
+            raise ValueError(
+                "environment=production refuses to run without credentials: set "
+                + ", ".join(missing)
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

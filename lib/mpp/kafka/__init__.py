@@ -1,0 +1,338 @@
+"""Kafka for every service: topics, a producer that reports failures, and the batch loop.
+
+The loop's contract (``BatchLoop``):
+- records are handled a batch at a time (``batch_size`` records or ``max_wait_s``, whichever
+  comes first);
+- offsets are committed only after the handler returned and everything it produced was
+  acknowledged by the brokers: at-least-once delivery, which idempotent writes turn into
+  effectively-once;
+- a handler that raises ``RetryableError`` (a store is down) has its batch retried with
+  backoff, consumption paused meanwhile, never skipped; any other exception stops the service
+  without committing, so the batch is processed again after a restart;
+- SIGTERM or SIGINT finishes the current batch, commits it and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from mpp.config import KafkaSettings
+from mpp.logs import get_logger
+from mpp.observability import (
+    BATCH_RETRIES,
+    BATCH_SECONDS,
+    CONSUMER_LAG,
+    RECORDS_CONSUMED,
+    RECORDS_PRODUCED,
+)
+
+log = get_logger(__name__)
+
+
+class RetryableError(Exception):
+    """A dependency is unavailable; the same batch should be tried again later."""
+
+
+def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
+    """Create the platform's topics that are missing. Returns the names created."""
+    admin = AdminClient(settings.client_config())
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [
+        NewTopic(
+            name,
+            num_partitions=settings.topics.partitions,
+            replication_factor=settings.topics.replication_factor,
+        )
+        for name in settings.topics.all()
+        if name not in existing
+    ]
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+class DeliveryError(RuntimeError):
+    """At least one produced record was not acknowledged by the brokers."""
+
+
+class TrackedProducer:
+    """An idempotent producer whose ``flush`` raises if any record since the last flush failed.
+
+    A service produces its outputs, flushes, and only then commits its input offsets.
+    """
+
+    def __init__(self, settings: KafkaSettings, service: str, **overrides: Any) -> None:
+        conf: dict[str, Any] = {
+            **settings.client_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.timeout.ms": 120_000,
+        }
+        conf.update(overrides)
+        self._producer = Producer(conf)
+        self._service = service
+        self._failures: list[str] = []
+        self._lock = threading.Lock()
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            with self._lock:
+                self._failures.append(f"{msg.topic()}: {err.str()}")
+        else:
+            RECORDS_PRODUCED.labels(self._service, msg.topic()).inc()
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | str | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers or ()),
+                    on_delivery=self._on_delivery,
+                )
+                return
+            except BufferError:
+                # Local queue full: back-pressure, wait for deliveries instead of failing.
+                self._producer.poll(0.1)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        remaining = self._producer.flush(timeout_s)
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if remaining:
+            raise DeliveryError(f"{remaining} record(s) not delivered within {timeout_s}s")
+        if failures:
+            raise DeliveryError(
+                f"{len(failures)} record(s) failed: {'; '.join(sorted(set(failures))[:5])}"
+            )
+
+
+Handler = Callable[[list[Message]], None]
+
+
+def position(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed record (never None for one without error)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError("record without a position: only consumed records have one")
+    return topic, partition, offset
+
+
+@dataclass
+class LoopStats:
+    batches: int = 0
+    records: int = 0
+    retries: int = 0
+    last_commit: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class BatchLoop:
+    """Consume ``topics`` as ``group_id``, hand batches to ``handler``, commit after success."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        service: str,
+        group_id: str,
+        topics: Iterable[str],
+        handler: Handler,
+        *,
+        batch_size: int = 500,
+        max_wait_s: float = 0.5,
+        producer: TrackedProducer | None = None,
+        max_backoff_s: float = 30.0,
+        consumer_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.service = service
+        self.topics = list(topics)
+        self.handler = handler
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self.producer = producer
+        self.max_backoff_s = max_backoff_s
+        self.stats = LoopStats()
+        self._stop = threading.Event()
+        self._assigned = threading.Event()
+        conf: dict[str, Any] = {
+            **settings.client_config(),
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            # A batch may wait on a store for minutes; the loop keeps polling while paused,
+            # this only bounds a handler that hangs.
+            "max.poll.interval.ms": 600_000,
+            "statistics.interval.ms": 5_000,
+            "stats_cb": self._on_stats,
+        }
+        conf.update(consumer_overrides or {})
+        self._consumer = Consumer(conf)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit and return. Safe from any thread."""
+        self._stop.set()
+
+    @property
+    def ready(self) -> bool:
+        """True once the group gave this member its partitions."""
+        return self._assigned.is_set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def run(self) -> LoopStats:
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
+        log.info("loop_started", topics=self.topics, batch_size=self.batch_size)
+        try:
+            while not self._stop.is_set():
+                batch = self._poll_batch()
+                if batch:
+                    self._process(batch)
+        finally:
+            self._consumer.close()
+            log.info("loop_stopped", batches=self.stats.batches, records=self.stats.records)
+        return self.stats
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.set()
+        log.info(
+            "partitions_assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions]
+        )
+
+    def _on_stats(self, stats_json: str) -> None:
+        stats = json.loads(stats_json)
+        for topic, t in stats.get("topics", {}).items():
+            for partition, p in t.get("partitions", {}).items():
+                lag = p.get("consumer_lag", -1)
+                if partition != "-1" and lag >= 0:
+                    CONSUMER_LAG.labels(self.service, topic, partition).set(lag)
+
+    def _poll_batch(self) -> list[Message]:
+        messages = self._consumer.consume(self.batch_size, timeout=self.max_wait_s)
+        batch = []
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                batch.append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer_error", error=err.str())
+        return batch
+
+    def _process(self, batch: list[Message]) -> None:
+        started = time.perf_counter()
+        backoff = 0.5
+        while True:
+            try:
+                self.handler(batch)
+                if self.producer is not None:
+                    self.producer.flush()
+                break
+            except (RetryableError, KafkaException, DeliveryError) as exc:
+                self.stats.retries += 1
+                BATCH_RETRIES.labels(self.service).inc()
+                log.warning("batch_retry", error=str(exc), records=len(batch), backoff_s=backoff)
+                self._wait_paused(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+        self._commit(batch)
+        for msg in batch:
+            RECORDS_CONSUMED.labels(self.service, msg.topic()).inc()
+        self.stats.batches += 1
+        self.stats.records += len(batch)
+        BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+
+    def _wait_paused(self, seconds: float) -> None:
+        """Back off without leaving the group: pause, keep polling, resume."""
+        assignment = self._consumer.assignment()
+        self._consumer.pause(assignment)
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                # Paused partitions return nothing; polling serves heartbeats and rebalances.
+                for msg in self._consumer.consume(1, timeout=min(0.2, seconds)):
+                    if msg.error() is None:
+                        # A partition assigned during the pause is not paused: rewind it so
+                        # that the record is read again later, and pause it too.
+                        tp = TopicPartition(*position(msg))
+                        self._consumer.seek(tp)
+                        self._consumer.pause([tp])
+        finally:
+            self._consumer.resume(self._consumer.assignment())
+
+    def _commit(self, batch: list[Message]) -> None:
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            topic, partition, offset = position(msg)
+            key = (topic, partition)
+            offsets[key] = max(offsets.get(key, -1), offset + 1)
+        to_commit = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=to_commit, asynchronous=False)
+        except KafkaException as exc:
+            # Typically a rebalance took the partitions away: their new owner re-processes
+            # the batch, which the idempotent writes make harmless.
+            log.warning("commit_failed", error=str(exc))
+            return
+        self.stats.last_commit.update(offsets)
+
+
+def topic_sizes(settings: KafkaSettings, timeout_s: float = 10.0) -> dict[str, tuple[int, int]]:
+    """For each platform topic that exists: (partitions, records between start and end)."""
+    conf = {**settings.client_config(), "group.id": "mpp-topic-sizes", "enable.auto.commit": False}
+    consumer = Consumer(conf)
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s)
+        sizes: dict[str, tuple[int, int]] = {}
+        for name in settings.topics.all():
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None:
+                continue
+            records = 0
+            for partition in topic.partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(name, partition), timeout=timeout_s
+                )
+                records += high - low
+            sizes[name] = (len(topic.partitions), records)
+        return sizes
+    finally:
+        consumer.close()

@@ -1,0 +1,50 @@
+"""Clients for the platform's stores, built from the one settings object.
+
+Each function returns a plain, configured client of the store's own library; the services'
+store classes (VectorStore, GraphStore...) wrap these with the platform's rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import neo4j
+import psycopg
+import redis
+from pymilvus import MilvusClient
+
+from mpp.config import Settings
+
+
+def neo4j_driver(settings: Settings) -> neo4j.Driver:
+    cfg = settings.neo4j
+    return neo4j.GraphDatabase.driver(
+        cfg.uri,
+        auth=cfg.auth(),
+        max_connection_pool_size=cfg.max_connection_pool_size,
+        connection_timeout=5.0,
+    )
+
+
+def postgres_connect(settings: Settings, **kwargs: Any) -> psycopg.Connection[Any]:
+    return psycopg.connect(settings.postgres.conninfo(), **kwargs)
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    cfg = settings.redis
+    return redis.Redis.from_url(
+        cfg.url,
+        password=cfg.password.get_secret_value() if cfg.password else None,
+        socket_timeout=cfg.socket_timeout_s,
+        socket_connect_timeout=cfg.socket_timeout_s,
+    )
+
+
+def milvus_client(settings: Settings) -> MilvusClient:
+    cfg = settings.milvus
+    return MilvusClient(
+        uri=cfg.uri,
+        token=cfg.token.get_secret_value() if cfg.token else "",
+        db_name=cfg.db_name,
+        timeout=cfg.timeout_s,
+    )

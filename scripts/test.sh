@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command (make test): environment, lint, types, the local stack, then pytest.
+# Idempotent: a running stack is reused; servers it starts stay up for the next run
+# (`make down` stops them).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/bootstrap.sh
+py=.venv/bin/python
+step() { printf '\n== %s\n' "$*"; }
+
+step "ruff"
+$py -m ruff check lib services tests bench
+$py -m ruff format --check lib services tests bench
+step "mypy"
+$py -m mypy
+step "stack up"
+$py -m mpp.cli stack up
+step "pytest"
+$py -m pytest "$@"

@@ -1,0 +1,35 @@
+"""Shared fixtures. Integration tests run against the local stack's real servers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from mpp.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the MPP_ variables they set themselves."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("MPP_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[Settings]:
+    """The local stack, started (or reused) once per test session."""
+    from mpp.stack import Stack
+
+    settings = Settings()
+    Stack(settings).up(lambda message: None)
+    yield settings
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short random suffix so that tests never share topics, groups or collections."""
+    return uuid.uuid4().hex[:10]
