@@ -2,8 +2,9 @@
 # Create (or reuse) the project's virtual environment.
 #
 # The environment lives outside the clone, under ~/.cache/mpp/venvs/<key>, where <key> hashes
-# uv.lock, pyproject.toml and the interpreter version: a fresh clone with the same lock file
-# reuses it, a changed lock file builds a new one. .venv in the clone is a symlink to it.
+# uv.lock (which records pyproject.toml's dependencies) and the interpreter version: a fresh
+# clone with the same lock file reuses it, a changed one builds a new one. .venv in the clone
+# is a symlink to it.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,7 +25,7 @@ if [ ! -x "$uv" ]; then
 fi
 
 py_version="$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
-key="$(cat "$root/uv.lock" "$root/pyproject.toml" | sha256sum | cut -c1-16)-py$py_version"
+key="$(sha256sum < "$root/uv.lock" | cut -c1-16)-py$py_version"
 venv="$cache/venvs/$key"
 
 if [ ! -f "$venv/.complete" ]; then

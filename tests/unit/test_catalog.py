@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from mpp.catalog import CatalogError, default_campaigns_path, parse_campaigns
 
 

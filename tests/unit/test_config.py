@@ -1,6 +1,7 @@
 import pytest
-from mpp.config import PostgresSettings, Settings, host_port, is_loopback
 from pydantic import SecretStr, ValidationError
+
+from mpp.config import PostgresSettings, Settings, host_port, is_loopback
 
 
 def test_nested_environment_variables_override_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

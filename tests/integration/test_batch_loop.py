@@ -1,0 +1,142 @@
+"""The shared consume-process-commit loop on a real broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from mpp.config import Settings
+from mpp.kafka import BatchLoop, RetryableError, TrackedProducer
+
+
+def _topic_with_records(settings: Settings, name: str, count: int) -> None:
+    admin = AdminClient(settings.kafka.client_config())
+    for future in admin.create_topics([NewTopic(name, 2, 1)]).values():
+        future.result(30)
+    producer = TrackedProducer(settings.kafka, service="test")
+    for i in range(count):
+        producer.produce(name, value=str(i).encode(), key=f"u{i % 4}")
+    producer.flush()
+
+
+def _committed(settings: Settings, topic: str, group: str) -> int:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in offsets)
+
+
+def _run_until(loop: BatchLoop, done: Callable[[], bool], timeout_s: float = 60) -> None:
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            loop.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    loop.stop()
+    thread.join(30)
+    if errors:
+        raise errors[0]
+    assert done(), "the loop did not get there in time"
+
+
+def test_commits_after_the_batch_and_resumes_there(stack_settings: Settings, unique: str) -> None:
+    topic, group = f"loop.{unique}", f"loop-{unique}"
+    _topic_with_records(stack_settings, topic, 200)
+    seen: list[bytes] = []
+
+    def handler(batch: list[Message]) -> None:
+        seen.extend(m.value() or b"" for m in batch)
+
+    loop = BatchLoop(stack_settings.kafka, "test", group, [topic], handler, batch_size=50)
+    _run_until(loop, lambda: len(seen) >= 200)
+    assert sorted(int(v) for v in seen) == list(range(200))
+    assert _committed(stack_settings, topic, group) == 200
+    assert loop.stats.batches >= 4
+
+    # A new member of the same group starts after the commits: nothing is read twice.
+    again: list[bytes] = []
+    loop2 = BatchLoop(
+        stack_settings.kafka,
+        "test",
+        group,
+        [topic],
+        lambda b: again.extend(m.value() or b"" for m in b),
+    )
+    _run_until(loop2, lambda: loop2.ready, timeout_s=30)
+    time.sleep(1.0)
+    assert again == []
+
+
+def test_retryable_failure_retries_the_same_batch_without_committing(
+    stack_settings: Settings, unique: str
+) -> None:
+    topic, group = f"loop.{unique}", f"loop-{unique}"
+    _topic_with_records(stack_settings, topic, 30)
+    attempts: list[int] = []
+    committed_during_outage: list[int] = []
+    handled: list[bytes] = []
+
+    def handler(batch: list[Message]) -> None:
+        attempts.append(len(batch))
+        if len(attempts) <= 2:
+            committed_during_outage.append(_committed(stack_settings, topic, group))
+            raise RetryableError("store down")
+        handled.extend(m.value() or b"" for m in batch)
+
+    loop = BatchLoop(
+        stack_settings.kafka,
+        "test",
+        group,
+        [topic],
+        handler,
+        batch_size=1000,
+        max_wait_s=1.0,
+        max_backoff_s=0.5,
+    )
+    _run_until(loop, lambda: len(handled) >= 30)
+    assert committed_during_outage == [0, 0]
+    assert loop.stats.retries == 2
+    # The retried batch is the same records, and nothing was skipped or duplicated.
+    assert sorted(int(v) for v in handled) == list(range(30))
+    assert _committed(stack_settings, topic, group) == 30
+
+
+def test_a_crash_commits_nothing_and_the_batch_is_read_again(
+    stack_settings: Settings, unique: str
+) -> None:
+    topic, group = f"loop.{unique}", f"loop-{unique}"
+    _topic_with_records(stack_settings, topic, 20)
+
+    def broken(batch: list[Message]) -> None:
+        raise ValueError("bug in the handler")
+
+    loop = BatchLoop(stack_settings.kafka, "test", group, [topic], broken, max_wait_s=1.0)
+    with pytest.raises(ValueError, match="bug in the handler"):
+        loop.run()
+    assert _committed(stack_settings, topic, group) == 0
+
+    handled: list[bytes] = []
+    loop2 = BatchLoop(
+        stack_settings.kafka,
+        "test",
+        group,
+        [topic],
+        lambda b: handled.extend(m.value() or b"" for m in b),
+    )
+    _run_until(loop2, lambda: len(handled) >= 20)
+    assert sorted(int(v) for v in handled) == list(range(20))
