@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mpp.config import Settings
-from mpp.stack.base import Progress, Server, StackError, State, Status
+from mpp.stack.base import Progress, Server, StackError, State, Status, apt_install, port_open
 from mpp.stack.kafka import KafkaServer
 from mpp.stack.milvus import MilvusServer
 from mpp.stack.neo4j import Neo4jServer
@@ -61,6 +61,18 @@ class Stack:
     def up(self, progress: Progress) -> list[Status]:
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
+        # Debian packages in one apt-get call (two at once would fight over apt's lock), and
+        # only for servers that do not already answer.
+        packages = sorted(
+            {
+                package
+                for server in self.servers
+                if not port_open(*server.address())
+                for package in server.missing_packages()
+            }
+        )
+        if packages:
+            apt_install(packages, progress)
         # Installs are independent and mostly I/O (Maven, apt): run them side by side.
         with ThreadPoolExecutor(max_workers=len(self.servers)) as pool:
             launched = list(pool.map(lambda s: s.launch(progress), self.servers))

@@ -133,6 +133,10 @@ class Server(ABC):
     def command(self) -> Sequence[str]:
         """The command line that runs the server in the foreground."""
 
+    def missing_packages(self) -> list[str]:
+        """Debian packages this server needs that are not installed (installed in one go)."""
+        return []
+
     def prepare(self, progress: Progress) -> None:  # noqa: B027 - optional hook
         """Create the data folder's initial state (formatting, initdb...) when missing."""
 

@@ -13,7 +13,7 @@ import psycopg
 
 from mpp.config import host_port
 from mpp.db import migrate
-from mpp.stack.base import Progress, Server, StackError, apt_install, run_checked, running_as_root
+from mpp.stack.base import Progress, Server, StackError, run_checked, running_as_root
 
 
 def _pg_bin(program: str) -> str | None:
@@ -42,10 +42,12 @@ class PostgresServer(Server):
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             return message
 
+    def missing_packages(self) -> list[str]:
+        return [] if _pg_bin("initdb") and _pg_bin("postgres") else ["postgresql"]
+
     def install(self, progress: Progress) -> None:
-        if _pg_bin("initdb") and _pg_bin("postgres"):
-            return
-        apt_install(["postgresql"], progress)
+        if self.missing_packages():
+            raise StackError("postgres: initdb and postgres not found; apt-get install postgresql")
 
     def run_as(self) -> str | None:
         return "postgres" if running_as_root() else None

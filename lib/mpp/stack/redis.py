@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import redis
 
 from mpp.config import host_port
-from mpp.stack.base import Progress, Server, StackError, apt_install
+from mpp.stack.base import Progress, Server, StackError
 
 
 class RedisServer(Server):
@@ -35,9 +35,12 @@ class RedisServer(Server):
             return str(exc) or repr(exc)
         return None
 
+    def missing_packages(self) -> list[str]:
+        return [] if shutil.which("redis-server") else ["redis-server"]
+
     def install(self, progress: Progress) -> None:
-        if shutil.which("redis-server") is None:
-            apt_install(["redis-server"], progress)
+        if self.missing_packages():
+            raise StackError("redis: redis-server not found; apt-get install redis-server")
 
     def command(self) -> Sequence[str]:
         binary = shutil.which("redis-server")
