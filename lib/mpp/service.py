@@ -1,0 +1,75 @@
+"""Running a worker service: logging, the health endpoints, the batch loop, clean shutdown.
+
+A service module builds its handler and calls ``run_worker``; the loop's contract (commit after
+the batch's writes, retry on ``RetryableError``, finish the batch on SIGTERM) is
+``mpp.kafka.BatchLoop``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from mpp.config import Settings
+from mpp.kafka import BatchLoop, Handler, TrackedProducer
+from mpp.logs import configure_logging, get_logger
+from mpp.observability import HealthServer, ReadinessCheck
+
+
+@dataclass
+class Worker:
+    """What a service hands to ``run_worker``."""
+
+    name: str
+    topics: Iterable[str]
+    handler: Handler
+    batch_size: int
+    max_wait_s: float
+    producer: TrackedProducer | None = None
+    # Extra readiness (a store's connection); the loop's own partition assignment is checked
+    # first.
+    readiness: ReadinessCheck | None = None
+    group_id: str = ""
+    consumer_overrides: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        return self.group_id or f"mpp-{self.name}"
+
+
+def build_loop(settings: Settings, worker: Worker) -> BatchLoop:
+    return BatchLoop(
+        settings.kafka,
+        worker.name,
+        worker.group,
+        worker.topics,
+        worker.handler,
+        batch_size=worker.batch_size,
+        max_wait_s=worker.max_wait_s,
+        producer=worker.producer,
+        consumer_overrides=dict(worker.consumer_overrides),
+    )
+
+
+def run_worker(settings: Settings, worker: Worker) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    configure_logging(settings, worker.name)
+    log = get_logger(worker.name)
+    loop = build_loop(settings, worker)
+
+    def readiness() -> str | None:
+        if not loop.ready:
+            return "kafka: no partitions assigned yet"
+        return worker.readiness() if worker.readiness else None
+
+    health = HealthServer(settings.http.host, settings.http.port, readiness).start()
+    log.info(
+        "service_started", http_port=health.port, group=worker.group, topics=list(worker.topics)
+    )
+    loop.install_signal_handlers()
+    try:
+        loop.run()
+    finally:
+        health.stop()
+    log.info("service_stopped", batches=loop.stats.batches, records=loop.stats.records)
+    return 0
