@@ -34,3 +34,21 @@ def stack_settings() -> Iterator[Settings]:
 def unique() -> str:
     """A short random suffix so that tests never share topics, groups or collections."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def topic_settings(stack_settings: Settings, unique: str) -> Settings:
+    """The stack's settings with topics of this test's own (created), so tests never share."""
+    from mpp.config import Topics
+    from mpp.kafka import ensure_topics
+
+    topics = Topics(
+        **{
+            name: f"{value}.{unique}"
+            for name, value in Topics().model_dump().items()
+            if isinstance(value, str)
+        }
+    )
+    kafka = stack_settings.kafka.model_copy(update={"topics": topics})
+    ensure_topics(kafka)
+    return stack_settings.model_copy(update={"kafka": kafka})

@@ -1,0 +1,138 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mpp.codecs import Rejection
+from mpp.config import IngestSettings
+from mpp.ids import derive_message_id
+from mpp.v1 import events_pb2 as E
+from mpp.validation import Rules, luhn_valid, normalize_text, redact_pii, validate_event
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+RULES = Rules.from_settings(IngestSettings(max_message_chars=50))
+
+
+def _event(**fields: object) -> E.RawConversationEvent:
+    timestamp = fields.pop("timestamp", NOW - timedelta(minutes=1))
+    event = E.RawConversationEvent(**fields)  # type: ignore[arg-type]
+    if timestamp is not None:
+        assert isinstance(timestamp, datetime)
+        event.timestamp.FromDatetime(timestamp)
+    return event
+
+
+def test_normalization() -> None:
+    assert normalize_text("  Cafe\u0301\tis\n\nopen\u200b!\x00 ") == "Café is open!"
+    # The zero-width joiner holds emoji sequences together and stays.
+    assert normalize_text("family 👨\u200d👩\u200d👧") == "family 👨\u200d👩\u200d👧"
+
+
+def test_luhn() -> None:
+    assert luhn_valid("4111111111111111")
+    assert not luhn_valid("4111111111111112")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "kinds"),
+    [
+        ("mail me at jane.doe+x@example.co.uk now", "mail me at [email] now", ["email"]),
+        ("card 4111 1111 1111 1111 ok", "card [card] ok", ["card"]),
+        ("card 4111-1111-1111-1111", "card [card]", ["card"]),
+        ("not a card 4111 1111 1111 1112", "not a card 4111 1111 1111 1112", []),
+        ("call +44 20 7946 0958 today", "call [phone] today", ["phone"]),
+        ("call (555) 123-4567", "call [phone]", ["phone"]),
+        ("order 123456789012 shipped", "order 123456789012 shipped", []),
+        ("I paid 25.50 for 3 tickets in 2019", "I paid 25.50 for 3 tickets in 2019", []),
+    ],
+)
+def test_redaction(text: str, expected: str, kinds: list[str]) -> None:
+    assert redact_pii(text) == (expected, kinds)
+
+
+def test_valid_event_gets_a_derived_stable_id_independent_of_redaction() -> None:
+    event = _event(user_id="u-1", message="  write to a@b.io ", channel="Web", locale="pt-BR")
+    out = validate_event(event, RULES, NOW)
+    assert out.text == "write to [email]"
+    assert list(out.redactions) == ["email"]
+    assert out.channel == "web" and out.locale == "pt-BR"
+    assert out.message_id_derived
+    expected = derive_message_id("u-1", event.timestamp.ToMilliseconds(), "write to a@b.io")
+    assert out.message_id == expected
+    unredacted = validate_event(event, Rules(**{**RULES.__dict__, "redact": False}), NOW)
+    assert unredacted.message_id == out.message_id
+    assert unredacted.text == "write to a@b.io"
+    # Whitespace differences do not make a new id.
+    again = validate_event(
+        _event(
+            user_id="u-1",
+            message="write  to a@b.io",
+            timestamp=event.timestamp.ToDatetime(tzinfo=UTC),
+        ),
+        RULES,
+        NOW,
+    )
+    assert again.message_id == out.message_id
+
+
+def test_producer_message_id_is_kept() -> None:
+    out = validate_event(_event(user_id="u", message="m", message_id="evt-42"), RULES, NOW)
+    assert out.message_id == "evt-42" and not out.message_id_derived
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "field"),
+    [
+        ({"user_id": " ", "message": "m"}, E.ERROR_CODE_USER_ID_MISSING, "user_id"),
+        ({"user_id": "a b", "message": "m"}, E.ERROR_CODE_USER_ID_INVALID, "user_id"),
+        ({"user_id": "u", "message": " \t\u200b "}, E.ERROR_CODE_MESSAGE_EMPTY, "message"),
+        ({"user_id": "u", "message": "x" * 51}, E.ERROR_CODE_MESSAGE_TOO_LONG, "message"),
+        (
+            {"user_id": "u", "message": "m", "timestamp": None},
+            E.ERROR_CODE_TIMESTAMP_MISSING,
+            "timestamp",
+        ),
+        (
+            {"user_id": "u", "message": "m", "timestamp": datetime(1970, 1, 21, tzinfo=UTC)},
+            E.ERROR_CODE_TIMESTAMP_TOO_OLD,
+            "timestamp",
+        ),
+        (
+            {"user_id": "u", "message": "m", "timestamp": NOW + timedelta(hours=1)},
+            E.ERROR_CODE_TIMESTAMP_IN_FUTURE,
+            "timestamp",
+        ),
+        (
+            {"user_id": "u", "message": "m", "campaign_id": "no spaces"},
+            E.ERROR_CODE_FIELD_INVALID,
+            "campaign_id",
+        ),
+        (
+            {"user_id": "u", "message": "m", "channel": "a channel"},
+            E.ERROR_CODE_FIELD_INVALID,
+            "channel",
+        ),
+        (
+            {"user_id": "u", "message": "m", "locale": "english!"},
+            E.ERROR_CODE_FIELD_INVALID,
+            "locale",
+        ),
+        (
+            {"user_id": "u", "message": "m", "message_id": "bad id"},
+            E.ERROR_CODE_FIELD_INVALID,
+            "message_id",
+        ),
+    ],
+)
+def test_rejections(fields: dict[str, object], code: int, field: str) -> None:
+    with pytest.raises(Rejection) as info:
+        validate_event(_event(**fields), RULES, NOW)
+    assert (info.value.code, info.value.field) == (code, field)
+
+
+def test_too_old_detail_suggests_seconds_vs_milliseconds() -> None:
+    with pytest.raises(Rejection, match="seconds instead of milliseconds"):
+        validate_event(
+            _event(user_id="u", message="m", timestamp=datetime(1970, 1, 21, tzinfo=UTC)),
+            RULES,
+            NOW,
+        )
