@@ -31,11 +31,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stack_app = typer.Typer(help="The local stack: real servers on loopback.", no_args_is_help=True)
+services_app = typer.Typer(
+    help="The platform's worker services as local processes.", no_args_is_help=True
+)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 db_app = typer.Typer(help="PostgreSQL schema.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Campaign and intent catalogs.", no_args_is_help=True)
 sample_app = typer.Typer(help="Sample data.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+app.add_typer(services_app, name="services")
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
@@ -98,6 +102,39 @@ def stack_down(only: OnlyOption = None) -> None:
 def stack_status(only: OnlyOption = None) -> None:
     """Probe every server; exit 1 if any is down."""
     statuses = Stack(_settings(), _only(only)).status()
+    _print_status(statuses)
+    if any(s.state == State.DOWN for s in statuses):
+        raise typer.Exit(1)
+
+
+ServicesOption = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated subset of: ingest, embedder, vector-writer, graph-writer."),
+]
+
+
+@services_app.command("up")
+def services_up(only: ServicesOption = None) -> None:
+    """Start the worker services not already running and wait until each is ready."""
+    try:
+        statuses = Stack.services(_settings(), _only(only)).up(_progress)
+    except StackError as exc:
+        console.print(f"[red]services up failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_status(statuses)
+
+
+@services_app.command("down")
+def services_down(only: ServicesOption = None) -> None:
+    """Stop the services (SIGTERM: each finishes and commits its batch first)."""
+    stopped = Stack.services(_settings(), _only(only)).down(_progress)
+    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing (none was ours)'}")
+
+
+@services_app.command("status")
+def services_status(only: ServicesOption = None) -> None:
+    """Probe each service's /readyz; exit 1 if any is not ready."""
+    statuses = Stack.services(_settings(), _only(only)).status()
     _print_status(statuses)
     if any(s.state == State.DOWN for s in statuses):
         raise typer.Exit(1)

@@ -70,6 +70,9 @@ class KafkaSettings(BaseModel):
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
     client_id: str = "mpp"
+    # Consumer groups are "<group_prefix>-<service>"; a second deployment on the same cluster
+    # (or a test run) uses its own prefix.
+    group_prefix: str = "mpp"
     topics: Topics = Topics()
 
     @model_validator(mode="after")
@@ -223,8 +226,15 @@ class EmbedderSettings(BaseModel):
     # orthonormal projection (cosine similarity is kept exactly; no quality is added).
     project_to_dim: Annotated[int, Field(ge=0)] = 0
     device: str = "cpu"
+    # Texts per forward pass of the model (the Kafka batch above is split into these).
+    encode_batch_size: Annotated[int, Field(ge=1)] = 64
+    # torch intra-op threads; 0: the CPUs this process may use (its cpuset), not the host's.
+    torch_threads: Annotated[int, Field(ge=0)] = 0
+    # An intent catalog file (JSONL or CSV, see mpp.intents); None: the packaged default.
     intent_catalog: Path | None = None
     intent_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.5
+    # At most this many intents per message, best first.
+    max_intents: Annotated[int, Field(ge=1)] = 3
     campaign_link_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.45
     max_campaign_links: Annotated[int, Field(ge=0)] = 3
     # How often the campaign catalog is re-read from PostgreSQL.

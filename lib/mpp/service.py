@@ -29,19 +29,18 @@ class Worker:
     # Extra readiness (a store's connection); the loop's own partition assignment is checked
     # first.
     readiness: ReadinessCheck | None = None
-    group_id: str = ""
     consumer_overrides: dict[str, object] = field(default_factory=dict)
 
-    @property
-    def group(self) -> str:
-        return self.group_id or f"mpp-{self.name}"
+
+def group_id(settings: Settings, worker: Worker) -> str:
+    return f"{settings.kafka.group_prefix}-{worker.name}"
 
 
 def build_loop(settings: Settings, worker: Worker) -> BatchLoop:
     return BatchLoop(
         settings.kafka,
         worker.name,
-        worker.group,
+        group_id(settings, worker),
         worker.topics,
         worker.handler,
         batch_size=worker.batch_size,
@@ -64,7 +63,10 @@ def run_worker(settings: Settings, worker: Worker) -> int:
 
     health = HealthServer(settings.http.host, settings.http.port, readiness).start()
     log.info(
-        "service_started", http_port=health.port, group=worker.group, topics=list(worker.topics)
+        "service_started",
+        http_port=health.port,
+        group=group_id(settings, worker),
+        topics=list(worker.topics),
     )
     loop.install_signal_handlers()
     try:

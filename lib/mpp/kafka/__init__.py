@@ -278,7 +278,9 @@ class BatchLoop:
             RECORDS_CONSUMED.labels(self.service, msg.topic()).inc()
         self.stats.batches += 1
         self.stats.records += len(batch)
-        BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        BATCH_SECONDS.labels(self.service).observe(elapsed)
+        log.info("batch_committed", records=len(batch), ms=round(elapsed * 1000, 1))
 
     def _wait_paused(self, seconds: float) -> None:
         """Back off without leaving the group: pause, keep polling, resume."""

@@ -40,23 +40,56 @@ def repo_root() -> Path:
     return Path.cwd()
 
 
+def stack_dir(settings: Settings) -> Path:
+    path = settings.stack.dir
+    return path if path.is_absolute() else repo_root() / path
+
+
 class Stack:
-    def __init__(self, settings: Settings, only: tuple[str, ...] = ()) -> None:
-        root = repo_root()
-        stack_dir = settings.stack.dir
-        if not stack_dir.is_absolute():
-            stack_dir = root / stack_dir
+    """A set of processes started together: the servers, or the platform's services."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        only: tuple[str, ...] = (),
+        servers: list[Server] | None = None,
+        stop_upstream_first: bool = False,
+    ) -> None:
         self.settings = settings
-        self.dir = stack_dir
+        self.dir = stack_dir(settings)
+        self.stop_upstream_first = stop_upstream_first
+        if servers is not None:
+            self.servers = servers
+            return
         unknown = set(only) - set(SERVER_NAMES)
         if unknown:
             raise StackError(
                 f"unknown server(s) {', '.join(sorted(unknown))}; choose from "
                 + ", ".join(SERVER_NAMES)
             )
-        self.servers: list[Server] = [
-            t(settings, stack_dir, root) for t in SERVER_TYPES if not only or t.name in only
+        self.servers = [
+            t(settings, self.dir, repo_root()) for t in SERVER_TYPES if not only or t.name in only
         ]
+
+    @classmethod
+    def services(
+        cls, settings: Settings, only: tuple[str, ...] = (), extra_env: dict[str, str] | None = None
+    ) -> Stack:
+        """The platform's worker services as local processes (see mpp.stack.services)."""
+        from mpp.stack.services import SERVICES, ServiceProcess
+
+        unknown = set(only) - set(SERVICES)
+        if unknown:
+            raise StackError(
+                f"unknown service(s) {', '.join(sorted(unknown))}; choose from "
+                + ", ".join(SERVICES)
+            )
+        processes: list[Server] = [
+            ServiceProcess(name, settings, stack_dir(settings), repo_root(), extra_env=extra_env)
+            for name in SERVICES
+            if not only or name in only
+        ]
+        return cls(settings, servers=processes, stop_upstream_first=True)
 
     def up(self, progress: Progress) -> list[Status]:
         started = time.monotonic()
@@ -97,9 +130,10 @@ class Stack:
 
     def down(self, progress: Progress) -> list[str]:
         stopped: list[str] = []
-        # Reverse order: consumers of the stores first is not a concern here, but stopping
-        # the JVMs last lets the fast ones report quickly.
-        for server in reversed(self.servers):
+        # Services stop upstream first, so that what ingest still produces is drained by the
+        # others; servers stop in reverse order, the JVMs last.
+        order = self.servers if self.stop_upstream_first else list(reversed(self.servers))
+        for server in order:
             if server.stop(progress):
                 stopped.append(server.name)
         return stopped

@@ -1,0 +1,76 @@
+"""The platform's own services as local processes, managed like the stack's servers.
+
+``mpp services up`` starts each worker (``python -m mpp_<name>``) detached, with its log under
+``.stack/services/`` and its /healthz, /readyz, /metrics on a fixed loopback port; it is ready
+when /readyz answers 200 (its consumer has partitions and its store answers). ``down`` sends
+SIGTERM, which finishes the current batch and commits before exiting.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from mpp.config import Settings
+from mpp.stack.base import Progress, Server
+
+# name -> (module, default health port)
+SERVICES: dict[str, tuple[str, int]] = {
+    "ingest": ("mpp_ingest", 18081),
+    "embedder": ("mpp_embedder", 18082),
+    "vector-writer": ("mpp_vector_writer", 18083),
+    "graph-writer": ("mpp_graph_writer", 18084),
+}
+
+
+class ServiceProcess(Server):
+    """One worker service run from this checkout's environment."""
+
+    default_port = 0
+    stop_timeout_s = 60.0
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        stack_dir: Path,
+        repo_root: Path,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        super().__init__(settings, stack_dir / "services", repo_root)
+        self.module, default_port = SERVICES[name]
+        self.port = port or default_port
+        self.extra_env = dict(extra_env or {})
+
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def probe(self) -> str | None:
+        url = f"http://127.0.0.1:{self.port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return None if response.status == 200 else f"/readyz answered {response.status}"
+        except urllib.error.HTTPError as exc:
+            return f"/readyz answered {exc.code}: {exc.read().decode(errors='replace')[:200]}"
+        except OSError as exc:
+            return str(exc)
+
+    def install(self, progress: Progress) -> None:
+        return None
+
+    def command(self) -> Sequence[str]:
+        return [sys.executable, "-m", self.module]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env["MPP_HTTP__HOST"] = "127.0.0.1"
+        env["MPP_HTTP__PORT"] = str(self.port)
+        env.setdefault("MPP_LOG_FORMAT", "json")
+        return env
