@@ -338,3 +338,20 @@ def topic_sizes(settings: KafkaSettings, timeout_s: float = 10.0) -> dict[str, t
         return sizes
     finally:
         consumer.close()
+
+
+def group_lag(settings: KafkaSettings, group: str, topic: str, timeout_s: float = 10.0) -> int:
+    """Records on ``topic`` that consumer group ``group`` has not committed yet."""
+    consumer = Consumer({**settings.client_config(), "group.id": group})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        behind = 0
+        for tp in consumer.committed(partitions, timeout=timeout_s):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, tp.partition), timeout=timeout_s
+            )
+            behind += high - (tp.offset if tp.offset >= 0 else low)
+        return behind
+    finally:
+        consumer.close()
