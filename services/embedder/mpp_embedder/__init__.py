@@ -1,1 +1,1 @@
-"""The embedder service."""
+"""The embedder service: conversations.validated -> conversations.enriched (see service.py)."""

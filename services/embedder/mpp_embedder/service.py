@@ -1,0 +1,337 @@
+"""The embedder: validated messages in, embedded, intent-tagged, campaign-linked messages out.
+
+One batch at a time (``mpp.kafka.BatchLoop`` through ``mpp.service.run_worker``):
+
+1. decode each ``conversations.validated`` record as ``mpp.v1.ValidatedMessage``; a record that
+   does not decode, or lacks its ids, goes to ``conversations.dlq`` as a ``DeadLetter`` with the
+   original bytes and position;
+2. embed the whole batch in one ``Embedder.encode`` call;
+3. tag intents (``IntentClassifier``) and link campaigns (``CampaignLinker``) from those vectors;
+4. produce one ``mpp.v1.EnrichedMessage`` per message to ``conversations.enriched``, keyed by
+   user_id. The loop flushes the producer and only then commits the batch's offsets.
+
+Vectors, intents and links depend only on the record and the catalogs, so a batch read twice
+after a crash produces the same messages again (but for enriched_at), which the writers'
+upserts absorb.
+
+The campaign catalog is read from PostgreSQL at start and every ``catalog_refresh_s``; while
+PostgreSQL is unreachable the last catalog read stays in use (empty until the first success):
+messages are still enriched, linked only to the campaign their event names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import psycopg
+from confluent_kafka import Message
+from google.protobuf.message import DecodeError
+from prometheus_client import Counter, Gauge, Histogram
+from psycopg.rows import dict_row
+from pydantic import ValidationError
+
+from mpp.catalog import Campaign
+from mpp.config import Settings, get_settings
+from mpp.embedding import Embedder
+from mpp.intents import UNKNOWN, CampaignLinker, IntentCatalog, IntentClassifier, LinkSource
+from mpp.kafka import Handler, TrackedProducer
+from mpp.logs import configure_logging, get_logger
+from mpp.observability import RECORDS_FAILED
+from mpp.service import Worker, run_worker
+from mpp.stores import postgres_connect
+from mpp.v1 import events_pb2 as pb
+
+SERVICE = "embedder"
+
+log = get_logger(SERVICE)
+
+ENCODE_SECONDS = Histogram(
+    "mpp_embedder_encode_seconds",
+    "Time to embed one batch of messages.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+INTENTS_TAGGED = Counter(
+    "mpp_embedder_intents_total", "Messages by their best intent (or unknown).", ["intent"]
+)
+CAMPAIGN_LINKS = Counter(
+    "mpp_embedder_campaign_links_total", "Campaign links written, by source.", ["source"]
+)
+CATALOG_CAMPAIGNS = Gauge(
+    "mpp_embedder_catalog_campaigns", "Active campaigns in the catalog the embedder links to."
+)
+CATALOG_REFRESH_FAILURES = Counter(
+    "mpp_embedder_catalog_refresh_failures_total",
+    "Campaign catalog reads that failed (the previous catalog stayed in use).",
+)
+
+_LINK_SOURCES = {
+    LinkSource.EVENT: pb.CAMPAIGN_LINK_SOURCE_EVENT,
+    LinkSource.SIMILARITY: pb.CAMPAIGN_LINK_SOURCE_SIMILARITY,
+}
+
+
+class Producer(Protocol):
+    """The part of ``mpp.kafka.TrackedProducer`` the handler uses."""
+
+    def produce(self, topic: str, value: bytes, key: bytes | str | None = None) -> None: ...
+
+
+def read_campaigns(settings: Settings) -> list[Campaign]:
+    """The active campaigns in PostgreSQL's ``campaigns`` table (migration 0001)."""
+    # Bounded like the connection: a stuck server must not stall the batch that refreshes.
+    timeout_ms = settings.postgres.connect_timeout_s * 1000
+    with (
+        postgres_connect(
+            settings, row_factory=dict_row, options=f"-c statement_timeout={timeout_ms}"
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute(
+            "SELECT campaign_id, name, description, active, starts_at, ends_at, tags, intents,"
+            " daily_frequency_cap FROM campaigns WHERE active ORDER BY campaign_id"
+        )
+        rows = cur.fetchall()
+    campaigns = []
+    for row in rows:
+        try:
+            campaigns.append(Campaign.model_validate(row))
+        except ValidationError as exc:
+            log.warning("campaign_skipped", campaign_id=row.get("campaign_id"), error=str(exc))
+    return campaigns
+
+
+class CampaignCatalog:
+    """The campaign catalog, re-read every ``refresh_s``; a failed read keeps the last one."""
+
+    def __init__(
+        self,
+        load: Callable[[], list[Campaign]],
+        refresh_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._next_at = clock()
+        self.campaigns: list[Campaign] = []
+        self.loaded = False
+
+    def refresh_if_due(self) -> bool:
+        """Re-read the catalog when due. True when a read succeeded now."""
+        if self._clock() < self._next_at:
+            return False
+        self._next_at = self._clock() + self._refresh_s
+        try:
+            campaigns = self._load()
+        except (psycopg.Error, OSError) as exc:
+            CATALOG_REFRESH_FAILURES.inc()
+            log.warning(
+                "campaign_catalog_unavailable",
+                error=str(exc).strip(),
+                kept_campaigns=len(self.campaigns),
+                retry_in_s=self._refresh_s,
+            )
+            return False
+        if not self.loaded or campaigns != self.campaigns:
+            log.info("campaign_catalog_loaded", campaigns=len(campaigns))
+        self.campaigns, self.loaded = campaigns, True
+        CATALOG_CAMPAIGNS.set(len(campaigns))
+        return True
+
+
+class Enricher:
+    """Embeds, tags and links a batch of validated messages: the service's pure part."""
+
+    def __init__(
+        self, embedder: Embedder, classifier: IntentClassifier, linker: CampaignLinker
+    ) -> None:
+        self.embedder = embedder
+        self.classifier = classifier
+        self.linker = linker
+
+    def enrich(self, messages: Sequence[pb.ValidatedMessage]) -> list[pb.EnrichedMessage]:
+        if not messages:
+            return []
+        started = time.perf_counter()
+        vectors = self.embedder.encode([m.text for m in messages])
+        ENCODE_SECONDS.observe(time.perf_counter() - started)
+        intents = self.classifier.classify_vectors(vectors)
+        links = self.linker.link_vectors(vectors, [m.campaign_id for m in messages])
+        enriched_at = datetime.now(UTC)
+        out = []
+        for message, vector, tags, campaign_links in zip(
+            messages, vectors, intents, links, strict=True
+        ):
+            enriched = pb.EnrichedMessage(
+                model=self.embedder.model_id, dimension=self.embedder.dimension
+            )
+            enriched.message.CopyFrom(message)
+            enriched.embedding.extend(vector.tolist())
+            enriched.intents.extend(pb.IntentScore(intent=t.intent, score=t.score) for t in tags)
+            enriched.campaigns.extend(
+                pb.CampaignLink(
+                    campaign_id=link.campaign_id,
+                    score=link.score,
+                    source=_LINK_SOURCES[link.source],
+                )
+                for link in campaign_links
+            )
+            enriched.enriched_at.FromDatetime(enriched_at)
+            INTENTS_TAGGED.labels(tags[0].intent).inc()
+            for link in campaign_links:
+                CAMPAIGN_LINKS.labels(link.source.value).inc()
+            out.append(enriched)
+        return out
+
+
+def dead_letter(
+    msg: Message, code: pb.ErrorCode.ValueType, field: str, detail: str
+) -> pb.DeadLetter:
+    """A DeadLetter that keeps the record whole: key, value, headers and position."""
+    letter = pb.DeadLetter(
+        original_key=msg.key() or b"",
+        original_value=msg.value() or b"",
+        code=code,
+        field=field,
+        detail=detail,
+        service=SERVICE,
+    )
+    headers = msg.headers() or []
+    for name, value in headers.items() if isinstance(headers, dict) else headers:
+        letter.original_headers[name] = (
+            value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value or ""
+        )
+    letter.source.topic = msg.topic() or ""
+    letter.source.partition = msg.partition() or 0
+    letter.source.offset = msg.offset() or 0
+    letter.failed_at.FromDatetime(datetime.now(UTC))
+    return letter
+
+
+def decode(msg: Message) -> pb.ValidatedMessage | pb.DeadLetter:
+    """The record's ValidatedMessage, or the DeadLetter that explains why there is none."""
+    value = msg.value()
+    if value is None:
+        return dead_letter(
+            msg, pb.ERROR_CODE_UNDECODABLE, "", "the record has no value (a tombstone?)"
+        )
+    try:
+        message = pb.ValidatedMessage.FromString(value)
+    except DecodeError as exc:
+        return dead_letter(
+            msg,
+            pb.ERROR_CODE_UNDECODABLE,
+            "",
+            f"not a protobuf mpp.v1.ValidatedMessage ({exc}); only the ingest service should "
+            "write to this topic",
+        )
+    for field in ("message_id", "user_id"):
+        if not getattr(message, field):
+            return dead_letter(
+                msg,
+                pb.ERROR_CODE_SCHEMA_INVALID,
+                field,
+                f"{field} is empty; ingest always sets it, so this record did not come from ingest",
+            )
+    return message
+
+
+def build_handler(
+    settings: Settings,
+    producer: Producer,
+    enricher: Enricher,
+    catalog: CampaignCatalog | None = None,
+) -> Handler:
+    """The batch handler: decode, enrich, produce. It does not flush: the loop does."""
+    topics = settings.kafka.topics
+
+    def handle(batch: list[Message]) -> None:
+        if catalog is not None and catalog.refresh_if_due():
+            enricher.linker.update(catalog.campaigns)
+        messages: list[pb.ValidatedMessage] = []
+        dead = 0
+        for msg in batch:
+            decoded = decode(msg)
+            if isinstance(decoded, pb.DeadLetter):
+                producer.produce(topics.dlq, decoded.SerializeToString(), key=msg.key())
+                RECORDS_FAILED.labels(SERVICE, pb.ErrorCode.Name(decoded.code)).inc()
+                log.warning(
+                    "record_dead_lettered",
+                    code=pb.ErrorCode.Name(decoded.code),
+                    topic=decoded.source.topic,
+                    partition=decoded.source.partition,
+                    offset=decoded.source.offset,
+                )
+                dead += 1
+            else:
+                messages.append(decoded)
+        enriched = enricher.enrich(messages)
+        for message in enriched:
+            producer.produce(
+                topics.enriched, message.SerializeToString(), key=message.message.user_id
+            )
+        unknown = sum(1 for m in enriched if m.intents[0].intent == UNKNOWN)
+        log.info(
+            "batch_enriched",
+            records=len(batch),
+            enriched=len(enriched),
+            dead=dead,
+            unknown_intent=unknown,
+        )
+
+    return handle
+
+
+def build_enricher(settings: Settings, embedder: Embedder | None = None) -> Enricher:
+    cfg = settings.embedder
+    embedder = embedder or Embedder.from_settings(cfg)
+    intents = (
+        IntentCatalog.load(cfg.intent_catalog) if cfg.intent_catalog else IntentCatalog.default()
+    )
+    classifier = IntentClassifier(
+        embedder, intents, cfg.intent_threshold, max_intents=cfg.max_intents
+    )
+    linker = CampaignLinker(
+        embedder, threshold=cfg.campaign_link_threshold, max_links=cfg.max_campaign_links
+    )
+    log.info(
+        "intent_catalog_loaded",
+        source=intents.source,
+        intents=len(intents.names),
+        examples=intents.size,
+    )
+    return Enricher(embedder, classifier, linker)
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    load_campaigns: Callable[[], list[Campaign]] | None = None,
+) -> Worker:
+    """Everything ``run_worker`` needs; the model and the catalogs are loaded here."""
+    enricher = build_enricher(settings, embedder)
+    catalog = CampaignCatalog(
+        load_campaigns or (lambda: read_campaigns(settings)), settings.embedder.catalog_refresh_s
+    )
+    if catalog.refresh_if_due():
+        enricher.linker.update(catalog.campaigns)
+    producer = TrackedProducer(settings.kafka, SERVICE)
+    return Worker(
+        name=SERVICE,
+        topics=[settings.kafka.topics.validated],
+        handler=build_handler(settings, producer, enricher, catalog),
+        batch_size=settings.embedder.batch_size,
+        max_wait_s=settings.embedder.max_wait_s,
+        producer=producer,
+    )
+
+
+def main() -> int:
+    settings = get_settings()
+    # Before the model loads, so that its log lines are structured too.
+    configure_logging(settings, SERVICE)
+    return run_worker(settings, build_worker(settings))
