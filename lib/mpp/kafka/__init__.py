@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     Consumer,
@@ -73,6 +73,12 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
+
+
+class Sink(Protocol):
+    """What a handler produces into: a TrackedProducer, or a list-backed fake in unit tests."""
+
+    def produce(self, topic: str, value: bytes, key: bytes | str | None = None) -> None: ...
 
 
 class DeliveryError(RuntimeError):

@@ -24,22 +24,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
 
 import psycopg
 from confluent_kafka import Message
-from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Gauge, Histogram
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
 from mpp.catalog import Campaign
+from mpp.codecs import Rejection
+from mpp.codecs import decode as decode_message
 from mpp.config import Settings, get_settings
+from mpp.deadletters import send_to_dlq
 from mpp.embedding import Embedder
 from mpp.intents import UNKNOWN, CampaignLinker, IntentCatalog, IntentClassifier, LinkSource
-from mpp.kafka import Handler, TrackedProducer
+from mpp.kafka import Handler, Sink, TrackedProducer
 from mpp.logs import configure_logging, get_logger
-from mpp.observability import RECORDS_FAILED
 from mpp.service import Worker, run_worker
 from mpp.stores import postgres_connect
 from mpp.v1 import events_pb2 as pb
@@ -71,12 +71,6 @@ _LINK_SOURCES = {
     LinkSource.EVENT: pb.CAMPAIGN_LINK_SOURCE_EVENT,
     LinkSource.SIMILARITY: pb.CAMPAIGN_LINK_SOURCE_SIMILARITY,
 }
-
-
-class Producer(Protocol):
-    """The part of ``mpp.kafka.TrackedProducer`` the handler uses."""
-
-    def produce(self, topic: str, value: bytes, key: bytes | str | None = None) -> None: ...
 
 
 def read_campaigns(settings: Settings) -> list[Campaign]:
@@ -187,51 +181,19 @@ class Enricher:
         return out
 
 
-def dead_letter(
-    msg: Message, code: pb.ErrorCode.ValueType, field: str, detail: str
-) -> pb.DeadLetter:
-    """A DeadLetter that keeps the record whole: key, value, headers and position."""
-    letter = pb.DeadLetter(
-        original_key=msg.key() or b"",
-        original_value=msg.value() or b"",
-        code=code,
-        field=field,
-        detail=detail,
-        service=SERVICE,
-    )
-    headers = msg.headers() or []
-    for name, value in headers.items() if isinstance(headers, dict) else headers:
-        letter.original_headers[name] = (
-            value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value or ""
-        )
-    letter.source.topic = msg.topic() or ""
-    letter.source.partition = msg.partition() or 0
-    letter.source.offset = msg.offset() or 0
-    letter.failed_at.FromDatetime(datetime.now(UTC))
-    return letter
-
-
-def decode(msg: Message) -> pb.ValidatedMessage | pb.DeadLetter:
-    """The record's ValidatedMessage, or the DeadLetter that explains why there is none."""
-    value = msg.value()
-    if value is None:
-        return dead_letter(
-            msg, pb.ERROR_CODE_UNDECODABLE, "", "the record has no value (a tombstone?)"
-        )
+def decode(msg: Message) -> pb.ValidatedMessage | Rejection:
+    """The record's ValidatedMessage, or the Rejection that explains why there is none."""
     try:
-        message = pb.ValidatedMessage.FromString(value)
-    except DecodeError as exc:
-        return dead_letter(
-            msg,
-            pb.ERROR_CODE_UNDECODABLE,
-            "",
-            f"not a protobuf mpp.v1.ValidatedMessage ({exc}); only the ingest service should "
-            "write to this topic",
+        message = decode_message(pb.ValidatedMessage, msg.value())
+    except Rejection as rejection:
+        return Rejection(
+            rejection.code,
+            rejection.field,
+            f"{rejection.detail}; only the ingest service should write to this topic",
         )
     for field in ("message_id", "user_id"):
         if not getattr(message, field):
-            return dead_letter(
-                msg,
+            return Rejection(
                 pb.ERROR_CODE_SCHEMA_INVALID,
                 field,
                 f"{field} is empty; ingest always sets it, so this record did not come from ingest",
@@ -241,7 +203,7 @@ def decode(msg: Message) -> pb.ValidatedMessage | pb.DeadLetter:
 
 def build_handler(
     settings: Settings,
-    producer: Producer,
+    producer: Sink,
     enricher: Enricher,
     catalog: CampaignCatalog | None = None,
 ) -> Handler:
@@ -255,16 +217,8 @@ def build_handler(
         dead = 0
         for msg in batch:
             decoded = decode(msg)
-            if isinstance(decoded, pb.DeadLetter):
-                producer.produce(topics.dlq, decoded.SerializeToString(), key=msg.key())
-                RECORDS_FAILED.labels(SERVICE, pb.ErrorCode.Name(decoded.code)).inc()
-                log.warning(
-                    "record_dead_lettered",
-                    code=pb.ErrorCode.Name(decoded.code),
-                    topic=decoded.source.topic,
-                    partition=decoded.source.partition,
-                    offset=decoded.source.offset,
-                )
+            if isinstance(decoded, Rejection):
+                send_to_dlq(producer, topics.dlq, msg, decoded, SERVICE)
                 dead += 1
             else:
                 messages.append(decoded)

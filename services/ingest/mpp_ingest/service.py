@@ -19,35 +19,15 @@ from confluent_kafka import Message
 
 from mpp.codecs import Rejection, decode_raw_event, encode
 from mpp.config import Settings
+from mpp.deadletters import send_to_dlq
 from mpp.kafka import Handler, TrackedProducer, position
 from mpp.logs import get_logger
-from mpp.observability import RECORDS_FAILED
 from mpp.service import Worker
 from mpp.v1 import events_pb2
 from mpp.validation import Rules, validate_event
 
 SERVICE = "ingest"
 log = get_logger(SERVICE)
-
-
-def dead_letter(msg: Message, rejection: Rejection, service: str) -> events_pb2.DeadLetter:
-    """A DeadLetter that keeps the record whole, so it can be inspected and replayed."""
-    topic, partition, offset = position(msg)
-    dead = events_pb2.DeadLetter(
-        original_key=msg.key() or b"",
-        original_value=msg.value() or b"",
-        code=rejection.code,  # type: ignore[arg-type]
-        field=rejection.field,
-        detail=rejection.detail,
-        service=service,
-    )
-    for header in msg.headers() or []:
-        name, value = header[0], header[1]
-        text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
-        dead.original_headers[name] = text or ""
-    dead.source.topic, dead.source.partition, dead.source.offset = topic, partition, offset
-    dead.failed_at.GetCurrentTime()
-    return dead
 
 
 def build_handler(
@@ -73,10 +53,7 @@ def build_handler(
         for msg in batch:
             validated = check(msg, now)
             if isinstance(validated, Rejection):
-                code = events_pb2.ErrorCode.Name(validated.code)  # type: ignore[arg-type]
-                RECORDS_FAILED.labels(SERVICE, code).inc()
-                dead = dead_letter(msg, validated, SERVICE)
-                producer.produce(topics.dlq, encode(dead), key=msg.key())
+                send_to_dlq(producer, topics.dlq, msg, validated, SERVICE)
                 continue
             if validated.message_id in seen:
                 continue
