@@ -120,6 +120,9 @@ class Neo4jSettings(BaseModel):
     password: SecretStr | None = None
     database: str | None = None
     max_connection_pool_size: Annotated[int, Field(ge=1)] = 20
+    # How long a managed transaction retries transient errors (deadlocks, a leader change,
+    # the server away) before the writer hands the batch back to the loop's own backoff.
+    max_transaction_retry_time_s: Annotated[float, Field(ge=0)] = 15.0
 
     def auth(self) -> tuple[str, str] | None:
         if self.password is None:
@@ -180,7 +183,14 @@ class MilvusSettings(BaseModel):
     db_name: str = "default"
     messages_collection: str = "messages"
     campaigns_collection: str = "campaigns"
-    timeout_s: float = 10.0
+    # Bounds every call, pymilvus' own retries included.
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    # FLAT is exact and measured best on Milvus Lite up to 100k rows (lib/mpp/vectors.py); a
+    # full Milvus with millions of rows wants IVF_FLAT or HNSW.
+    index_type: Literal["FLAT", "IVF_FLAT", "HNSW"] = "FLAT"
+    ivf_nlist: Annotated[int, Field(ge=1)] = 1024
+    # Vectors per upsert request, in bytes: Milvus Lite slows down 20x above about 7 MB.
+    max_request_bytes: Annotated[int, Field(ge=4096)] = 2_000_000
 
 
 class GrpcSettings(BaseModel):
@@ -232,10 +242,15 @@ class EmbedderSettings(BaseModel):
     torch_threads: Annotated[int, Field(ge=0)] = 0
     # An intent catalog file (JSONL or CSV, see mpp.intents); None: the packaged default.
     intent_catalog: Path | None = None
-    intent_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.5
+    # Cosine scale, model-specific (re-measure for another model: bench/intent_accuracy.py
+    # --chitchat). For all-MiniLM-L6-v2 on real chat, 0.40 tags ~20% of messages and ~3/4 of
+    # those just above it are right; below ~0.35 most tags are wrong.
+    intent_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.40
     # At most this many intents per message, best first.
     max_intents: Annotated[int, Field(ge=1)] = 3
-    campaign_link_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.45
+    # Same scale and caveat: at 0.35 ~3% of chat messages link to a default campaign, ~3/4 of
+    # the links just above it relevant; at 0.45 almost none (0.4%).
+    campaign_link_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.35
     max_campaign_links: Annotated[int, Field(ge=0)] = 3
     # How often the campaign catalog is re-read from PostgreSQL.
     catalog_refresh_s: Annotated[float, Field(gt=0)] = 60.0

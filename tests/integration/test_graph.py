@@ -1,0 +1,175 @@
+"""GraphStore on the real Neo4j server: constraints, idempotent MERGE, erasure, outages."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from neo4j.exceptions import ConstraintError
+
+from mpp.config import Settings
+from mpp.graph import CampaignEdge, GraphCounts, GraphStore, MessageNode
+from mpp.kafka import RetryableError
+
+
+def graph_rows(tag: str, count: int, users: int) -> list[MessageNode]:
+    return [
+        MessageNode(
+            message_id=f"{tag}-m{i}",
+            user_id=f"{tag}-u{i % users}",
+            ts_ms=1_780_000_000_000 + i,
+            text=f"message {i}",
+            channel="chat",
+            campaigns=(
+                CampaignEdge(f"{tag}-c{i % 3}", 0.8, "similarity"),
+                CampaignEdge(f"{tag}-c{(i + 1) % 3}", 0.5, "event"),
+            )
+            if i % 4
+            else (),
+            intents=((f"{tag}-i{i % 2}", 0.9),),
+        )
+        for i in range(count)
+    ]
+
+
+def relationships(store: GraphStore, tag: str) -> int:
+    """Every relationship that touches one of the test's nodes."""
+    records, _, _ = store._driver.execute_query(
+        "MATCH (n)-[r]-() WHERE n.id STARTS WITH $tag OR n.name STARTS WITH $tag "
+        "RETURN count(DISTINCT r) AS c",
+        tag=f"{tag}-",
+    )
+    return int(records[0]["c"])
+
+
+def nodes(store: GraphStore, tag: str) -> int:
+    records, _, _ = store._driver.execute_query(
+        "MATCH (n) WHERE n.id STARTS WITH $tag OR n.name STARTS WITH $tag RETURN count(n) AS c",
+        tag=f"{tag}-",
+    )
+    return int(records[0]["c"])
+
+
+@pytest.fixture
+def store(stack_settings: Settings, unique: str) -> Iterator[GraphStore]:
+    graph = GraphStore(stack_settings)
+    graph.ensure_schema()
+    yield graph
+    graph._driver.execute_query(
+        "MATCH (n) WHERE n.id STARTS WITH $tag OR n.name STARTS WITH $tag DETACH DELETE n",
+        tag=f"{unique}-",
+    )
+    graph.close()
+
+
+def test_schema_has_the_uniqueness_constraints(store: GraphStore, unique: str) -> None:
+    store.ensure_schema()  # again: idempotent
+    rules = set(store.constraints().values())
+    assert {("User", "id"), ("Message", "id"), ("Campaign", "id"), ("Intent", "name")} <= rules
+    store.merge_messages(graph_rows(unique, 1, 1))
+    with pytest.raises(ConstraintError):
+        store._driver.execute_query("CREATE (:User {id: $id})", id=f"{unique}-u0")
+
+
+def test_merging_the_same_batch_twice_changes_no_counts(store: GraphStore, unique: str) -> None:
+    rows = graph_rows(unique, 200, users=7)
+    users = [f"{unique}-u{i}" for i in range(7)]
+    store.merge_messages(rows)
+    first = store.counts(users)
+    first_nodes, first_rels = nodes(store, unique), relationships(store, unique)
+    store.merge_messages(rows)
+    assert store.counts(users) == first
+    assert (nodes(store, unique), relationships(store, unique)) == (first_nodes, first_rels)
+    # 150 messages have two campaign links each, all 200 one intent.
+    assert first == GraphCounts(users=7, messages=200, about=300, has_intent=200)
+    # users + messages + 3 campaigns + 2 intents; SENT + ABOUT + HAS_INTENT.
+    assert first_nodes == 7 + 200 + 3 + 2
+    assert first_rels == 200 + 300 + 200
+
+
+def test_unknown_intent_is_not_a_node(store: GraphStore, unique: str) -> None:
+    from mpp.v1 import events_pb2 as E
+
+    enriched = E.EnrichedMessage(
+        message=E.ValidatedMessage(message_id=f"{unique}-m", user_id=f"{unique}-u", text="hm"),
+        intents=[E.IntentScore(intent="unknown", score=0.2)],
+    )
+    store.merge_messages([MessageNode.from_enriched(enriched)])
+    assert store.counts([f"{unique}-u"]) == GraphCounts(1, 1, 0, 0)
+    records, _, _ = store._driver.execute_query(
+        "MATCH (:Message {id: $id})-[:HAS_INTENT]->(i) RETURN count(i) AS c", id=f"{unique}-m"
+    )
+    assert records[0]["c"] == 0
+
+
+def test_the_last_write_of_a_message_decides_its_links(store: GraphStore, unique: str) -> None:
+    base = MessageNode(
+        message_id=f"{unique}-m",
+        user_id=f"{unique}-u",
+        ts_ms=1,
+        campaigns=(
+            CampaignEdge(f"{unique}-c1", 0.9, "event"),
+            CampaignEdge(f"{unique}-c2", 0.4, "similarity"),
+        ),
+        intents=((f"{unique}-i1", 0.7),),
+    )
+    relinked = MessageNode(
+        message_id=base.message_id,
+        user_id=base.user_id,
+        ts_ms=2,
+        campaigns=(CampaignEdge(f"{unique}-c3", 0.6, "similarity"),),
+        intents=((f"{unique}-i2", 0.8),),
+    )
+    store.merge_messages([base])
+    assert store.counts([base.user_id]) == GraphCounts(1, 1, 2, 1)
+    # Re-enriched later, and both versions in one batch: the last one wins either way.
+    store.merge_messages([base, relinked])
+    records, _, _ = store._driver.execute_query(
+        "MATCH (m:Message {id: $id}) "
+        "RETURN m.ts AS ts, [(m)-[r:ABOUT]->(c) | [c.id, r.score, r.source]] AS about, "
+        "[(m)-[:HAS_INTENT]->(i) | i.name] AS intents",
+        id=base.message_id,
+    )
+    (record,) = records
+    assert record["ts"] == 2
+    assert record["about"] == [[f"{unique}-c3", pytest.approx(0.6), "similarity"]]
+    assert record["intents"] == [f"{unique}-i2"]
+    # The campaigns it no longer links to stay: they are shared.
+    assert store.count_nodes("Campaign", [f"{unique}-c1", f"{unique}-c2", f"{unique}-c3"]) == 3
+
+
+def test_delete_user_removes_the_user_and_messages_but_not_shared_nodes(
+    store: GraphStore, unique: str
+) -> None:
+    store.merge_messages(graph_rows(unique, 30, users=3))
+    campaigns = [f"{unique}-c{i}" for i in range(3)]
+    intents = [f"{unique}-i{i}" for i in range(2)]
+    assert store.delete_user(f"{unique}-u1") == 10
+    assert store.delete_user(f"{unique}-u1") == 0
+    assert store.counts([f"{unique}-u1"]) == GraphCounts(0, 0, 0, 0)
+    assert store.count_nodes("Message", [f"{unique}-m{i}" for i in range(1, 30, 3)]) == 0
+    assert store.counts([f"{unique}-u0", f"{unique}-u2"]).messages == 20
+    assert store.count_nodes("Campaign", campaigns) == 3
+    assert store.count_nodes("Intent", intents) == 2
+
+
+def test_a_server_that_is_down_raises_retryable(stack_settings: Settings) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    neo4j = stack_settings.neo4j.model_copy(
+        update={"uri": f"bolt://127.0.0.1:{port}", "max_transaction_retry_time_s": 1.0}
+    )
+    store = GraphStore(stack_settings.model_copy(update={"neo4j": neo4j}))
+    started = time.monotonic()
+    with pytest.raises(RetryableError, match="neo4j"):
+        store.merge_messages(graph_rows("down", 2, 1))
+    with pytest.raises(RetryableError):
+        store.delete_user("anyone")
+    # The driver's own retries are bounded by max_transaction_retry_time_s.
+    assert time.monotonic() - started < 15
+    reason = store.ping()
+    assert reason is not None and reason.startswith("neo4j:")
+    store.close()

@@ -1,0 +1,358 @@
+"""Both writers' whole loops on the real broker and stores: write, dead-letter, commit, erase."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Message, TopicPartition
+from mpp_graph_writer import service as graph_service
+from mpp_vector_writer import service as vector_service
+
+from mpp.config import Settings, Topics, host_port
+from mpp.graph import GraphCounts, GraphStore
+from mpp.kafka import TrackedProducer, ensure_topics
+from mpp.service import Worker, build_loop
+from mpp.v1 import events_pb2 as E
+from mpp.v1 import feedback_pb2 as F
+from mpp.vectors import VectorStore
+
+from .test_vectors import drop_collections, eventually, free_port, private_milvus
+
+DIM = 384
+
+
+@pytest.fixture
+def settings(stack_settings: Settings, unique: str) -> Iterator[Settings]:
+    """Topics and Milvus collections of this test's own; Neo4j data is tagged by ``unique``."""
+    topics = Topics(
+        **{
+            name: f"{value}.{unique}"
+            for name, value in Topics().model_dump().items()
+            if isinstance(value, str)
+        }
+    )
+    kafka = stack_settings.kafka.model_copy(
+        update={"topics": topics, "group_prefix": f"test-{unique}"}
+    )
+    ensure_topics(kafka)
+    milvus = stack_settings.milvus.model_copy(
+        update={
+            "messages_collection": f"t_{unique}_messages",
+            "campaigns_collection": f"t_{unique}_campaigns",
+        }
+    )
+    writer = stack_settings.vector_writer.model_copy(update={"batch_size": 25})
+    test_settings = stack_settings.model_copy(
+        update={"kafka": kafka, "milvus": milvus, "vector_writer": writer, "graph_writer": writer}
+    )
+    yield test_settings
+    drop_collections(test_settings)
+    graph = GraphStore(test_settings)
+    graph._driver.execute_query(
+        "MATCH (n) WHERE n.id STARTS WITH $tag OR n.name STARTS WITH $tag DETACH DELETE n",
+        tag=f"{unique}-",
+    )
+    graph.close()
+
+
+def enriched(tag: str, i: int, users: int, intent: str = "billing") -> E.EnrichedMessage:
+    vector = np.random.default_rng(i).standard_normal(DIM).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+    message = E.ValidatedMessage(
+        message_id=f"{tag}-m{i}",
+        user_id=f"{tag}-u{i % users}",
+        text=f"message number {i}",
+        channel="chat",
+    )
+    message.timestamp.FromMilliseconds(1_780_000_000_000 + i * 1000)
+    return E.EnrichedMessage(
+        message=message,
+        embedding=vector.tolist(),
+        model="test-model",
+        dimension=DIM,
+        intents=[
+            E.IntentScore(intent=f"{tag}-{intent}", score=0.8),
+            E.IntentScore(intent="unknown", score=0.1),
+        ],
+        campaigns=[
+            E.CampaignLink(
+                campaign_id=f"{tag}-c{i % 2}",
+                score=0.6,
+                source=E.CAMPAIGN_LINK_SOURCE_SIMILARITY,
+            )
+        ],
+    )
+
+
+def produce(settings: Settings, topic: str, values: list[bytes], key: str = "k") -> None:
+    producer = TrackedProducer(settings.kafka, service="test")
+    for value in values:
+        producer.produce(topic, value, key=key)
+    producer.flush()
+
+
+def run(worker: Worker, settings: Settings, until: Callable[[int, int], bool]) -> tuple[int, int]:
+    """Run the service's loop in a thread until ``until(records, retries)``."""
+    loop = build_loop(settings, worker)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            loop.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    # Daemon: BatchLoop checks stop() only between batches, so a loop still retrying a batch
+    # would otherwise keep the test session alive.
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while (
+        not until(loop.stats.records, loop.stats.retries)
+        and time.monotonic() < deadline
+        and thread.is_alive()
+    ):
+        time.sleep(0.05)
+    loop.stop()
+    thread.join(30)
+    assert not thread.is_alive(), "the loop did not stop"
+    if errors:
+        raise errors[0]
+    return loop.stats.records, loop.stats.retries
+
+
+def committed(settings: Settings, topic: str, group: str) -> int:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
+    try:
+        partitions = range(settings.kafka.topics.partitions)
+        offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in offsets)
+
+
+def read_dead_letters(settings: Settings, expected: int) -> list[tuple[Message, E.DeadLetter]]:
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"dlq-reader-{settings.kafka.topics.dlq}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([settings.kafka.topics.dlq])
+    got: list[tuple[Message, E.DeadLetter]] = []
+    deadline = time.monotonic() + 30
+    while len(got) < expected and time.monotonic() < deadline:
+        for msg in consumer.consume(100, timeout=0.5):
+            if msg.error() is None:
+                got.append((msg, E.DeadLetter.FromString(msg.value() or b"")))
+    consumer.close()
+    return got
+
+
+def original_record(settings: Settings, dead: E.DeadLetter) -> bytes | None:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": "dlq-position-check"})
+    try:
+        source = dead.source
+        consumer.assign([TopicPartition(source.topic, source.partition, source.offset)])
+        (msg,) = consumer.consume(1, timeout=10)
+        return msg.value()
+    finally:
+        consumer.close()
+
+
+# The input every writer test sends: 60 messages of 6 users, 10 of them again with another
+# intent (a replay after re-enrichment), a record that is no protobuf, one that has no ids.
+GARBAGE = b"\xff\xfe this is not a protobuf message"
+
+
+def send_messages(settings: Settings, tag: str) -> int:
+    topics = settings.kafka.topics
+    values = [enriched(tag, i, users=6).SerializeToString() for i in range(60)]
+    values += [enriched(tag, i, users=6, intent="refund").SerializeToString() for i in range(10)]
+    values += [GARBAGE, E.EnrichedMessage(model="no ids").SerializeToString()]
+    produce(settings, topics.enriched, values)
+    return len(values)
+
+
+def check_dead_letters(settings: Settings, service: str) -> None:
+    dead = read_dead_letters(settings, 2)
+    assert len(dead) == 2
+    by_code = {E.ErrorCode.Name(d.code): d for _, d in dead}
+    assert set(by_code) == {"ERROR_CODE_UNDECODABLE", "ERROR_CODE_SCHEMA_INVALID"}
+    garbage = by_code["ERROR_CODE_UNDECODABLE"]
+    assert garbage.original_value == GARBAGE and garbage.original_key == b"k"
+    assert garbage.service == service and garbage.source.topic == settings.kafka.topics.enriched
+    assert "EnrichedMessage" in garbage.detail
+    assert original_record(settings, garbage) == GARBAGE
+    assert by_code["ERROR_CODE_SCHEMA_INVALID"].field == "message.message_id"
+
+
+def test_vector_writer_upserts_dead_letters_commits_and_erases(
+    settings: Settings, unique: str
+) -> None:
+    topics, group = settings.kafka.topics, f"test-{unique}-vector-writer"
+    sent = send_messages(settings, unique)
+    records, _ = run(vector_service.worker(settings), settings, lambda n, r: n >= sent)
+    assert records == sent
+    assert committed(settings, topics.enriched, group) == sent
+    store = VectorStore(settings)
+    assert eventually(lambda: store.count_messages() == 60)
+    user0 = store.user_vectors(f"{unique}-u0", limit=50)
+    assert len(user0) == 10
+    # The replayed messages (m0, m6 of user 0) carry the later intent: the last write won.
+    intents = {v.message_id: v.top_intent for v in user0}
+    assert intents[f"{unique}-m0"] == intents[f"{unique}-m6"] == f"{unique}-refund"
+    assert intents[f"{unique}-m12"] == f"{unique}-billing"
+    check_dead_letters(settings, "vector-writer")
+
+    # Erasure, read by the same group later: nothing else is read again.
+    request = F.ErasureRequest(request_id="r1", user_id=f"{unique}-u0")
+    produce(settings, topics.erasure, [request.SerializeToString()] * 2)
+    records, _ = run(vector_service.worker(settings), settings, lambda n, r: n >= 2)
+    assert records == 2
+    assert store.user_vectors(f"{unique}-u0") == []
+    assert store.count_messages() == 50
+    assert committed(settings, topics.erasure, group) == 2
+
+
+def test_graph_writer_merges_dead_letters_commits_and_erases(
+    settings: Settings, unique: str
+) -> None:
+    topics, group = settings.kafka.topics, f"test-{unique}-graph-writer"
+    users = [f"{unique}-u{i}" for i in range(6)]
+    sent = send_messages(settings, unique)
+    records, _ = run(graph_service.worker(settings), settings, lambda n, r: n >= sent)
+    assert records == sent
+    assert committed(settings, topics.enriched, group) == sent
+    store = GraphStore(settings)
+    # One link per message; the 10 re-enriched messages moved from "billing" to "refund".
+    assert store.counts(users) == GraphCounts(users=6, messages=60, about=60, has_intent=60)
+    assert store.count_nodes("Intent", [f"{unique}-billing", f"{unique}-refund"]) == 2
+    records_, _, _ = store._driver.execute_query(
+        "MATCH (:Message)-[:HAS_INTENT]->(i:Intent {name: $name}) RETURN count(*) AS c",
+        name=f"{unique}-refund",
+    )
+    assert records_[0]["c"] == 10
+    check_dead_letters(settings, "graph-writer")
+
+    produce(
+        settings, topics.erasure, [F.ErasureRequest(user_id=f"{unique}-u0").SerializeToString()]
+    )
+    records, _ = run(graph_service.worker(settings), settings, lambda n, r: n >= 1)
+    assert records == 1
+    assert store.counts([f"{unique}-u0"]) == GraphCounts(0, 0, 0, 0)
+    assert store.counts(users).messages == 50
+    # Campaigns and intents are shared: they stay.
+    assert store.count_nodes("Campaign", [f"{unique}-c0", f"{unique}-c1"]) == 2
+    store.close()
+
+
+def test_vector_writer_commits_nothing_while_milvus_is_down_then_catches_up(
+    settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    topics, group = settings.kafka.topics, f"test-{unique}-vector-writer"
+    port = free_port()
+    milvus = settings.milvus.model_copy(update={"uri": f"http://127.0.0.1:{port}"})
+    down = settings.model_copy(update={"milvus": milvus})
+    produce(down, topics.enriched, [enriched(unique, i, 3).SerializeToString() for i in range(30)])
+    commits_during_outage: list[int] = []
+    server: list[object] = []
+
+    def until(records: int, retries: int) -> bool:
+        if retries >= 2 and not server:
+            # The batch was refused twice: nothing may be committed yet. Now start Milvus.
+            commits_during_outage.append(committed(down, topics.enriched, group))
+            context = private_milvus(tmp_path, port)
+            context.__enter__()
+            server.append(context)
+        return records >= 30
+
+    try:
+        records, retries = run(vector_service.worker(down), down, until)
+        assert commits_during_outage == [0]
+        assert records == 30 and retries >= 2
+        assert committed(down, topics.enriched, group) == 30
+        store = VectorStore(down)
+        assert eventually(lambda: store.count_messages() == 30)
+    finally:
+        for context in server:
+            context.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+def test_graph_writer_commits_nothing_while_neo4j_is_away_then_catches_up(
+    settings: Settings, unique: str
+) -> None:
+    topics, group = settings.kafka.topics, f"test-{unique}-graph-writer"
+    port = free_port()
+    neo4j = settings.neo4j.model_copy(
+        update={"uri": f"bolt://127.0.0.1:{port}", "max_transaction_retry_time_s": 0.2}
+    )
+    away = settings.model_copy(update={"neo4j": neo4j})
+    produce(away, topics.enriched, [enriched(unique, i, 3).SerializeToString() for i in range(5)])
+    commits_during_outage: list[int] = []
+    bridge: list[Forwarder] = []
+
+    def until(records: int, retries: int) -> bool:
+        if retries >= 2 and not bridge:
+            # Refused twice, nothing committed; now let the writer reach the real Neo4j.
+            commits_during_outage.append(committed(away, topics.enriched, group))
+            host, target = host_port(settings.neo4j.uri, 7687)
+            bridge.append(Forwarder(port, (host, target)))
+        return records >= 5
+
+    try:
+        records, retries = run(graph_service.worker(away), away, until)
+    finally:
+        for forwarder in bridge:
+            forwarder.close()
+    assert commits_during_outage == [0]
+    assert records == 5 and retries >= 2
+    assert committed(away, topics.enriched, group) == 5
+    store = GraphStore(settings)
+    assert store.counts([f"{unique}-u{i}" for i in range(3)]).messages == 5
+    store.close()
+
+
+class Forwarder:
+    """A TCP port that forwards to ``target``: a store that "comes back" on a new address."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self._target = target
+        self._server = socket.create_server(("127.0.0.1", port))
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._server.close()

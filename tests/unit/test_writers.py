@@ -1,0 +1,211 @@
+"""The writers' pure logic: batch planning, dead letters, row building, error classes."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import grpc
+import pytest
+from confluent_kafka import Message
+from mpp_graph_writer import service as graph_service
+from mpp_vector_writer import service as vector_service
+from neo4j.exceptions import ClientError, ServiceUnavailable, SessionExpired, TransientError
+from pymilvus.exceptions import MilvusException, ParamError
+
+from mpp import graph, vectors
+from mpp.deadletters import dead_letter
+from mpp.graph import CampaignEdge, MessageNode
+from mpp.v1 import events_pb2 as E
+from mpp.v1 import feedback_pb2 as F
+from mpp.vectors import MessageVector, chunks
+
+ENRICHED, ERASURE = "enriched", "erasure"
+SERVICES = [vector_service, graph_service]
+
+
+def enriched(message_id: str, user_id: str, text: str = "hello", dim: int = 4) -> bytes:
+    message = E.ValidatedMessage(
+        message_id=message_id, user_id=user_id, text=text, channel="chat", locale="en"
+    )
+    message.timestamp.FromMilliseconds(1_780_000_000_123)
+    return E.EnrichedMessage(
+        message=message,
+        embedding=[0.5] * dim,
+        dimension=dim,
+        model="m",
+        intents=[E.IntentScore(intent="billing", score=0.9)],
+    ).SerializeToString()
+
+
+def erasure(user_id: str, request_id: str = "r") -> bytes:
+    return F.ErasureRequest(user_id=user_id, request_id=request_id).SerializeToString()
+
+
+def record(topic: str, value: bytes, offset: int = 0, key: bytes = b"k") -> Message:
+    return Message(
+        topic=topic, partition=1, offset=offset, key=key, value=value, headers=[("h", b"v")]
+    )
+
+
+def batch(*items: tuple[str, bytes]) -> list[Message]:
+    return [record(topic, value, offset=i) for i, (topic, value) in enumerate(items)]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_duplicates_in_a_batch_keep_the_last_version(service: ModuleType) -> None:
+    plan = service.plan_batch(
+        batch(
+            (ENRICHED, enriched("m1", "u1", "first")),
+            (ENRICHED, enriched("m2", "u1")),
+            (ENRICHED, enriched("m1", "u1", "second")),
+        ),
+        ENRICHED,
+        ERASURE,
+    )
+    assert list(plan.messages) == ["m2", "m1"]
+    assert plan.messages["m1"].message.text == "second"
+    assert plan.rejected == [] and plan.erasures == {}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_an_erasure_forgets_the_users_earlier_messages_only(service: ModuleType) -> None:
+    plan = service.plan_batch(
+        batch(
+            (ENRICHED, enriched("m1", "u1")),
+            (ENRICHED, enriched("m2", "u2")),
+            (ERASURE, erasure("u1", "r1")),
+            (ENRICHED, enriched("m3", "u1")),
+            (ERASURE, erasure("u1", "r2")),
+            (ENRICHED, enriched("m4", "u1")),
+        ),
+        ENRICHED,
+        ERASURE,
+    )
+    # Erasures run first, then the messages that came after the last request.
+    assert plan.erasures == {"u1": "r2"}
+    assert list(plan.messages) == ["m2", "m4"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_records_that_cannot_be_used_are_rejected_with_a_reason(service: ModuleType) -> None:
+    no_ids = E.EnrichedMessage(model="x").SerializeToString()
+    plan = service.plan_batch(
+        batch(
+            (ENRICHED, b"\xff\xfe garbage"),
+            (ENRICHED, b""),
+            (ENRICHED, no_ids),
+            (ERASURE, b"\xff"),
+            (ERASURE, F.ErasureRequest(request_id="r").SerializeToString()),
+            ("elsewhere", enriched("m1", "u1")),
+            (ENRICHED, enriched("ok", "u1")),
+        ),
+        ENRICHED,
+        ERASURE,
+    )
+    got = [(E.ErrorCode.Name(r.code), r.field) for _, r in plan.rejected]
+    assert got == [
+        ("ERROR_CODE_UNDECODABLE", ""),
+        ("ERROR_CODE_UNDECODABLE", ""),
+        ("ERROR_CODE_SCHEMA_INVALID", "message.message_id"),
+        ("ERROR_CODE_UNDECODABLE", ""),
+        ("ERROR_CODE_USER_ID_MISSING", "user_id"),
+        ("ERROR_CODE_PROCESSING_FAILED", ""),
+    ]
+    assert "ErasureRequest" in plan.rejected[3][1].detail
+    assert list(plan.messages) == ["ok"]
+
+
+def test_only_the_vector_writer_needs_a_consistent_embedding() -> None:
+    message = E.EnrichedMessage.FromString(enriched("m1", "u1", dim=4))
+    message.dimension = 8
+    wrong = message.SerializeToString()
+    vector_plan = vector_service.plan_batch(batch((ENRICHED, wrong)), ENRICHED, ERASURE)
+    assert [(r.field, r.detail) for _, r in vector_plan.rejected] == [
+        ("embedding", "embedding has 4 values but dimension says 8")
+    ]
+    graph_plan = graph_service.plan_batch(batch((ENRICHED, wrong)), ENRICHED, ERASURE)
+    assert list(graph_plan.messages) == ["m1"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_dead_letter_keeps_the_record_whole(service: ModuleType) -> None:
+    msg = record(ENRICHED, b"\xff bad", offset=42, key=b"user-7")
+    plan = service.plan_batch([msg], ENRICHED, ERASURE)
+    ((rejected_msg, rejection),) = plan.rejected
+    assert rejected_msg is msg
+    dead = dead_letter(rejected_msg, rejection, "svc")
+    assert dead.original_value == b"\xff bad" and dead.original_key == b"user-7"
+    assert dict(dead.original_headers) == {"h": "v"}
+    assert (dead.source.topic, dead.source.partition, dead.source.offset) == (ENRICHED, 1, 42)
+    assert dead.code == E.ERROR_CODE_UNDECODABLE and "EnrichedMessage" in dead.detail
+
+
+def test_message_vector_row_matches_the_collection_schema() -> None:
+    message = E.EnrichedMessage.FromString(enriched("m1", "u1"))
+    message.message.campaign_id = "c9"
+    message.intents.insert(0, E.IntentScore(intent="refund", score=0.7))
+    row = MessageVector.from_enriched(message).row()
+    assert set(row) == {"message_id", "embedding", *vectors._MESSAGE_SCALARS}
+    assert row["ts"] == 1_780_000_000_123
+    assert row["top_intent"] == "refund" and row["top_intent_score"] == pytest.approx(0.7)
+    assert row["campaign_id"] == "c9" and row["channel"] == "chat" and row["model"] == "m"
+    assert row["embedding"] == [0.5] * 4
+
+
+def test_message_node_skips_unknown_and_keeps_each_campaigns_best_link() -> None:
+    message = E.EnrichedMessage.FromString(enriched("m1", "u1"))
+    del message.intents[:]
+    message.intents.extend(
+        [E.IntentScore(intent="unknown", score=0.3), E.IntentScore(intent="refund", score=0.2)]
+    )
+    message.campaigns.extend(
+        [
+            E.CampaignLink(campaign_id="c1", score=1.0, source=E.CAMPAIGN_LINK_SOURCE_EVENT),
+            E.CampaignLink(campaign_id="c2", score=0.5, source=E.CAMPAIGN_LINK_SOURCE_SIMILARITY),
+            E.CampaignLink(campaign_id="c1", score=0.4, source=E.CAMPAIGN_LINK_SOURCE_SIMILARITY),
+        ]
+    )
+    node = MessageNode.from_enriched(message)
+    assert [(name, round(score, 4)) for name, score in node.intents] == [("refund", 0.2)]
+    assert node.campaigns == (
+        CampaignEdge("c1", 1.0, "event"),
+        CampaignEdge("c2", 0.5, "similarity"),
+    )
+    params = node.parameters()
+    assert params["ts"] == 1_780_000_000_123
+    assert params["campaigns"][0] == {"id": "c1", "score": 1.0, "source": "event"}
+    assert params["intents"] == [{"name": "refund", "score": pytest.approx(0.2)}]
+
+
+def test_chunks_bound_the_bytes_of_each_request() -> None:
+    rows = list(range(10))
+    # 4 dims x 4 bytes = 16 bytes a row: 50 bytes hold 3 rows.
+    assert [list(c) for c in chunks(rows, 4, 50)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert [list(c) for c in chunks(rows, 1024, 10)] == [[r] for r in rows]
+
+
+class _RpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+
+def test_milvus_failures_are_classified() -> None:
+    assert vectors.is_transient(MilvusException(code=2, message="Fail connecting"))
+    assert vectors.is_transient(MilvusException(code=grpc.StatusCode.UNAVAILABLE, message="x"))
+    assert vectors.is_transient(MilvusException(code=1, message="[upsert] Retry timeout: 10s"))
+    assert vectors.is_transient(_RpcError(grpc.StatusCode.DEADLINE_EXCEEDED))
+    assert not vectors.is_transient(_RpcError(grpc.StatusCode.INVALID_ARGUMENT))
+    assert not vectors.is_transient(ParamError(message="bad dim"))
+    assert not vectors.is_transient(MilvusException(code=65535, message="float data"))
+    assert not vectors.is_transient(ValueError("x"))
+
+
+def test_neo4j_failures_are_classified() -> None:
+    assert graph.is_transient(ServiceUnavailable("down"))
+    assert graph.is_transient(SessionExpired("gone"))
+    assert graph.is_transient(TransientError("deadlock"))
+    assert not graph.is_transient(ClientError("syntax"))
+    assert not graph.is_transient(ValueError("x"))
