@@ -43,6 +43,7 @@ from mpp.kafka import RetryableError
 from mpp.logs import get_logger
 from mpp.stores import milvus_client
 from mpp.v1 import events_pb2
+from mpp.writers import MAX_ID_CHARS
 
 log = get_logger(__name__)
 
@@ -59,7 +60,6 @@ MILVUS_ROWS = Counter(
 # VARCHAR limits of the schema. Ingest allows ids of at most 128 characters; the margin lets
 # a producer's id grow without a schema change. (Milvus Lite does not enforce max_length;
 # a full Milvus does, so callers check before writing.)
-MAX_ID_CHARS = 256
 MAX_SHORT_CHARS = 64
 MAX_NAME_CHARS = 256
 # Milvus caps a query's result window (offset + limit) at 16,384 rows.

@@ -140,3 +140,37 @@ def test_a_crash_commits_nothing_and_the_batch_is_read_again(
     )
     _run_until(loop2, lambda: len(handled) >= 20)
     assert sorted(int(v) for v in handled) == list(range(20))
+
+
+def test_stop_during_an_outage_exits_without_committing(
+    stack_settings: Settings, unique: str
+) -> None:
+    topic, group = f"loop.{unique}", f"loop-{unique}"
+    _topic_with_records(stack_settings, topic, 10)
+    attempts: list[int] = []
+
+    def always_down(batch: list[Message]) -> None:
+        attempts.append(len(batch))
+        raise RetryableError("store down")
+
+    loop = BatchLoop(
+        stack_settings.kafka,
+        "test",
+        group,
+        [topic],
+        always_down,
+        max_wait_s=1.0,
+        max_backoff_s=30.0,
+    )
+    thread = threading.Thread(target=loop.run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while len(attempts) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stopped_at = time.monotonic()
+    loop.stop()
+    thread.join(15)
+    assert not thread.is_alive(), "stop() must end a loop that is backing off"
+    assert time.monotonic() - stopped_at < 5
+    assert len(attempts) >= 2
+    assert _committed(stack_settings, topic, group) == 0

@@ -116,7 +116,13 @@ def test_milvus_upsert_is_idempotent_and_search_finds_nearest(
         ]
         client.upsert(name, rows)
         client.upsert(name, rows)  # replay: same primary keys, no new rows
-        count = client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
+        # Milvus Lite makes a write visible a few milliseconds after the call returns.
+        deadline = time.monotonic() + 5
+        while True:
+            count = client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
+            if count >= 300 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert count == 300
         hits = client.search(name, data=[vectors[42].tolist()], limit=3, output_fields=["user_id"])[
             0

@@ -9,7 +9,8 @@ The loop's contract (``BatchLoop``):
 - a handler that raises ``RetryableError`` (a store is down) has its batch retried with
   backoff, consumption paused meanwhile, never skipped; any other exception stops the service
   without committing, so the batch is processed again after a restart;
-- SIGTERM or SIGINT finishes the current batch, commits it and exits.
+- SIGTERM or SIGINT finishes the current batch, commits it and exits; while a batch is being
+  retried (a store is down) it exits at once without committing that batch.
 """
 
 from __future__ import annotations
@@ -274,6 +275,11 @@ class BatchLoop:
                     self.producer.flush()
                 break
             except (RetryableError, KafkaException, DeliveryError) as exc:
+                if self._stop.is_set():
+                    # Asked to stop while a store is down: leave without committing; the
+                    # batch is read again after the restart.
+                    log.warning("stopped_during_retry", error=str(exc), records=len(batch))
+                    return
                 self.stats.retries += 1
                 BATCH_RETRIES.labels(self.service).inc()
                 log.warning("batch_retry", error=str(exc), records=len(batch), backoff_s=backoff)
@@ -294,7 +300,7 @@ class BatchLoop:
         self._consumer.pause(assignment)
         try:
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not self._stop.is_set():
                 # Paused partitions return nothing; polling serves heartbeats and rebalances.
                 for msg in self._consumer.consume(1, timeout=min(0.2, seconds)):
                     if msg.error() is None:

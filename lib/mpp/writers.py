@@ -1,0 +1,148 @@
+"""What the store writers (vector-writer, graph-writer) share: reading a batch into a plan.
+
+A batch mixes ``conversations.enriched`` (``EnrichedMessage``) and ``users.erasure``
+(``ErasureRequest``) records. ``plan_batch`` decodes and sorts it without writing anything:
+messages deduplicated by message_id (the last record wins), a user's erasure dropping that
+user's messages read before it in the batch, and the records that cannot be used, each with its
+``Rejection``. ``build_handler`` then dead-letters the rejects, erases, writes; the loop
+commits only after that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from confluent_kafka import Message
+from google.protobuf.message import Message as Proto
+
+from mpp.codecs import Rejection, decode
+from mpp.config import Settings
+from mpp.deadletters import send_to_dlq
+from mpp.kafka import Handler, Sink
+from mpp.logs import get_logger
+from mpp.v1 import events_pb2, feedback_pb2
+
+# Longest id either store keeps (Milvus VARCHAR length), so that both writers keep the same
+# messages.
+MAX_ID_CHARS = 256
+P = TypeVar("P", bound=Proto)
+Check = Callable[[events_pb2.EnrichedMessage], Rejection | None]
+
+
+@dataclass
+class Plan:
+    """What one batch asks of the store, in the order that keeps the batch's meaning."""
+
+    # Users to erase (request ids kept for the logs). Erasures run before the writes.
+    erasures: dict[str, str] = field(default_factory=dict)
+    # Messages by message_id, the last record winning.
+    messages: dict[str, events_pb2.EnrichedMessage] = field(default_factory=dict)
+    rejected: list[tuple[Message, Rejection]] = field(default_factory=list)
+
+    def add(self, enriched: events_pb2.EnrichedMessage) -> None:
+        # Re-inserting moves a replayed id to the end: the last record wins.
+        self.messages.pop(enriched.message.message_id, None)
+        self.messages[enriched.message.message_id] = enriched
+
+    def erase(self, request: feedback_pb2.ErasureRequest) -> None:
+        self.erasures[request.user_id] = request.request_id
+        # The user's messages read before the request go with the user; later ones stay.
+        for message_id in [
+            k for k, v in self.messages.items() if v.message.user_id == request.user_id
+        ]:
+            del self.messages[message_id]
+
+
+def check_ids(enriched: events_pb2.EnrichedMessage) -> Rejection | None:
+    """Why the message's ids cannot key a row or a node, or None."""
+    message = enriched.message
+    for name, value in (("message_id", message.message_id), ("user_id", message.user_id)):
+        # As in the embedder: a missing id is a schema problem of the record.
+        if not value:
+            return Rejection(
+                events_pb2.ERROR_CODE_SCHEMA_INVALID,
+                f"message.{name}",
+                f"message.{name} is empty; ingest always sets it",
+            )
+        if len(value) > MAX_ID_CHARS:
+            return Rejection(
+                events_pb2.ERROR_CODE_SCHEMA_INVALID,
+                f"message.{name}",
+                f"message.{name} has {len(value)} characters; at most {MAX_ID_CHARS}",
+            )
+    return None
+
+
+def decode_known(cls: type[P], value: bytes | None) -> P:
+    """``mpp.codecs.decode``, also refusing bytes that parse as nothing but unknown fields."""
+    message = decode(cls, value)
+    if not message.ListFields():
+        raise Rejection(
+            events_pb2.ERROR_CODE_UNDECODABLE,
+            "",
+            f"not a {cls.DESCRIPTOR.full_name} protobuf message (no known field is set)",
+        )
+    return message
+
+
+def plan_batch(
+    batch: list[Message], enriched_topic: str, erasure_topic: str, check: Check = check_ids
+) -> Plan:
+    """Decode and sort a batch; nothing is written here."""
+    plan = Plan()
+    for msg in batch:
+        try:
+            if msg.topic() == erasure_topic:
+                request = decode_known(feedback_pb2.ErasureRequest, msg.value())
+                if not request.user_id:
+                    raise Rejection(
+                        events_pb2.ERROR_CODE_USER_ID_MISSING,
+                        "user_id",
+                        "erasure request without user_id; set the user to forget",
+                    )
+                plan.erase(request)
+            elif msg.topic() == enriched_topic:
+                enriched = decode_known(events_pb2.EnrichedMessage, msg.value())
+                rejection = check(enriched)
+                if rejection is not None:
+                    raise rejection
+                plan.add(enriched)
+            else:
+                raise Rejection(
+                    events_pb2.ERROR_CODE_PROCESSING_FAILED,
+                    "",
+                    f"record from topic {msg.topic()!r}, which this service does not read",
+                )
+        except Rejection as rejection:
+            plan.rejected.append((msg, rejection))
+    return plan
+
+
+def build_handler(
+    settings: Settings,
+    service: str,
+    producer: Sink,
+    check: Check,
+    erase: Callable[[str], int],
+    write: Callable[[Sequence[events_pb2.EnrichedMessage]], object],
+) -> Handler:
+    """The batch handler: plan, dead-letter, erase, write. Store failures raise
+    ``RetryableError`` from ``erase``/``write``, and the loop retries the batch."""
+    topics = settings.kafka.topics
+    log = get_logger(service)
+
+    def handle(batch: list[Message]) -> None:
+        plan = plan_batch(batch, topics.enriched, topics.erasure, check)
+        for msg, rejection in plan.rejected:
+            send_to_dlq(producer, topics.dlq, msg, rejection, service)
+        for user_id, request_id in plan.erasures.items():
+            removed = erase(user_id)
+            # The user id is not logged: the request id traces the erasure.
+            log.info("user_erased", request_id=request_id, removed=removed)
+        if plan.messages:
+            write(list(plan.messages.values()))
+            log.debug("messages_written", rows=len(plan.messages))
+
+    return handle
