@@ -256,25 +256,75 @@ def sample_chitchat(
 @app.command("demo")
 def demo(
     count: Annotated[int, typer.Option(min=1, help="Sample conversations to replay.")] = 2000,
+    users: Annotated[int, typer.Option(min=0, help="Users to show at the end.")] = 3,
 ) -> None:
-    """The main job on local defaults: stack up, catalog, replay sample conversations, report.
+    """The main job on local defaults: stack, catalog, services, replay, what the stores hold.
 
-    Idempotent: run it again and it reuses the running stack; the catalog load is an upsert.
+    Idempotent: run it again and it reuses the running stack and services; replayed messages
+    keep their ids, so the stores' counts do not grow.
     """
+    from mpp.pipeline import Pipeline
+
     settings = _settings()
     try:
         Stack(settings).up(_progress)
+        catalog_load_campaigns(None)
+        Stack.services(settings).up(_progress)
     except StackError as exc:
-        console.print(f"[red]stack up failed:[/red] {exc}")
+        console.print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from exc
-    catalog_load_campaigns(None)
     sample = Stack(settings).dir / "samples" / f"chitchat-{count}.jsonl"
     sample.parent.mkdir(parents=True, exist_ok=True)
     if not sample.exists():
         sample_chitchat(sample, count)
     _produce_file(settings, sample, settings.kafka.topics.raw, None)
+    pipeline = Pipeline(settings=settings, run_id="", home=Stack(settings).dir)
+    pipeline.wait_drained()
     topics_list()
-    _print_status(Stack(settings).status())
+    graph = pipeline.graph_counts()
+    out.print(
+        f"Milvus: {pipeline.milvus_count()} message vectors in "
+        f"{settings.milvus.messages_collection}; Neo4j: {graph['users']} users, "
+        f"{graph['messages']} messages"
+    )
+    _print_users(settings, users)
+    out.print(
+        "The services keep running: `make status`, `.venv/bin/mpp services status`; "
+        "stop everything with `make down`."
+    )
+
+
+def _print_users(settings: Settings, limit: int) -> None:
+    """The most active users with their intents and the campaigns their messages are about."""
+    from mpp.stores import neo4j_driver
+
+    with neo4j_driver(settings) as driver:
+        records, _, _ = driver.execute_query(
+            """
+            MATCH (u:User)-[:SENT]->(m:Message)
+            WITH u, count(m) AS messages ORDER BY messages DESC, u.id LIMIT $limit
+            OPTIONAL MATCH (u)-[:SENT]->(:Message)-[:HAS_INTENT]->(i:Intent)
+            WITH u, messages, i.name AS intent, count(*) AS n ORDER BY n DESC
+            WITH u, messages, collect(intent + " x" + toString(n))[..3] AS intents
+            OPTIONAL MATCH (u)-[:SENT]->(:Message)-[:ABOUT]->(c:Campaign)
+            WITH u, messages, intents, c.id AS campaign, count(*) AS n ORDER BY n DESC
+            RETURN u.id AS user, messages, intents,
+                   [x IN collect(campaign + " x" + toString(n)) WHERE x IS NOT NULL][..3]
+                       AS campaigns
+            ORDER BY messages DESC, user
+            """,
+            limit=limit,
+        )
+    table = Table("user", "messages", "top intents", "campaigns talked about")
+    for r in records:
+        table.add_row(
+            r["user"],
+            str(r["messages"]),
+            ", ".join(r["intents"]) or "-",
+            ", ".join(r["campaigns"]) or "-",
+        )
+    out.print(table)
+    out.print("Ranked recommendations come with the recommender service (issue #5).")
 
 
 def main() -> None:

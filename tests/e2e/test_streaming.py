@@ -1,0 +1,107 @@
+"""The streaming path end to end on the real servers (issue #3's acceptance).
+
+Services run as real processes; the checks read Milvus, Neo4j and the DLQ directly.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import pytest
+
+from mpp.samples import chitchat_events
+from mpp.stack import Stack
+from mpp.v1 import events_pb2 as E
+from tests.e2e.pipeline import Pipeline, build_replay, log
+
+
+def assert_exact(pipeline: Pipeline, unique_valid: int, users: int) -> None:
+    assert pipeline.milvus_count() == unique_valid
+    graph = pipeline.graph_counts()
+    assert graph == {"users": users, "messages": unique_valid, "sent": unique_valid}
+
+
+def test_replay_with_duplicates_and_invalid_events_is_exact_and_idempotent(
+    pipeline: Pipeline,
+) -> None:
+    replay = build_replay(
+        list(chitchat_events(20_000)), pipeline.run_id, duplicate_share=0.05, invalid_share=0.02
+    )
+    log(
+        f"replay: {len(replay.records)} records, {replay.unique_valid} unique valid, "
+        f"{len(replay.invalid)} invalid"
+    )
+    pipeline.start()
+    started = time.monotonic()
+    pipeline.produce(replay.records, replay.keys)
+    pipeline.wait_drained()
+    log(f"first pass drained in {time.monotonic() - started:.0f}s")
+    assert_exact(pipeline, replay.unique_valid, replay.users)
+
+    dead = pipeline.dead_letters()
+    assert len(dead) == len(replay.invalid)
+    assert {d.original_value: E.ErrorCode.Name(d.code) for d in dead} == replay.invalid
+    assert all(d.detail and d.source.topic == pipeline.settings.kafka.topics.raw for d in dead)
+
+    # The whole input again: no store count moves. The DLQ is a log, so the same invalid
+    # records are appended again: the set of dead-lettered originals does not change.
+    pipeline.produce(replay.records, replay.keys)
+    pipeline.wait_drained()
+    assert_exact(pipeline, replay.unique_valid, replay.users)
+    again = pipeline.dead_letters()
+    assert len(again) == 2 * len(replay.invalid)
+    assert {d.original_value for d in again} == set(replay.invalid)
+
+
+def _restart_server(pipeline: Pipeline, name: str, down_s: float) -> None:
+    stack = Stack(pipeline.settings, only=(name,))
+    if not stack.down(lambda m: log(m)):
+        pytest.skip(f"the stack's {name} was not started by the stack, so it cannot be stopped")
+    log(f"{name} stopped for {down_s:.0f}s")
+    time.sleep(down_s)
+    stack.up(lambda m: log(m))
+
+
+def test_writer_crash_and_store_outages_lose_nothing(pipeline: Pipeline) -> None:
+    events = list(chitchat_events(23_000))[20_000:]
+    replay = build_replay(events, pipeline.run_id, duplicate_share=0.05, invalid_share=0.0)
+    pipeline.start()
+    import threading
+
+    producing = threading.Thread(
+        target=pipeline.produce, args=(replay.records, replay.keys), kwargs={"rate": 30.0}
+    )
+    producing.start()
+    time.sleep(8)
+    pipeline.kill("graph-writer")
+    time.sleep(2)
+    pipeline.start("graph-writer")
+    time.sleep(5)
+    _restart_server(pipeline, "neo4j", 30)
+    time.sleep(5)
+    _restart_server(pipeline, "milvus", 30)
+    producing.join()
+    pipeline.wait_drained()
+    assert_exact(pipeline, replay.unique_valid, replay.users)
+    # Every service kept running through the outages (the killed one was restarted).
+    for name, process in pipeline.processes.items():
+        assert process.owned_pid() is not None, f"{name} died"
+    counts = collections.Counter(d.code for d in pipeline.dead_letters())
+    assert sum(counts.values()) == len(replay.invalid)
+
+
+def test_1024_dimension_path(pipeline: Pipeline) -> None:
+    """The packaged 384-dim model lifted by a fixed orthonormal projection into 1024 dims."""
+    pipeline.extra_env["MPP_EMBEDDER__PROJECT_TO_DIM"] = "1024"
+    replay = build_replay(list(chitchat_events(300)), pipeline.run_id, 0.0, 0.0)
+    pipeline.start()
+    pipeline.produce(replay.records, replay.keys)
+    pipeline.wait_drained()
+    assert_exact(pipeline, replay.unique_valid, replay.users)
+    from mpp.stores import milvus_client
+
+    client = milvus_client(pipeline.settings)
+    schema = client.describe_collection(pipeline.settings.milvus.messages_collection)
+    dims = [f["params"].get("dim") for f in schema["fields"] if f.get("params", {}).get("dim")]
+    assert [int(d) for d in dims] == [1024]
