@@ -47,4 +47,11 @@ def milvus_client(settings: Settings) -> MilvusClient:
         token=cfg.token.get_secret_value() if cfg.token else "",
         db_name=cfg.db_name,
         timeout=cfg.timeout_s,
+        # pymilvus pings every 10 s even when idle; Milvus (Lite too) answers an idle client's
+        # pings with GOAWAY "too_many_pings" after a few minutes and the next call fails.
+        # Ping only while calls are in flight.
+        grpc_options={
+            "grpc.keepalive_time_ms": 60_000,
+            "grpc.keepalive_permit_without_calls": 0,
+        },
     )

@@ -15,6 +15,9 @@ from mpp.stack import Stack
 from mpp.v1 import events_pb2 as E
 from tests.e2e.pipeline import Pipeline, build_replay, log
 
+# Each test replays thousands of messages through a CPU-bound embedder.
+pytestmark = pytest.mark.timeout(1500)
+
 
 def assert_exact(pipeline: Pipeline, unique_valid: int, users: int) -> None:
     assert pipeline.milvus_count() == unique_valid
