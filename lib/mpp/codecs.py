@@ -110,14 +110,7 @@ def _from_json(value: bytes) -> events_pb2.RawConversationEvent:
             f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(_JSON_FIELDS))}",
         )
     event = events_pb2.RawConversationEvent()
-    for name in ("user_id", "message"):
-        raw = data.get(name)
-        if raw is None:
-            continue
-        if not isinstance(raw, str):
-            raise _schema_error(name, f"{name} must be a string, got {type(raw).__name__}")
-        setattr(event, name, raw)
-    for name in _OPTIONAL_STRINGS:
+    for name in ("user_id", "message", *_OPTIONAL_STRINGS):
         raw = data.get(name)
         if raw is None:
             continue

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from mpp.config import Settings
 from mpp.kafka import BatchLoop, RetryableError, TrackedProducer
+from tests.loops import committed, run_until
 
 
 def _topic_with_records(settings: Settings, name: str, count: int) -> None:
@@ -24,36 +24,6 @@ def _topic_with_records(settings: Settings, name: str, count: int) -> None:
     producer.flush()
 
 
-def _committed(settings: Settings, topic: str, group: str) -> int:
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
-    try:
-        offsets = consumer.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
-    finally:
-        consumer.close()
-    return sum(max(tp.offset, 0) for tp in offsets)
-
-
-def _run_until(loop: BatchLoop, done: Callable[[], bool], timeout_s: float = 60) -> None:
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not done() and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.05)
-    loop.stop()
-    thread.join(30)
-    if errors:
-        raise errors[0]
-    assert done(), "the loop did not get there in time"
-
-
 def test_commits_after_the_batch_and_resumes_there(stack_settings: Settings, unique: str) -> None:
     topic, group = f"loop.{unique}", f"loop-{unique}"
     _topic_with_records(stack_settings, topic, 200)
@@ -63,9 +33,9 @@ def test_commits_after_the_batch_and_resumes_there(stack_settings: Settings, uni
         seen.extend(m.value() or b"" for m in batch)
 
     loop = BatchLoop(stack_settings.kafka, "test", group, [topic], handler, batch_size=50)
-    _run_until(loop, lambda: len(seen) >= 200)
+    run_until(loop, lambda: len(seen) >= 200)
     assert sorted(int(v) for v in seen) == list(range(200))
-    assert _committed(stack_settings, topic, group) == 200
+    assert committed(stack_settings.kafka, topic, group) == 200
     assert loop.stats.batches >= 4
 
     # A new member of the same group starts after the commits: nothing is read twice.
@@ -77,7 +47,7 @@ def test_commits_after_the_batch_and_resumes_there(stack_settings: Settings, uni
         [topic],
         lambda b: again.extend(m.value() or b"" for m in b),
     )
-    _run_until(loop2, lambda: loop2.ready, timeout_s=30)
+    run_until(loop2, lambda: loop2.ready, timeout_s=30)
     time.sleep(1.0)
     assert again == []
 
@@ -94,7 +64,7 @@ def test_retryable_failure_retries_the_same_batch_without_committing(
     def handler(batch: list[Message]) -> None:
         attempts.append(len(batch))
         if len(attempts) <= 2:
-            committed_during_outage.append(_committed(stack_settings, topic, group))
+            committed_during_outage.append(committed(stack_settings.kafka, topic, group))
             raise RetryableError("store down")
         handled.extend(m.value() or b"" for m in batch)
 
@@ -108,12 +78,12 @@ def test_retryable_failure_retries_the_same_batch_without_committing(
         max_wait_s=1.0,
         max_backoff_s=0.5,
     )
-    _run_until(loop, lambda: len(handled) >= 30)
+    run_until(loop, lambda: len(handled) >= 30)
     assert committed_during_outage == [0, 0]
     assert loop.stats.retries == 2
     # The retried batch is the same records, and nothing was skipped or duplicated.
     assert sorted(int(v) for v in handled) == list(range(30))
-    assert _committed(stack_settings, topic, group) == 30
+    assert committed(stack_settings.kafka, topic, group) == 30
 
 
 def test_a_crash_commits_nothing_and_the_batch_is_read_again(
@@ -128,7 +98,7 @@ def test_a_crash_commits_nothing_and_the_batch_is_read_again(
     loop = BatchLoop(stack_settings.kafka, "test", group, [topic], broken, max_wait_s=1.0)
     with pytest.raises(ValueError, match="bug in the handler"):
         loop.run()
-    assert _committed(stack_settings, topic, group) == 0
+    assert committed(stack_settings.kafka, topic, group) == 0
 
     handled: list[bytes] = []
     loop2 = BatchLoop(
@@ -138,7 +108,7 @@ def test_a_crash_commits_nothing_and_the_batch_is_read_again(
         [topic],
         lambda b: handled.extend(m.value() or b"" for m in b),
     )
-    _run_until(loop2, lambda: len(handled) >= 20)
+    run_until(loop2, lambda: len(handled) >= 20)
     assert sorted(int(v) for v in handled) == list(range(20))
 
 
@@ -173,4 +143,4 @@ def test_stop_during_an_outage_exits_without_committing(
     assert not thread.is_alive(), "stop() must end a loop that is backing off"
     assert time.monotonic() - stopped_at < 5
     assert len(attempts) >= 2
-    assert _committed(stack_settings, topic, group) == 0
+    assert committed(stack_settings.kafka, topic, group) == 0

@@ -3,7 +3,6 @@ PostgreSQL of the local stack."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -11,7 +10,7 @@ from datetime import UTC, datetime
 import numpy as np
 import psycopg
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from mpp_embedder.service import (
     SERVICE,
@@ -29,6 +28,7 @@ from mpp.embedding import Embedder
 from mpp.kafka import BatchLoop, TrackedProducer
 from mpp.stores import postgres_connect
 from mpp.v1 import events_pb2 as pb
+from tests.loops import committed, run_until
 
 TRAVEL = "any tips for cheap flights and a beach hotel for our summer vacation abroad?"
 
@@ -247,36 +247,6 @@ def _read_all(kafka: KafkaSettings, topic: str, count: int, timeout_s: float = 3
     return out
 
 
-def _committed(kafka: KafkaSettings, topic: str, group: str) -> int:
-    consumer = Consumer({**kafka.client_config(), "group.id": group})
-    try:
-        offsets = consumer.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
-    finally:
-        consumer.close()
-    return sum(max(tp.offset, 0) for tp in offsets)
-
-
-def _run_until(loop: BatchLoop, done: Callable[[], bool], timeout_s: float = 90) -> None:
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not done() and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.1)
-    loop.stop()
-    thread.join(30)
-    if errors:
-        raise errors[0]
-    assert done(), "the embedder did not get there in time"
-
-
 @pytest.fixture
 def stream(stack_settings: Settings, unique: str) -> Iterator[Callable[..., Settings]]:
     def make(**embedder: object) -> Settings:
@@ -314,7 +284,7 @@ def _run_embedder(
         max_wait_s=worker.max_wait_s,
         producer=worker.producer,
     )
-    _run_until(loop, lambda: loop.stats.records >= 5)
+    run_until(loop, lambda: loop.stats.records >= 5)
     topics = settings.kafka.topics
     enriched = [
         pb.EnrichedMessage.FromString(m.value() or b"")
@@ -323,7 +293,7 @@ def _run_embedder(
     letters = [
         pb.DeadLetter.FromString(m.value() or b"") for m in _read_all(settings.kafka, topics.dlq, 1)
     ]
-    return enriched, letters, _committed(settings.kafka, topics.validated, group)
+    return enriched, letters, committed(settings.kafka, topics.validated, group)
 
 
 def test_the_loop_enriches_from_kafka_to_kafka(
