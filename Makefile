@@ -17,11 +17,12 @@ demo: venv  ## The main job on local defaults: stack up, catalog, replay samples
 up: venv  ## Start the local stack (real servers on loopback), reusing what runs
 	@$(MPP) stack up
 
-down: venv  ## Stop what `make up` started, nothing else
+down: venv  ## Stop the services and servers that `make demo`/`make up` started, nothing else
+	@$(MPP) services down
 	@$(MPP) stack down
 
-status: venv  ## Probe every server of the stack
-	@$(MPP) stack status
+status: venv  ## Probe every server of the stack and every service
+	@$(MPP) stack status; $(MPP) services status
 
 test: venv  ## Lint, type-check, start the stack, run every test
 	@bash scripts/test.sh

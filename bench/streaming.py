@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer
@@ -246,7 +248,9 @@ def main() -> None:
     # -- end to end ---------------------------------------------------------------------------
     e2e_run = uuid.uuid4().hex[:8]
     e2e_settings = isolated(Settings(), e2e_run)
-    pipeline = Pipeline(settings=e2e_settings, run_id=f"e{e2e_run}", home=settings.stack.dir)
+    # Its own folder for the services' logs and pid files: never the managed services' one.
+    home = Path(tempfile.mkdtemp(prefix="mpp-bench-"))
+    pipeline = Pipeline(settings=e2e_settings, run_id=f"e{e2e_run}", home=home)
     e2e_raw = [
         json.dumps({**e, "user_id": f"e{e2e_run}-{e['user_id'][:12]}"}).encode()
         for e in chitchat_events(n)
