@@ -298,6 +298,10 @@ class CampaignLinker:
         self._campaigns = active
         return True
 
+    def vectors(self) -> list[tuple[Campaign, Vectors]]:
+        """Each active campaign with its embedding (what the recommender searches against)."""
+        return list(zip(self._campaigns, self._vectors, strict=True))
+
     def similarities(self, vectors: Vectors) -> Vectors:
         """``(len(vectors), len(campaigns))`` cosine similarities, in ``campaigns`` order."""
         return vectors @ self._vectors.T

@@ -175,7 +175,7 @@ def test_postgres_down_at_start_is_a_warning_not_a_crash(embedder: Embedder) -> 
     with pytest.raises(psycopg.OperationalError):
         read_campaigns(settings)
     # The worker reads the catalog at start: that failure must not stop it.
-    assert build_worker(settings, embedder=embedder).name == SERVICE
+    assert build_worker(settings, embedder=embedder, store_campaign_vectors=False).name == SERVICE
     producer = FakeProducer()
     enricher = build_enricher(settings, embedder)
     catalog = CampaignCatalog(lambda: read_campaigns(settings), refresh_s=60)
@@ -272,7 +272,8 @@ def stream(stack_settings: Settings, unique: str) -> Iterator[Callable[..., Sett
 def _run_embedder(
     settings: Settings, embedder: Embedder, unique: str
 ) -> tuple[list[pb.EnrichedMessage], list[pb.DeadLetter], int]:
-    worker = build_worker(settings, embedder=embedder)
+    # Kafka to Kafka only: the campaign vectors in Milvus have a test of their own.
+    worker = build_worker(settings, embedder=embedder, store_campaign_vectors=False)
     group = f"embedder-{unique}"
     loop = BatchLoop(
         settings.kafka,

@@ -38,11 +38,12 @@ from mpp.config import Settings, get_settings
 from mpp.deadletters import send_to_dlq
 from mpp.embedding import Embedder
 from mpp.intents import UNKNOWN, CampaignLinker, IntentCatalog, IntentClassifier, LinkSource
-from mpp.kafka import Handler, Sink, TrackedProducer
+from mpp.kafka import Handler, RetryableError, Sink, TrackedProducer
 from mpp.logs import configure_logging, get_logger
 from mpp.service import Worker, run_worker
 from mpp.stores import postgres_connect
 from mpp.v1 import events_pb2 as pb
+from mpp.vectors import CampaignVector, VectorStore
 
 SERVICE = "embedder"
 
@@ -136,6 +137,44 @@ class CampaignCatalog:
         return True
 
 
+class CampaignVectors:
+    """Writes the linker's campaign embeddings to Milvus whenever the catalog changed.
+
+    The recommender searches a user's vector against them. Milvus being down is not the
+    embedder's failure: the write is retried before each later batch until it succeeds.
+    """
+
+    def __init__(self, store: VectorStore | None, model: str) -> None:
+        self._store = store
+        self._model = model
+        self._pending: list[CampaignVector] = []
+
+    def changed(self, linker: CampaignLinker) -> None:
+        self._pending = [
+            CampaignVector(
+                campaign_id=c.campaign_id,
+                embedding=vector.tolist(),
+                active=c.active,
+                starts_at_ms=int(c.starts_at.timestamp() * 1000) if c.starts_at else 0,
+                ends_at_ms=int(c.ends_at.timestamp() * 1000) if c.ends_at else 0,
+                model=self._model,
+            )
+            for c, vector in linker.vectors()
+        ]
+        self.publish()
+
+    def publish(self) -> None:
+        if not self._pending or self._store is None:
+            return
+        try:
+            written = self._store.upsert_campaigns(self._pending)
+        except RetryableError as exc:
+            log.warning("campaign_vectors_not_written", error=str(exc), retry="next batch")
+            return
+        log.info("campaign_vectors_written", campaigns=written)
+        self._pending = []
+
+
 class Enricher:
     """Embeds, tags and links a batch of validated messages: the service's pure part."""
 
@@ -206,13 +245,21 @@ def build_handler(
     producer: Sink,
     enricher: Enricher,
     catalog: CampaignCatalog | None = None,
+    campaign_vectors: CampaignVectors | None = None,
 ) -> Handler:
     """The batch handler: decode, enrich, produce. It does not flush: the loop does."""
     topics = settings.kafka.topics
 
     def handle(batch: list[Message]) -> None:
-        if catalog is not None and catalog.refresh_if_due():
-            enricher.linker.update(catalog.campaigns)
+        if (
+            catalog is not None
+            and catalog.refresh_if_due()
+            and enricher.linker.update(catalog.campaigns)
+            and campaign_vectors is not None
+        ):
+            campaign_vectors.changed(enricher.linker)
+        elif campaign_vectors is not None:
+            campaign_vectors.publish()
         messages: list[pb.ValidatedMessage] = []
         dead = 0
         for msg in batch:
@@ -265,19 +312,23 @@ def build_worker(
     *,
     embedder: Embedder | None = None,
     load_campaigns: Callable[[], list[Campaign]] | None = None,
+    store_campaign_vectors: bool = True,
 ) -> Worker:
     """Everything ``run_worker`` needs; the model and the catalogs are loaded here."""
     enricher = build_enricher(settings, embedder)
     catalog = CampaignCatalog(
         load_campaigns or (lambda: read_campaigns(settings)), settings.embedder.catalog_refresh_s
     )
-    if catalog.refresh_if_due():
-        enricher.linker.update(catalog.campaigns)
+    campaign_vectors = CampaignVectors(
+        VectorStore(settings) if store_campaign_vectors else None, enricher.embedder.model_id
+    )
+    if catalog.refresh_if_due() and enricher.linker.update(catalog.campaigns):
+        campaign_vectors.changed(enricher.linker)
     producer = TrackedProducer(settings.kafka, SERVICE)
     return Worker(
         name=SERVICE,
         topics=[settings.kafka.topics.validated],
-        handler=build_handler(settings, producer, enricher, catalog),
+        handler=build_handler(settings, producer, enricher, catalog, campaign_vectors),
         batch_size=settings.embedder.batch_size,
         max_wait_s=settings.embedder.max_wait_s,
         producer=producer,
