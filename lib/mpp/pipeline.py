@@ -134,7 +134,7 @@ class Pipeline:
             if time.monotonic() - last_report > 10:
                 log(f"waiting for the pipeline to drain; lag by service: {lag}")
                 last_report = time.monotonic()
-            time.sleep(1.0)
+            time.sleep(0.5)
         raise AssertionError(f"pipeline did not drain in {timeout_s}s: {self.lag()}")
 
     def milvus_count(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 
 import grpc
+import numpy as np
 import pytest
 from confluent_kafka import Message
 from mpp_graph_writer import service as graph_service
@@ -149,7 +150,7 @@ def test_message_vector_row_matches_the_collection_schema() -> None:
     assert row["ts"] == 1_780_000_000_123
     assert row["top_intent"] == "refund" and row["top_intent_score"] == pytest.approx(0.7)
     assert row["campaign_id"] == "c9" and row["channel"] == "chat" and row["model"] == "m"
-    assert row["embedding"] == [0.5] * 4
+    assert row["embedding"].dtype == np.float32 and row["embedding"].tolist() == [0.5] * 4
 
 
 def test_message_node_skips_unknown_and_keeps_each_campaigns_best_link() -> None:
