@@ -1,5 +1,13 @@
 """``python -m mpp_embedder``: run the embedder until SIGTERM."""
 
-from mpp_embedder.service import main
+import os
+
+# Before torch loads OpenMP: its threads then sleep instead of spinning between batches. When
+# the embedder shares a small machine with other services (2 cores here), spinning threads take
+# CPU from them and a descheduled thread stalls the others: the streaming path's end-to-end
+# throughput was 11% higher with PASSIVE (bench/streaming.py). An operator's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from mpp_embedder.service import main  # after the OpenMP setting, on purpose
 
 raise SystemExit(main())
