@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from mpp.config import Settings
+
+if TYPE_CHECKING:
+    from mpp.embedding import Embedder
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +32,22 @@ def stack_settings() -> Iterator[Settings]:
     settings = Settings()
     Stack(settings).up(lambda message: None)
     yield settings
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The packaged model, loaded once per test session."""
+    from mpp.embedding import Embedder
+
+    return Embedder()
+
+
+@pytest.fixture(scope="session")
+def embedder_1024(embedder: Embedder) -> Embedder:
+    """The same model lifted to 1024 dimensions (it shares the loaded model)."""
+    from mpp.embedding import Embedder
+
+    return Embedder(project_to_dim=1024)
 
 
 @pytest.fixture

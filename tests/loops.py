@@ -12,13 +12,12 @@ from mpp.config import KafkaSettings
 from mpp.kafka import BatchLoop
 
 
-def committed(kafka: KafkaSettings, topic: str, group: str, partitions: int = 2) -> int:
-    """The sum of the group's committed offsets on the topic's first ``partitions``."""
+def committed(kafka: KafkaSettings, topic: str, group: str) -> int:
+    """The sum of the group's committed offsets over all the topic's partitions."""
     consumer = Consumer({**kafka.client_config(), "group.id": group})
     try:
-        offsets = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
-        )
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
     finally:
         consumer.close()
     return sum(max(tp.offset, 0) for tp in offsets)
@@ -41,6 +40,7 @@ def run_until(loop: BatchLoop, done: Callable[[], bool], timeout_s: float = 60) 
         time.sleep(0.05)
     loop.stop()
     thread.join(30)
+    assert not thread.is_alive(), "the loop did not stop within 30 s of stop()"
     if errors:
         raise errors[0]
     assert done(), "the loop did not get there in time"

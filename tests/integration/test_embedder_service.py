@@ -33,16 +33,6 @@ from tests.loops import committed, run_until
 TRAVEL = "any tips for cheap flights and a beach hotel for our summer vacation abroad?"
 
 
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder()
-
-
-@pytest.fixture(scope="module")
-def embedder_1024(embedder: Embedder) -> Embedder:
-    return Embedder(project_to_dim=1024)
-
-
 def _validated(i: int, text: str, campaign_id: str = "") -> pb.ValidatedMessage:
     message = pb.ValidatedMessage(
         message_id=f"m-{i}", user_id=f"user-{i % 3}", text=text, campaign_id=campaign_id

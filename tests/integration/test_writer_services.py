@@ -22,6 +22,7 @@ from mpp.service import Worker, build_loop
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
 from mpp.vectors import VectorStore
+from tests.loops import committed, run_until
 
 from .test_vectors import drop_collections, eventually, free_port, private_milvus
 
@@ -101,41 +102,8 @@ def produce(settings: Settings, topic: str, values: list[bytes], key: str = "k")
 def run(worker: Worker, settings: Settings, until: Callable[[int, int], bool]) -> tuple[int, int]:
     """Run the service's loop in a thread until ``until(records, retries)``."""
     loop = build_loop(settings, worker)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:
-            errors.append(exc)
-
-    # Daemon: BatchLoop checks stop() only between batches, so a loop still retrying a batch
-    # would otherwise keep the test session alive.
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while (
-        not until(loop.stats.records, loop.stats.retries)
-        and time.monotonic() < deadline
-        and thread.is_alive()
-    ):
-        time.sleep(0.05)
-    loop.stop()
-    thread.join(30)
-    assert not thread.is_alive(), "the loop did not stop"
-    if errors:
-        raise errors[0]
+    run_until(loop, lambda: until(loop.stats.records, loop.stats.retries))
     return loop.stats.records, loop.stats.retries
-
-
-def committed(settings: Settings, topic: str, group: str) -> int:
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
-    try:
-        partitions = range(settings.kafka.topics.partitions)
-        offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-    finally:
-        consumer.close()
-    return sum(max(tp.offset, 0) for tp in offsets)
 
 
 def read_dead_letters(settings: Settings, expected: int) -> list[tuple[Message, E.DeadLetter]]:
@@ -203,7 +171,7 @@ def test_vector_writer_upserts_dead_letters_commits_and_erases(
     sent = send_messages(settings, unique)
     records, _ = run(vector_service.worker(settings), settings, lambda n, r: n >= sent)
     assert records == sent
-    assert committed(settings, topics.enriched, group) == sent
+    assert committed(settings.kafka, topics.enriched, group) == sent
     store = VectorStore(settings)
     assert eventually(lambda: store.count_messages() == 60)
     user0 = store.user_vectors(f"{unique}-u0", limit=50)
@@ -221,7 +189,7 @@ def test_vector_writer_upserts_dead_letters_commits_and_erases(
     assert records == 2
     assert store.user_vectors(f"{unique}-u0") == []
     assert store.count_messages() == 50
-    assert committed(settings, topics.erasure, group) == 2
+    assert committed(settings.kafka, topics.erasure, group) == 2
 
 
 def test_graph_writer_merges_dead_letters_commits_and_erases(
@@ -232,7 +200,7 @@ def test_graph_writer_merges_dead_letters_commits_and_erases(
     sent = send_messages(settings, unique)
     records, _ = run(graph_service.worker(settings), settings, lambda n, r: n >= sent)
     assert records == sent
-    assert committed(settings, topics.enriched, group) == sent
+    assert committed(settings.kafka, topics.enriched, group) == sent
     store = GraphStore(settings)
     # One link per message; the 10 re-enriched messages moved from "billing" to "refund".
     assert store.counts(users) == GraphCounts(users=6, messages=60, about=60, has_intent=60)
@@ -270,7 +238,7 @@ def test_vector_writer_commits_nothing_while_milvus_is_down_then_catches_up(
     def until(records: int, retries: int) -> bool:
         if retries >= 2 and not server:
             # The batch was refused twice: nothing may be committed yet. Now start Milvus.
-            commits_during_outage.append(committed(down, topics.enriched, group))
+            commits_during_outage.append(committed(down.kafka, topics.enriched, group))
             context = private_milvus(tmp_path, port)
             context.__enter__()
             server.append(context)
@@ -280,7 +248,7 @@ def test_vector_writer_commits_nothing_while_milvus_is_down_then_catches_up(
         records, retries = run(vector_service.worker(down), down, until)
         assert commits_during_outage == [0]
         assert records == 30 and retries >= 2
-        assert committed(down, topics.enriched, group) == 30
+        assert committed(down.kafka, topics.enriched, group) == 30
         store = VectorStore(down)
         assert eventually(lambda: store.count_messages() == 30)
     finally:
@@ -304,7 +272,7 @@ def test_graph_writer_commits_nothing_while_neo4j_is_away_then_catches_up(
     def until(records: int, retries: int) -> bool:
         if retries >= 2 and not bridge:
             # Refused twice, nothing committed; now let the writer reach the real Neo4j.
-            commits_during_outage.append(committed(away, topics.enriched, group))
+            commits_during_outage.append(committed(away.kafka, topics.enriched, group))
             host, target = host_port(settings.neo4j.uri, 7687)
             bridge.append(Forwarder(port, (host, target)))
         return records >= 5
@@ -316,7 +284,7 @@ def test_graph_writer_commits_nothing_while_neo4j_is_away_then_catches_up(
             forwarder.close()
     assert commits_during_outage == [0]
     assert records == 5 and retries >= 2
-    assert committed(away, topics.enriched, group) == 5
+    assert committed(away.kafka, topics.enriched, group) == 5
     store = GraphStore(settings)
     assert store.counts([f"{unique}-u{i}" for i in range(3)]).messages == 5
     store.close()

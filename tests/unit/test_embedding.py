@@ -27,17 +27,6 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder()
-
-
-@pytest.fixture(scope="module")
-def embedder_1024(embedder: Embedder) -> Embedder:
-    # Shares the loaded model with `embedder` (one copy per process).
-    return Embedder(project_to_dim=1024)
-
-
 def _pairwise_cosine(vectors: np.ndarray) -> np.ndarray:
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     return unit @ unit.T
