@@ -263,6 +263,37 @@ class WriterSettings(BaseModel):
     max_wait_s: Annotated[float, Field(gt=0)] = 0.5
 
 
+class AnalyticsSettings(BaseModel):
+    """services/analytics: facts and serving aggregates in Postgres, synced to the warehouse."""
+
+    batch_size: Annotated[int, Field(ge=1)] = 1000
+    max_wait_s: Annotated[float, Field(gt=0)] = 0.5
+    # How often facts and aggregates are synced to the warehouse (``mpp analytics sync`` too).
+    warehouse_sync_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class WarehouseSettings(BaseModel):
+    """The analytics warehouse: SQLite locally, BigQuery in production (one interface)."""
+
+    backend: Literal["sqlite", "bigquery"] = "sqlite"
+    # Relative paths are resolved against the stack directory.
+    sqlite_path: Path = Path("warehouse.sqlite")
+    bigquery_project: str = "mpp-local"
+    bigquery_dataset: str = "mpp_analytics"
+    bigquery_location: str = "US"
+    # An emulator's endpoint (http://127.0.0.1:19050); None: the real BigQuery API.
+    bigquery_endpoint: str | None = None
+    bigquery_credentials_file: Path | None = None
+
+
+class RecommenderSettings(BaseModel):
+    """services/recommender: gRPC on ``grpc``, FastAPI on ``http_host:http_port``."""
+
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 18086
+    default_limit: Annotated[int, Field(ge=1, le=100)] = 10
+
+
 class StackSettings(BaseModel):
     """The local stack (``mpp stack up``): where its data, logs and caches live."""
 
@@ -298,6 +329,9 @@ class Settings(BaseSettings):
     embedder: EmbedderSettings = EmbedderSettings()
     vector_writer: WriterSettings = WriterSettings()
     graph_writer: WriterSettings = WriterSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
+    recommender: RecommenderSettings = RecommenderSettings()
     stack: StackSettings = StackSettings()
 
     @model_validator(mode="after")

@@ -1,0 +1,1 @@
+"""Analytics service: engagement, campaign performance and daily activity (see README)."""

@@ -1,0 +1,1 @@
+"""Recommender service: gRPC and FastAPI over one core (see README)."""
