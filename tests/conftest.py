@@ -72,3 +72,26 @@ def topic_settings(stack_settings: Settings, unique: str) -> Settings:
     kafka = stack_settings.kafka.model_copy(update={"topics": topics})
     ensure_topics(kafka)
     return stack_settings.model_copy(update={"kafka": kafka})
+
+
+@pytest.fixture
+def database_settings(topic_settings: Settings, unique: str) -> Iterator[Settings]:
+    """``topic_settings`` plus a PostgreSQL database of this test's own, migrated, dropped after.
+
+    Aggregates over whole tables (analytics, popularity) can then be compared exactly.
+    """
+    import psycopg
+
+    from mpp.db import migrate
+
+    name = f"mpp_test_{unique}"
+    admin = topic_settings.postgres.conninfo()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    postgres = topic_settings.postgres.model_copy(update={"database": name})
+    migrate(postgres.conninfo())
+    try:
+        yield topic_settings.model_copy(update={"postgres": postgres})
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
