@@ -242,6 +242,11 @@ class EmbedderSettings(BaseModel):
     encode_batch_size: Annotated[int, Field(ge=1)] = 64
     # torch intra-op threads; 0: the CPUs this process may use (its cpuset), not the host's.
     torch_threads: Annotated[int, Field(ge=0)] = 0
+    # Encode a batch as this many shards at once, each on its own copy of the model with
+    # torch_threads / workers threads; 0: one shard per CPU on device "cpu", else 1. On a busy
+    # 2-core machine two 1-thread shards beat one 2-thread call (bench/streaming.py): they
+    # never wait for each other at OpenMP barriers, and tokenizing overlaps inference.
+    encode_workers: Annotated[int, Field(ge=0)] = 0
     # An intent catalog file (JSONL or CSV, see mpp.intents); None: the packaged default.
     intent_catalog: Path | None = None
     # Cosine scale, model-specific (re-measure for another model: bench/intent_accuracy.py
@@ -270,6 +275,12 @@ class AnalyticsSettings(BaseModel):
     max_wait_s: Annotated[float, Field(gt=0)] = 0.5
     # How often facts and aggregates are synced to the warehouse (``mpp analytics sync`` too).
     warehouse_sync_s: Annotated[float, Field(gt=0)] = 300.0
+    # Whether the service syncs the warehouse itself (off: only ``mpp analytics sync``, e.g.
+    # from a scheduled job, or POST /api/warehouse/sync).
+    warehouse_sync_enabled: bool = True
+    # Report pages, JSON and charts (``/``, ``/api/...``, ``/charts/...``); port 0: any free.
+    report_host: str = "127.0.0.1"
+    report_port: Annotated[int, Field(ge=0, le=65535)] = 18095
 
 
 class WarehouseSettings(BaseModel):
@@ -284,6 +295,8 @@ class WarehouseSettings(BaseModel):
     # An emulator's endpoint (http://127.0.0.1:19050); None: the real BigQuery API.
     bigquery_endpoint: str | None = None
     bigquery_credentials_file: Path | None = None
+    # How long ``erase_user`` waits for a running sync before leaving the erasure to the next.
+    erasure_timeout_s: Annotated[float, Field(gt=0)] = 30.0
 
 
 class RecommenderSettings(BaseModel):
@@ -292,6 +305,42 @@ class RecommenderSettings(BaseModel):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 18086
     default_limit: Annotated[int, Field(ge=1, le=100)] = 10
+    # gRPC server threads (each request holds one while it runs).
+    grpc_workers: Annotated[int, Field(ge=1)] = 32
+    # Authentication: API keys (HTTP header X-API-Key or "Authorization: Bearer", gRPC metadata
+    # "authorization: Bearer <key>"). On unless switched off; on without keys refuses every
+    # request (production refuses to start).
+    auth_enabled: bool = True
+    api_keys: list[SecretStr] = []
+    # Blend weights of the three candidate sources (scores are normalized to [0, 1] first).
+    weight_milvus: Annotated[float, Field(ge=0)] = 1.0
+    weight_neo4j: Annotated[float, Field(ge=0)] = 0.8
+    weight_postgres: Annotated[float, Field(ge=0)] = 0.3
+    # Per-source deadline of one request, and the candidates each source returns.
+    milvus_timeout_s: Annotated[float, Field(gt=0)] = 0.25
+    neo4j_timeout_s: Annotated[float, Field(gt=0)] = 0.25
+    postgres_timeout_s: Annotated[float, Field(gt=0)] = 0.25
+    candidates_per_source: Annotated[int, Field(ge=1, le=1000)] = 50
+    # Circuit breaker: open after this many failures in a row, try again after reset_s.
+    breaker_failures: Annotated[int, Field(ge=1)] = 3
+    breaker_reset_s: Annotated[float, Field(gt=0)] = 5.0
+    # The user vector: recency-weighted mean of the user's last ``recent_messages`` vectors,
+    # a message's weight halving every ``recency_half_life_s`` before the newest one.
+    recent_messages: Annotated[int, Field(ge=1, le=200)] = 20
+    recency_half_life_s: Annotated[float, Field(gt=0)] = 86_400.0
+    # Redis: cached answers (dropped when the user says something new), the last answer kept
+    # longer as a fallback, and the user's recent session (messages from the enriched stream).
+    cache_ttl_s: Annotated[int, Field(ge=1)] = 60
+    last_answer_ttl_s: Annotated[int, Field(ge=1)] = 7 * 86_400
+    session_ttl_s: Annotated[int, Field(ge=1)] = 86_400
+    # In-process copies of the catalog and popularity (not per user), refreshed this often.
+    catalog_refresh_s: Annotated[float, Field(gt=0)] = 30.0
+    popularity_refresh_s: Annotated[float, Field(gt=0)] = 10.0
+    # Campaign ids answered when nothing else can be (Postgres down and no cached answer);
+    # empty: the live campaigns of the last catalog read.
+    fallback_campaigns: list[str] = []
+    # Follow conversations.enriched and users.erasure to keep sessions and the cache fresh.
+    follow_activity: bool = True
 
 
 class StackSettings(BaseModel):

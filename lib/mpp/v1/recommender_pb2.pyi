@@ -228,20 +228,28 @@ class ForgetUserResponse(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     ERASED_FROM_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     @_builtins.property
     def erased_from(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Stores the user was removed from."""
+
+    @_builtins.property
+    def pending(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Stores that could not be reached now; the erasure published on users.erasure reaches them
+        through their writers (Milvus, Neo4j, analytics) when they are back. Empty when complete.
+        """
 
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         erased_from: _abc.Iterable[_builtins.str] | None = ...,
+        pending: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["erased_from", b"erased_from", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erased_from", b"erased_from", "pending", b"pending", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

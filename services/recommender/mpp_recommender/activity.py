@@ -1,0 +1,131 @@
+"""Follows ``conversations.enriched`` and ``users.erasure`` to keep the cache fresh.
+
+A background thread in the recommender's process, consumer group ``<prefix>-recommender``,
+starting at the end of the topics (only new activity matters). For each batch:
+- every new message is appended to its user's session in Redis and that user's cached answers
+  are dropped, in one MULTI: the next request recomputes with the new message, without waiting
+  for the vector-writer or the graph-writer;
+- an erasure drops every key of the user, and later-read messages of that user sent before
+  the erasure are ignored.
+
+Offsets are committed automatically: this is a cache feed, and a lost record only means an
+answer stays cached until its TTL.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from mpp.codecs import decode
+from mpp.logs import get_logger
+from mpp.v1 import events_pb2 as E
+from mpp.v1 import feedback_pb2 as F
+from mpp_recommender.cache import SessionMessage
+from mpp_recommender.core import Recommender
+
+log = get_logger(__name__)
+
+
+def session_message(enriched: E.EnrichedMessage) -> SessionMessage:
+    return SessionMessage(
+        message_id=enriched.message.message_id,
+        ts_ms=enriched.message.timestamp.ToMilliseconds(),
+        embedding=np.array(enriched.embedding, dtype=np.float32),
+        intents=tuple(
+            (i.intent, float(i.score)) for i in enriched.intents if i.intent != "unknown"
+        ),
+        campaigns=tuple((c.campaign_id, float(c.score)) for c in enriched.campaigns),
+    )
+
+
+class ActivityFollower:
+    def __init__(self, core: Recommender) -> None:
+        settings = core.settings
+        self._core = core
+        self._topics = settings.kafka.topics
+        self._consumer = Consumer(
+            {
+                **settings.kafka.client_config(),
+                "group.id": f"{settings.kafka.group_prefix}-recommender",
+                "auto.offset.reset": "latest",
+                "enable.auto.commit": True,
+                "auto.commit.interval.ms": 1000,
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+        self._stop = threading.Event()
+        self._assigned = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="activity", daemon=True)
+        self.messages = 0
+        self.erasures = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._assigned.is_set()
+
+    def start(self) -> ActivityFollower:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.set()
+
+    def _run(self) -> None:
+        self._consumer.subscribe(
+            [self._topics.enriched, self._topics.erasure], on_assign=self._on_assign
+        )
+        try:
+            while not self._stop.is_set():
+                batch = self._consumer.consume(500, timeout=0.1)
+                if batch:
+                    self.handle(batch)
+        finally:
+            self._consumer.close()
+
+    def handle(self, batch: list[Message]) -> None:
+        sessions: dict[str, list[SessionMessage]] = defaultdict(list)
+        erased: list[str] = []
+        for msg in batch:
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("activity_consumer_error", error=error.str())
+                continue
+            try:
+                if msg.topic() == self._topics.erasure:
+                    request = decode(F.ErasureRequest, msg.value())
+                    if request.user_id:
+                        self._core.note_erased(
+                            request.user_id, request.requested_at.ToMilliseconds()
+                        )
+                        erased.append(request.user_id)
+                        sessions.pop(request.user_id, None)
+                    continue
+                enriched = decode(E.EnrichedMessage, msg.value())
+            except Exception as exc:
+                # The writers dead-letter what they cannot read; here it is only skipped.
+                log.debug("activity_record_skipped", error=str(exc))
+                continue
+            message = enriched.message
+            if not message.user_id or not enriched.embedding:
+                continue
+            if self._core.is_erased(message.user_id, message.timestamp.ToMilliseconds()):
+                continue
+            sessions[message.user_id].append(session_message(enriched))
+        try:
+            if sessions:
+                self._core.cache.append_sessions(sessions)
+                self.messages += sum(len(v) for v in sessions.values())
+            if erased:
+                self._core.cache.delete_users(erased)
+                self.erasures += len(erased)
+        except Exception as exc:
+            log.warning("activity_not_applied", users=len(sessions), error=str(exc))

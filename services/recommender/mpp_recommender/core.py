@@ -1,0 +1,690 @@
+"""The recommender's core, behind both front doors (gRPC and HTTP): recommend, feedback, erasure.
+
+``recommend`` (cache-aside):
+1. one HGET: a cached answer is returned as it is (``cached`` set);
+2. on a miss, the user's session is read from Redis and the three sources run concurrently,
+   each within its own deadline and behind its circuit breaker;
+3. PostgreSQL answered: the sources are blended, the rules applied (live campaigns, no
+   conversion or dismissal, daily caps) and the answer cached, unless the user said something
+   new meanwhile. Strategy: ``personalized``; ``cold_start`` when neither Milvus nor Neo4j knows
+   the user; ``popularity`` when both are down;
+4. PostgreSQL down (the rules cannot be checked): the last answer computed for the user
+   (``cached_fallback``), else a static list (``static_fallback``);
+5. every source that failed, timed out or had its breaker open is named in
+   ``degraded_sources`` (``redis`` too when the cache could not be used). No outage of a store
+   is an error for the caller.
+
+What was served (computed answers, not cache hits) goes to ``recommendation_log`` from a
+background thread; the daily frequency cap counts it (see docs/recommender.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from mpp.catalog import CAMPAIGN_ID_PATTERN
+from mpp.config import Settings
+from mpp.graph import GraphStore
+from mpp.ids import derive_feedback_id
+from mpp.kafka import DeliveryError, TrackedProducer
+from mpp.logs import get_logger
+from mpp.v1 import feedback_pb2 as F
+from mpp.v1 import recommender_pb2 as R
+from mpp.validation import USER_ID
+from mpp_recommender.blend import (
+    CampaignInfo,
+    Candidate,
+    Ranked,
+    Reason,
+    apply_rules,
+    blend,
+)
+from mpp_recommender.breaker import CircuitBreaker, State
+from mpp_recommender.cache import RedisCache
+from mpp_recommender.sources import MilvusSource, Neo4jSource, PostgresSource, SourceAnswer
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+SOURCE_SECONDS = Histogram(
+    "mpp_recommender_source_seconds",
+    "Time of one candidate source call (calls that ran, whatever their outcome).",
+    ["source"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+DEGRADED = Counter(
+    "mpp_recommender_degraded_total",
+    "Answers computed without a source, by source and why (error, timeout, open).",
+    ["source", "why"],
+)
+BREAKER_OPEN = Gauge(
+    "mpp_recommender_breaker_open", "1 while a source's circuit breaker is open.", ["source"]
+)
+STRATEGIES = Counter("mpp_recommender_answers_total", "Answers by strategy.", ["strategy"])
+LOG_ROWS = Counter(
+    "mpp_recommender_log_rows_total", "recommendation_log rows by outcome.", ["outcome"]
+)
+
+FEEDBACK_KINDS = {
+    F.FEEDBACK_TYPE_IMPRESSION: "impression",
+    F.FEEDBACK_TYPE_CLICK: "click",
+    F.FEEDBACK_TYPE_CONVERSION: "conversion",
+    F.FEEDBACK_TYPE_DISMISSAL: "dismissal",
+}
+MAX_LIMIT = 100
+# Degraded answers are cached briefly: long enough to spare a struggling store under load,
+# short enough that a recovered store is used again soon.
+DEGRADED_TTL_S = 5
+LAST_ANSWERS_IN_PROCESS = 10_000
+CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
+# How long an erasure waits for the warehouse before leaving it to the next sync.
+WAREHOUSE_TIMEOUT_S = 5.0
+
+
+class InvalidArgument(ValueError):
+    """Bad input: names the field and the fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class Unavailable(RuntimeError):
+    """The request cannot be honoured now (Kafka down for feedback or erasure); retry."""
+
+
+def user_hash(user_id: str) -> str:
+    """How ``erased_users`` names a user: SHA-256 hex of the UTF-8 user_id."""
+    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
+
+
+def check_user_id(user_id: str, field: str = "user_id") -> str:
+    if not user_id:
+        raise InvalidArgument(field, "is required; pass the user's id")
+    if not USER_ID.match(user_id):
+        raise InvalidArgument(
+            field,
+            f"{user_id[:80]!r} is not a user id: use 1-128 characters of letters, digits and "
+            "._:@- starting with a letter or digit",
+        )
+    return user_id
+
+
+def check_limit(limit: int, default: int) -> int:
+    if limit < 0 or limit > MAX_LIMIT:
+        raise InvalidArgument(
+            "limit", f"{limit} is out of range: use 1-{MAX_LIMIT}, or 0 for the default"
+        )
+    return limit or default
+
+
+@dataclass(slots=True)
+class _Call:
+    """One source call in flight; a late outcome after its deadline is not counted twice."""
+
+    future: Future[Any]
+    deadline: float
+    timed_out: bool = False
+
+
+class RecommendationLog:
+    """Writes what was served to ``recommendation_log`` from a background thread.
+
+    Best effort: a failed batch is dropped with a warning (the frequency cap then undercounts).
+    """
+
+    def __init__(self, postgres: PostgresSource) -> None:
+        self._postgres = postgres
+        self._queue: queue.Queue[tuple[str, R.RecommendResponse] | None] = queue.Queue(100_000)
+        self._thread = threading.Thread(target=self._run, name="recommendation-log", daemon=True)
+        self._thread.start()
+
+    def add(self, user_id: str, answer: R.RecommendResponse) -> None:
+        try:
+            self._queue.put_nowait((user_id, answer))
+        except queue.Full:
+            LOG_ROWS.labels("dropped").inc(len(answer.items))
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [first]
+            while len(batch) < 500:
+                try:
+                    batch.append(self._queue.get(timeout=0.05))
+                except queue.Empty:
+                    break
+            entries = [b for b in batch if b is not None]
+            try:
+                if entries:
+                    self._write(entries)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if len(entries) < len(batch):
+                return
+
+    def _write(self, entries: list[tuple[str, R.RecommendResponse]]) -> None:
+        rows = []
+        for user_id, answer in entries:
+            served = answer.generated_at.ToDatetime(tzinfo=UTC)
+            for position, item in enumerate(answer.items):
+                rows.append(
+                    (
+                        answer.recommendation_id,
+                        item.campaign_id,
+                        user_id,
+                        position,
+                        item.score,
+                        answer.strategy,
+                        served,
+                        served.date(),
+                    )
+                )
+        if not rows:
+            return
+        try:
+            with self._postgres.pool.connection() as conn, conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO recommendation_log (recommendation_id, campaign_id, user_id,"
+                    " position, score, strategy, served_at, day)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    rows,
+                )
+        except Exception as exc:
+            LOG_ROWS.labels("dropped").inc(len(rows))
+            log.warning("recommendation_log_failed", rows=len(rows), error=str(exc))
+            return
+        LOG_ROWS.labels("written").inc(len(rows))
+
+
+class Recommender:
+    def __init__(self, settings: Settings, producer: TrackedProducer | None = None) -> None:
+        self.settings = settings
+        cfg = settings.recommender
+        self.cfg = cfg
+        self.cache = RedisCache(settings, on_change=_noted)
+        self.postgres = PostgresSource(settings)
+        self.milvus = MilvusSource(settings)
+        self.neo4j = Neo4jSource(settings, catalog=lambda: self.postgres.catalog)
+        self.graph = GraphStore(settings, driver=self.neo4j.driver)
+        self.breakers = {
+            name: CircuitBreaker(name, cfg.breaker_failures, cfg.breaker_reset_s, on_change=_noted)
+            for name in ("milvus", "neo4j", "postgres")
+        }
+        self.timeouts = {
+            "milvus": cfg.milvus_timeout_s,
+            "neo4j": cfg.neo4j_timeout_s,
+            "postgres": cfg.postgres_timeout_s,
+        }
+        self.weights = {
+            "milvus": cfg.weight_milvus,
+            "neo4j": cfg.weight_neo4j,
+            "postgres": cfg.weight_postgres,
+        }
+        # Calls past their deadline keep a thread until their client gives up; the breakers
+        # stop new calls to a store that keeps failing, which bounds them.
+        self._pool = ThreadPoolExecutor(max_workers=4 * cfg.grpc_workers, thread_name_prefix="src")
+        self.producer = producer or TrackedProducer(
+            settings.kafka, service="recommender", **{"linger.ms": 0}
+        )
+        self.log = RecommendationLog(self.postgres)
+        self._last: OrderedDict[str, bytes] = OrderedDict()
+        self._last_lock = threading.Lock()
+        # user_hash -> erasure time (epoch ms): sessions ignore older messages of these users.
+        self.erased: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Read the catalog and erased users once (the service starts anyway if it cannot)."""
+        try:
+            self.postgres.refresh_catalog(force=True)
+            with self.postgres.pool.connection() as conn:
+                for user_key, erased_at in conn.execute(
+                    "SELECT user_hash, erased_at FROM erased_users"
+                ):
+                    self.erased[user_key] = int(erased_at.timestamp() * 1000)
+        except Exception as exc:
+            log.warning("catalog_unavailable_at_start", error=str(exc))
+        # The first run of each query plans it (Neo4j: 0.3-0.8 s here); do it before serving.
+        for name, warm in (
+            ("neo4j", self.neo4j.warm_up),
+            ("milvus", self.milvus.campaign_vectors),
+            ("postgres", lambda: self.postgres.recommend("-warm-up-")),
+        ):
+            try:
+                warm()
+            except Exception as exc:
+                log.warning("warm_up_failed", source=name, error=str(exc))
+
+    def close(self) -> None:
+        self.log.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.producer.flush(5)
+        for closer in (self.cache.close, self.milvus.close, self.neo4j.close, self.postgres.close):
+            try:
+                closer()
+            except Exception as exc:
+                log.warning("close_failed", error=str(exc))
+
+    # -- recommend ---------------------------------------------------------------------------
+
+    def recommend(self, user_id: str, limit: int = 0) -> R.RecommendResponse:
+        check_user_id(user_id)
+        limit = check_limit(limit, self.cfg.default_limit)
+        raw = self.cache.get_answer(user_id, limit)
+        if raw is not None:
+            answer = R.RecommendResponse.FromString(raw)
+            answer.cached = True
+            return answer
+        return self.compute(user_id, limit)
+
+    def _submit(self, name: str, fn: Callable[..., T], *args: Any) -> _Call | None:
+        breaker = self.breakers[name]
+        if not breaker.allow():
+            DEGRADED.labels(name, "open").inc()
+            return None
+        holder: list[_Call] = []
+
+        def run() -> T:
+            started = time.perf_counter()
+            try:
+                result = fn(*args)
+            except Exception as exc:
+                if not holder or not holder[0].timed_out:
+                    breaker.failure()
+                    DEGRADED.labels(name, "error").inc()
+                log.debug("source_failed", source=name, error=str(exc))
+                raise
+            finally:
+                SOURCE_SECONDS.labels(name).observe(time.perf_counter() - started)
+            if not holder or not holder[0].timed_out:
+                breaker.success()
+            return result
+
+        call = _Call(self._pool.submit(run), time.monotonic() + self.timeouts[name])
+        holder.append(call)
+        return call
+
+    def _result(self, name: str, call: _Call | None) -> Any | None:
+        if call is None:
+            return None
+        try:
+            return call.future.result(timeout=max(0.0, call.deadline - time.monotonic()))
+        except FutureTimeout:
+            call.timed_out = True
+            self.breakers[name].failure()
+            DEGRADED.labels(name, "timeout").inc()
+            return None
+        except Exception:
+            return None
+
+    def compute(self, user_id: str, limit: int) -> R.RecommendResponse:
+        degraded: list[str] = []
+        session = self.cache.session(user_id)
+        if session.head is None:
+            degraded.append("redis")
+        calls = {
+            "milvus": self._submit("milvus", self.milvus.recommend, user_id, session.messages),
+            "neo4j": self._submit("neo4j", self.neo4j.recommend, user_id, session.messages),
+            "postgres": self._submit("postgres", self.postgres.recommend, user_id),
+        }
+        results = {name: self._result(name, call) for name, call in calls.items()}
+        degraded += [name for name, result in results.items() if result is None]
+        postgres = results["postgres"]
+        if postgres is None:
+            return self._fallback(user_id, limit, degraded)
+
+        popular, rules = postgres
+        personal: dict[str, SourceAnswer] = {
+            name: answer for name in ("milvus", "neo4j") if (answer := results[name]) is not None
+        }
+        if not personal:
+            strategy = "popularity"
+        elif not any(answer.knows_user for answer in personal.values()):
+            strategy = "cold_start"
+        else:
+            strategy = "personalized"
+        sources: dict[str, list[Candidate]] = {n: a.candidates for n, a in personal.items()}
+        sources["postgres"] = popular
+        now = datetime.now(UTC)
+        catalog = self.postgres.catalog
+        ranked = apply_rules(blend(sources, self.weights), catalog, rules, now)[:limit]
+        if len(ranked) < limit:
+            ranked += self._fillers(catalog, rules, now, ranked, limit)
+        answer = self._answer(user_id, ranked, catalog, degraded, strategy)
+        STRATEGIES.labels(strategy).inc()
+        serialized = answer.SerializeToString()
+        if session.head is not None:
+            ttl = DEGRADED_TTL_S if degraded else self.cfg.cache_ttl_s
+            self.cache.store_answer(user_id, limit, serialized, session.head, ttl)
+            self.cache.store_last(user_id, serialized)
+        self._remember(user_id, serialized)
+        self.log.add(user_id, answer)
+        return answer
+
+    def _fillers(
+        self,
+        catalog: dict[str, CampaignInfo],
+        rules: Any,
+        now: datetime,
+        ranked: list[Ranked],
+        limit: int,
+    ) -> list[Ranked]:
+        """Live campaigns the sources did not propose, so a new user still gets a full list."""
+        taken = {r.campaign_id for r in ranked}
+        rest = [
+            Ranked(
+                c.campaign_id,
+                0.0,
+                [Reason("postgres", "catalog", "a live campaign of the catalog", 0.0)],
+            )
+            for c in sorted(catalog.values(), key=lambda c: c.campaign_id)
+            if c.campaign_id not in taken
+        ]
+        return apply_rules(rest, catalog, rules, now)[: limit - len(ranked)]
+
+    def _answer(
+        self,
+        user_id: str,
+        ranked: list[Ranked],
+        catalog: dict[str, CampaignInfo],
+        degraded: list[str],
+        strategy: str,
+    ) -> R.RecommendResponse:
+        answer = R.RecommendResponse(
+            user_id=user_id,
+            degraded_sources=degraded,
+            recommendation_id=uuid.uuid4().hex,
+            strategy=strategy,
+        )
+        answer.generated_at.GetCurrentTime()
+        for item in ranked:
+            info = catalog.get(item.campaign_id)
+            answer.items.append(
+                R.Recommendation(
+                    campaign_id=item.campaign_id,
+                    name=info.name if info else "",
+                    score=round(item.score, 6),
+                    reasons=[
+                        R.Reason(
+                            source=r.source,
+                            kind=r.kind,
+                            detail=r.detail,
+                            score=round(r.score, 6),
+                            intent=r.intent,
+                            message_id=r.message_id,
+                        )
+                        for r in item.reasons
+                    ],
+                )
+            )
+        return answer
+
+    def _remember(self, user_id: str, serialized: bytes) -> None:
+        with self._last_lock:
+            self._last[user_id] = serialized
+            self._last.move_to_end(user_id)
+            while len(self._last) > LAST_ANSWERS_IN_PROCESS:
+                self._last.popitem(last=False)
+
+    def _fallback(self, user_id: str, limit: int, degraded: list[str]) -> R.RecommendResponse:
+        """PostgreSQL is down: the last answer computed for the user, else a static list."""
+        raw = self.cache.get_last(user_id)
+        if raw is None:
+            with self._last_lock:
+                raw = self._last.get(user_id)
+        if raw is not None:
+            answer = R.RecommendResponse.FromString(raw)
+            del answer.items[limit:]
+            generated = answer.generated_at.ToDatetime(tzinfo=UTC).isoformat()
+            for item in answer.items:
+                item.reasons.insert(
+                    0,
+                    R.Reason(
+                        source="cache",
+                        kind="last_answer",
+                        detail=f"PostgreSQL is unavailable: the answer of {generated} "
+                        f"({answer.recommendation_id})",
+                        score=item.score,
+                    ),
+                )
+            answer.cached = True
+            answer.strategy = "cached_fallback"
+        else:
+            answer = R.RecommendResponse(
+                user_id=user_id, recommendation_id=uuid.uuid4().hex, strategy="static_fallback"
+            )
+            answer.generated_at.GetCurrentTime()
+            now = datetime.now(UTC)
+            catalog = self.postgres.catalog
+            ids = self.cfg.fallback_campaigns or sorted(
+                c.campaign_id for c in catalog.values() if c.is_live(now)
+            )
+            for campaign_id in ids[:limit]:
+                info = catalog.get(campaign_id)
+                answer.items.append(
+                    R.Recommendation(
+                        campaign_id=campaign_id,
+                        name=info.name if info else "",
+                        score=0.0,
+                        reasons=[
+                            R.Reason(
+                                source="fallback",
+                                kind="static",
+                                detail="PostgreSQL is unavailable and no earlier answer is "
+                                "kept: a static list",
+                            )
+                        ],
+                    )
+                )
+        del answer.degraded_sources[:]
+        answer.degraded_sources.extend(degraded)
+        STRATEGIES.labels(answer.strategy).inc()
+        return answer
+
+    # -- feedback ----------------------------------------------------------------------------
+
+    def record_feedback(self, feedback: F.FeedbackEvent) -> str:
+        """Validate, publish to the feedback topic (acknowledged), apply exclusions at once.
+
+        Returns the feedback_id (derived when the caller gave none, so that a retry of the
+        same feedback is counted once). Raises InvalidArgument or Unavailable (Kafka down).
+        """
+        check_user_id(feedback.user_id, "feedback.user_id")
+        if not feedback.campaign_id:
+            raise InvalidArgument("feedback.campaign_id", "is required; name the campaign")
+        if not CAMPAIGN_ID.match(feedback.campaign_id):
+            raise InvalidArgument(
+                "feedback.campaign_id",
+                f"{feedback.campaign_id[:80]!r} is not a campaign id: use 1-128 characters of "
+                "letters, digits and ._:- starting with a letter or digit",
+            )
+        kind = FEEDBACK_KINDS.get(feedback.type)
+        if kind is None:
+            raise InvalidArgument(
+                "feedback.type", "must be one of impression, click, conversion, dismissal"
+            )
+        if len(feedback.feedback_id) > 128:
+            raise InvalidArgument("feedback.feedback_id", "is longer than 128 characters")
+        if not feedback.HasField("timestamp"):
+            feedback.timestamp.GetCurrentTime()
+        ts_ms = feedback.timestamp.ToMilliseconds()
+        if ts_ms > time.time() * 1000 + 300_000:
+            raise InvalidArgument(
+                "feedback.timestamp", "is more than 5 minutes in the future; send UTC time"
+            )
+        if not feedback.feedback_id:
+            feedback.feedback_id = derive_feedback_id(
+                feedback.user_id, feedback.campaign_id, kind, ts_ms
+            )
+        try:
+            self.producer.produce(
+                self.settings.kafka.topics.feedback,
+                feedback.SerializeToString(),
+                key=feedback.user_id,
+            )
+            self.producer.flush(5.0)
+        except (DeliveryError, Exception) as exc:
+            raise Unavailable(f"kafka: feedback not recorded ({exc}); retry") from exc
+        if kind in ("conversion", "dismissal"):
+            try:
+                with self.postgres.pool.connection() as conn:
+                    conn.execute(
+                        "INSERT INTO recommender_exclusions (user_id, campaign_id, kind,"
+                        " feedback_id, occurred_at) VALUES (%s, %s, %s, %s, %s)"
+                        " ON CONFLICT DO NOTHING",
+                        (
+                            feedback.user_id,
+                            feedback.campaign_id,
+                            kind,
+                            feedback.feedback_id,
+                            feedback.timestamp.ToDatetime(tzinfo=UTC),
+                        ),
+                    )
+            except Exception as exc:
+                # The event is on the topic: analytics records it, and the rule applies then.
+                log.warning("exclusion_not_recorded", error=str(exc))
+            self.cache.invalidate(feedback.user_id)
+        return feedback.feedback_id
+
+    # -- erasure -----------------------------------------------------------------------------
+
+    def note_erased(self, user_id: str, at_ms: int) -> None:
+        key = user_hash(user_id)
+        self.erased[key] = max(self.erased.get(key, 0), at_ms)
+
+    def is_erased(self, user_id: str, ts_ms: int) -> bool:
+        at = self.erased.get(user_hash(user_id))
+        return at is not None and ts_ms <= at
+
+    def forget_user(
+        self, user_id: str, reason: str = "", requested_by: str = ""
+    ) -> R.ForgetUserResponse:
+        """Publish the erasure (acknowledged), then remove the user from every store.
+
+        Raises Unavailable when the erasure cannot be published (nothing is removed; retry).
+        Stores that cannot be reached now are listed in ``pending``: their writers remove the
+        user when they read the published erasure.
+        """
+        check_user_id(user_id)
+        if len(reason) > 1000:
+            raise InvalidArgument("reason", "is longer than 1000 characters")
+        request = F.ErasureRequest(
+            request_id=uuid.uuid4().hex,
+            user_id=user_id,
+            requested_by=requested_by,
+            reason=reason,
+        )
+        request.requested_at.GetCurrentTime()
+        try:
+            self.producer.produce(
+                self.settings.kafka.topics.erasure, request.SerializeToString(), key=user_id
+            )
+            self.producer.flush(10.0)
+        except Exception as exc:
+            raise Unavailable(
+                f"kafka: erasure not published ({exc}); nothing erased, retry"
+            ) from exc
+        erased_at = request.requested_at.ToDatetime(tzinfo=UTC)
+        self.note_erased(user_id, request.requested_at.ToMilliseconds())
+        with self._last_lock:
+            self._last.pop(user_id, None)
+        done: list[str] = []
+        pending: list[str] = []
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("postgres", lambda: self._erase_postgres(user_id, request.request_id, erased_at)),
+            ("redis", lambda: self.cache.delete_users([user_id])),
+            ("milvus", lambda: self.milvus.store.delete_user(user_id)),
+            ("neo4j", lambda: self.graph.delete_user(user_id)),
+            ("warehouse", lambda: self._erase_warehouse(user_id)),
+        ]
+        for store, step in steps:
+            try:
+                step()
+                done.append(store)
+            except Exception as exc:
+                pending.append(store)
+                log.warning(
+                    "erasure_pending", store=store, request_id=request.request_id, error=str(exc)
+                )
+        log.info("user_forgotten", request_id=request.request_id, erased_from=done, pending=pending)
+        return R.ForgetUserResponse(
+            request_id=request.request_id, erased_from=done, pending=pending
+        )
+
+    def _erase_postgres(self, user_id: str, request_id: str, erased_at: datetime) -> None:
+        """The recommender's tables and the erasure record; the analytics facts too when the
+        analytics library is not installed (else ``_erase_warehouse`` does it with its
+        aggregates)."""
+        with self.postgres.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO erased_users (user_hash, request_id, erased_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (user_hash) DO UPDATE SET request_id = EXCLUDED.request_id,"
+                " erased_at = EXCLUDED.erased_at",
+                (user_hash(user_id), request_id, erased_at),
+            )
+            tables = ["recommendation_log", "recommender_exclusions"]
+            if _analytics_erase() is None:
+                tables += ["message_facts", "feedback_facts", "user_engagement"]
+            for table in tables:
+                conn.execute(f"DELETE FROM {table} WHERE user_id = %s", (user_id,))
+
+    def _erase_warehouse(self, user_id: str) -> None:
+        """Analytics facts, the aggregates they counted in, and the warehouse, through
+        ``mpp.analytics.erase_user``. Raises when the warehouse could not be reached now (the
+        erasure stays recorded there, and its next sync applies it)."""
+        erase = _analytics_erase()
+        if erase is None:
+            raise RuntimeError("mpp.analytics is not installed; the analytics service erases")
+        result = erase(self.settings, user_id, warehouse_timeout_s=WAREHOUSE_TIMEOUT_S)
+        if result.warehouse_pending:
+            raise RuntimeError("warehouse unreachable; its next sync applies the erasure")
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    def store_states(self) -> dict[str, str]:
+        states: dict[str, str] = {name: b.state for name, b in self.breakers.items()}
+        states["redis"] = self.cache.breaker.state
+        return states
+
+
+def _analytics_erase() -> Callable[..., Any] | None:
+    try:
+        from mpp.analytics import erase_user
+    except ImportError:
+        return None
+    return erase_user
+
+
+def _noted(name: str, state: State) -> None:
+    BREAKER_OPEN.labels(name).set(1 if state == "open" else 0)
+    if state == "open":
+        log.warning("breaker_opened", source=name)
+    else:
+        log.info("breaker_closed", source=name)

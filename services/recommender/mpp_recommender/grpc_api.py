@@ -1,0 +1,144 @@
+"""The gRPC front door: mpp.v1.Recommender, grpc.health.v1 and reflection, on a thread pool.
+
+Errors: INVALID_ARGUMENT (the message names the field and the fix), UNAUTHENTICATED,
+UNAVAILABLE (feedback or erasure could not be published; retry). Recommend never fails
+because a store is down: it degrades (see core.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Histogram
+
+from mpp.config import Settings
+from mpp.logs import get_logger
+from mpp.v1 import recommender_pb2 as R
+from mpp.v1 import recommender_pb2_grpc as RG
+from mpp_recommender.auth import ApiKeys, bearer
+from mpp_recommender.core import InvalidArgument, Recommender, Unavailable
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+REQUEST_SECONDS = Histogram(
+    "mpp_recommender_request_seconds",
+    "Time to answer one request, by front door, method and outcome.",
+    ["api", "method", "outcome"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+SERVICE_NAME = R.DESCRIPTOR.services_by_name["Recommender"].full_name
+
+
+class Servicer(RG.RecommenderServicer):
+    def __init__(self, core: Recommender) -> None:
+        self._core = core
+
+    def _handle(self, method: str, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return fn()
+        except InvalidArgument as exc:
+            outcome = "invalid"
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Unavailable as exc:
+            outcome = "unavailable"
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except Exception as exc:
+            outcome = "error"
+            log.exception("grpc_request_failed", method=method)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        finally:
+            REQUEST_SECONDS.labels("grpc", method, outcome).observe(time.perf_counter() - started)
+        raise AssertionError("abort returned")  # pragma: no cover
+
+    def Recommend(
+        self, request: R.RecommendRequest, context: grpc.ServicerContext
+    ) -> R.RecommendResponse:
+        return self._handle(
+            "Recommend", context, lambda: self._core.recommend(request.user_id, request.limit)
+        )
+
+    def RecordFeedback(
+        self, request: R.RecordFeedbackRequest, context: grpc.ServicerContext
+    ) -> R.RecordFeedbackResponse:
+        def run() -> R.RecordFeedbackResponse:
+            if not request.HasField("feedback"):
+                raise InvalidArgument("feedback", "is required; send a FeedbackEvent")
+            return R.RecordFeedbackResponse(
+                feedback_id=self._core.record_feedback(request.feedback)
+            )
+
+        return self._handle("RecordFeedback", context, run)
+
+    def ForgetUser(
+        self, request: R.ForgetUserRequest, context: grpc.ServicerContext
+    ) -> R.ForgetUserResponse:
+        return self._handle(
+            "ForgetUser",
+            context,
+            lambda: self._core.forget_user(request.user_id, request.reason, "grpc"),
+        )
+
+
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Checks the bearer token on the Recommender's methods; health and reflection are open
+    (probes carry no credentials)."""
+
+    def __init__(self, keys: ApiKeys) -> None:
+        self._keys = keys
+        self._prefix = f"/{SERVICE_NAME}/"
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        if not self._keys.enabled or not details.method.startswith(self._prefix):
+            return continuation(details)
+        token = None
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                token = bearer(value)
+        problem = self._keys.check(token)
+        if problem is None:
+            return continuation(details)
+
+        def deny(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+
+        return grpc.unary_unary_rpc_method_handler(deny)
+
+
+def build_server(settings: Settings, core: Recommender) -> tuple[grpc.Server, int]:
+    """The server, bound (not started), and its port."""
+    server = grpc.server(
+        ThreadPoolExecutor(
+            max_workers=settings.recommender.grpc_workers, thread_name_prefix="grpc"
+        ),
+        interceptors=[AuthInterceptor(ApiKeys(settings.recommender))],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    RG.add_RecommenderServicer_to_server(Servicer(core), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    cfg = settings.grpc
+    address = f"{cfg.host}:{cfg.port}"
+    if cfg.tls_cert_file and cfg.tls_key_file:
+        credentials = grpc.ssl_server_credentials(
+            [(cfg.tls_key_file.read_bytes(), cfg.tls_cert_file.read_bytes())]
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"gRPC cannot listen on {address}: set MPP_GRPC__PORT to a free port")
+    return server, port

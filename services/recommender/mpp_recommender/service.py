@@ -1,0 +1,77 @@
+"""The recommender process: the gRPC server (thread pool) and the HTTP API (uvicorn) in one
+process around one core, plus the activity follower thread.
+
+HTTP listens on ``recommender.http_host:http_port`` (18086); ``MPP_HTTP__PORT``, which the
+process manager (``mpp services``, ``mpp.pipeline``) sets for every service, takes precedence so
+that its /readyz probe finds the service. gRPC listens on ``grpc.host:grpc.port`` (50051).
+SIGTERM/SIGINT stop both servers (in-flight requests finish, 5 s at most) and the follower.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+
+from mpp.config import Settings
+from mpp.logs import configure_logging, get_logger
+from mpp_recommender.activity import ActivityFollower
+from mpp_recommender.auth import MISSING_KEYS
+from mpp_recommender.core import Recommender
+from mpp_recommender.grpc_api import build_server
+from mpp_recommender.http_api import create_app
+
+SERVICE = "recommender"
+
+
+def http_port(settings: Settings) -> int:
+    return settings.http.port or settings.recommender.http_port
+
+
+def run(settings: Settings) -> int:
+    configure_logging(settings, SERVICE)
+    log = get_logger(SERVICE)
+    cfg = settings.recommender
+    if cfg.auth_enabled and not cfg.api_keys:
+        if settings.environment == "production":
+            log.error("refusing_to_start", reason=MISSING_KEYS)
+            return 2
+        log.warning("no_api_keys", detail=MISSING_KEYS)
+    core = Recommender(settings)
+    core.start()
+    follower = ActivityFollower(core).start() if cfg.follow_activity else None
+    server, grpc_port = build_server(settings, core)
+    server.start()
+
+    def readiness() -> dict[str, Any]:
+        reasons = []
+        if follower is not None and not follower.ready:
+            reasons.append("kafka: the activity follower has no partitions yet")
+        return {
+            "status": "not_ready" if reasons else "ready",
+            "reasons": reasons,
+            # Informational: the service answers (degraded) whatever these say.
+            "stores": core.store_states(),
+            "catalog_loaded": core.postgres.catalog_loaded,
+        }
+
+    app = create_app(settings, core, readiness)
+    port = http_port(settings)
+    log.info("service_started", http_port=port, grpc_port=grpc_port)
+    config = uvicorn.Config(
+        app,
+        host=cfg.http_host if settings.http.port == 0 else settings.http.host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        server.stop(5).wait()
+        if follower is not None:
+            follower.stop()
+        core.close()
+        log.info("service_stopped")
+    return 0
