@@ -38,7 +38,7 @@ from mpp.config import Settings, Topics
 from mpp.embedding import Embedder, packaged_model_path
 from mpp.graph import GraphStore
 from mpp.kafka import TrackedProducer, ensure_topics
-from mpp.pipeline import Pipeline, log
+from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.samples import chitchat_events
 from mpp.service import Worker, build_loop
 from mpp.stores import milvus_client, neo4j_driver
@@ -256,11 +256,10 @@ def main() -> None:
         for e in chitchat_events(n)
     ]
     try:
-        pipeline.start()
+        pipeline.start(*STREAMING)
         started = time.perf_counter()
         pipeline.produce(e2e_raw, [None] * n)
-        pipeline.wait_drained()
-        end_to_end = n / (time.perf_counter() - started)
+        end_to_end = n / (pipeline.wait_drained() - started)
         log(
             f"end to end (raw topic -> Milvus and Neo4j): {end_to_end:,.0f}/s; "
             f"milvus rows {pipeline.milvus_count()}, graph {pipeline.graph_counts()}"

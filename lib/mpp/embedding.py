@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,14 +100,24 @@ class Embedder:
         batch_size: int = 64,
         device: str = "cpu",
         torch_threads: int = 0,
+        encode_workers: int = 1,
     ) -> None:
         import torch
 
         threads = torch_threads or default_torch_threads()
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+        workers = encode_workers or (threads if device == "cpu" else 1)
+        workers = max(1, min(workers, threads))
+        per_worker = max(1, threads // workers)
+        if torch.get_num_threads() != per_worker:
+            torch.set_num_threads(per_worker)
         self.batch_size = batch_size
         self._model = _load_model(model, device)
+        # Each shard worker has a model of its own: a Hugging Face fast tokenizer must not be
+        # called from two threads at once ("Already borrowed").
+        self._shard_models = [self._model] + [
+            _load_model.__wrapped__(model, device) for _ in range(workers - 1)
+        ]
+        self._pool = ThreadPoolExecutor(workers, "encode") if workers > 1 else None
         native = self._model.get_embedding_dimension()
         if native is None:
             raise ValueError(f"model {model!r} does not declare its embedding dimension")
@@ -123,7 +134,8 @@ class Embedder:
             model=self.model_id,
             dimension=self.dimension,
             device=device,
-            torch_threads=threads,
+            torch_threads=per_worker,
+            encode_workers=workers,
         )
 
     @classmethod
@@ -134,6 +146,7 @@ class Embedder:
             batch_size=settings.encode_batch_size,
             device=settings.device,
             torch_threads=settings.torch_threads,
+            encode_workers=settings.encode_workers,
         )
 
     @cached_property
@@ -147,18 +160,36 @@ class Embedder:
         """``(len(texts), dimension)`` float32, unit-normalized rows, in input order."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        ).astype(np.float32, copy=False)
+        workers = len(self._shard_models)
+        if self._pool is None or len(texts) < 4 * workers:
+            vectors = _encode(self._model, list(texts), self.batch_size)
+        else:
+            # Deal texts longest first, round robin: every shard gets the same mix of lengths
+            # (the same work), and each encode call still sorts its own shard by length.
+            order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+            shards = [order[k::workers] for k in range(workers)]
+            parts = self._pool.map(
+                lambda job: _encode(job[0], [texts[i] for i in job[1]], self.batch_size),
+                zip(self._shard_models, shards, strict=True),
+            )
+            vectors = np.empty((len(texts), self.native_dimension), dtype=np.float32)
+            for shard, part in zip(shards, parts, strict=True):
+                vectors[shard] = part
         if self._projection is not None:
             vectors = vectors @ self._projection
             # Exact in theory; this only removes float32 rounding from the lengths.
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors
+
+
+def _encode(model: SentenceTransformer, texts: list[str], batch_size: int) -> Vectors:
+    return model.encode(
+        texts,
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=False,
+    ).astype(np.float32, copy=False)
 
 
 @lru_cache(maxsize=4)

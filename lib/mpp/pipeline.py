@@ -35,6 +35,8 @@ INPUTS = {
     "vector-writer": "enriched",
     "graph-writer": "enriched",
 }
+# The streaming path's services: raw events in, both stores written.
+STREAMING = tuple(INPUTS)
 
 
 def free_port() -> int:
@@ -119,22 +121,32 @@ class Pipeline:
         return {
             name: group_lag(kafka, f"{kafka.group_prefix}-{name}", getattr(kafka.topics, field))
             for name, field in INPUTS.items()
+            if not self.processes or name in self.processes
         }
 
-    def wait_drained(self, timeout_s: float = 900) -> None:
-        """Until every service has committed everything on its input topic (twice in a row)."""
+    def wait_drained(self, timeout_s: float = 900, poll_s: float = 0.2) -> float:
+        """Until every running service has committed everything on its input topic.
+
+        The lag must read zero twice in a row, ``poll_s`` apart. Returns the
+        ``time.perf_counter()`` of the first of those readings: when the pipeline was seen
+        drained (the benchmark's end of run).
+        """
         deadline = time.monotonic() + timeout_s
-        calm = 0
+        drained_at: float | None = None
         last_report = 0.0
         while time.monotonic() < deadline:
+            checked_at = time.perf_counter()
             lag = self.lag()
-            calm = calm + 1 if not any(lag.values()) else 0
-            if calm >= 2:
-                return
+            if any(lag.values()):
+                drained_at = None
+            elif drained_at is None:
+                drained_at = checked_at
+            else:
+                return drained_at
             if time.monotonic() - last_report > 10:
                 log(f"waiting for the pipeline to drain; lag by service: {lag}")
                 last_report = time.monotonic()
-            time.sleep(0.5)
+            time.sleep(poll_s)
         raise AssertionError(f"pipeline did not drain in {timeout_s}s: {self.lag()}")
 
     def milvus_count(self) -> int:

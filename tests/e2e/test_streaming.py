@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from mpp.pipeline import STREAMING
 from mpp.samples import chitchat_events
 from mpp.stack import Stack
 from mpp.v1 import events_pb2 as E
@@ -35,7 +36,7 @@ def test_replay_with_duplicates_and_invalid_events_is_exact_and_idempotent(
         f"replay: {len(replay.records)} records, {replay.unique_valid} unique valid, "
         f"{len(replay.invalid)} invalid"
     )
-    pipeline.start()
+    pipeline.start(*STREAMING)
     started = time.monotonic()
     pipeline.produce(replay.records, replay.keys)
     pipeline.wait_drained()
@@ -69,7 +70,7 @@ def _restart_server(pipeline: Pipeline, name: str, down_s: float) -> None:
 def test_writer_crash_and_store_outages_lose_nothing(pipeline: Pipeline) -> None:
     events = list(chitchat_events(23_000))[20_000:]
     replay = build_replay(events, pipeline.run_id, duplicate_share=0.05, invalid_share=0.0)
-    pipeline.start()
+    pipeline.start(*STREAMING)
     import threading
 
     producing = threading.Thread(
@@ -98,7 +99,7 @@ def test_1024_dimension_path(pipeline: Pipeline) -> None:
     """The packaged 384-dim model lifted by a fixed orthonormal projection into 1024 dims."""
     pipeline.extra_env["MPP_EMBEDDER__PROJECT_TO_DIM"] = "1024"
     replay = build_replay(list(chitchat_events(300)), pipeline.run_id, 0.0, 0.0)
-    pipeline.start()
+    pipeline.start(*STREAMING)
     pipeline.produce(replay.records, replay.keys)
     pipeline.wait_drained()
     assert_exact(pipeline, replay.unique_valid, replay.users)

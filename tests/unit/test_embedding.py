@@ -121,3 +121,22 @@ def test_settings_choose_projection_batch_size_and_threads(embedder: Embedder) -
 def test_default_threads_are_the_cpus_this_process_may_use() -> None:
     assert 1 <= default_torch_threads() <= (os.cpu_count() or 1)
     assert default_torch_threads() == len(os.sched_getaffinity(0))
+
+
+def test_sharded_encoding_gives_the_same_rows_in_input_order(embedder: Embedder) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        sharded = Embedder(torch_threads=2, encode_workers=2, batch_size=4)
+        assert len(sharded._shard_models) == 2
+        assert sharded._shard_models[0] is not sharded._shard_models[1]
+        # Lengths vary so that the longest-first deal really reorders the texts.
+        texts = [s * (1 + i % 3) for i, s in enumerate(SENTENCES * 4)]
+        got = sharded.encode(texts)
+    finally:
+        torch.set_num_threads(threads)
+    expected = embedder.encode(texts)
+    assert got.shape == expected.shape
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5)
