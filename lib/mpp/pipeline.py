@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from mpp.codecs import decode
 from mpp.config import Settings
-from mpp.kafka import TrackedProducer, group_lag
+from mpp.kafka import LagReader, TrackedProducer
 from mpp.stack import repo_root
 from mpp.stack.base import pid_alive
 from mpp.stack.services import SERVICES, ServiceProcess
@@ -60,6 +60,7 @@ class Pipeline:
     home: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    _lag_reader: LagReader | None = field(default=None, repr=False)
 
     @property
     def env(self) -> dict[str, str]:
@@ -118,11 +119,15 @@ class Pipeline:
     def lag(self) -> dict[str, int]:
         """Records each service has not yet committed."""
         kafka = self.settings.kafka
-        return {
-            name: group_lag(kafka, f"{kafka.group_prefix}-{name}", getattr(kafka.topics, field))
-            for name, field in INPUTS.items()
-            if not self.processes or name in self.processes
-        }
+        if self._lag_reader is None:
+            self._lag_reader = LagReader(kafka)
+        return self._lag_reader.lags(
+            {
+                name: (f"{kafka.group_prefix}-{name}", getattr(kafka.topics, field))
+                for name, field in INPUTS.items()
+                if not self.processes or name in self.processes
+            }
+        )
 
     def wait_drained(self, timeout_s: float = 900, poll_s: float = 0.2) -> float:
         """Until every running service has committed everything on its input topic.
@@ -194,6 +199,9 @@ class Pipeline:
         return out
 
     def cleanup(self) -> None:
+        if self._lag_reader is not None:
+            self._lag_reader.close()
+            self._lag_reader = None
         client = milvus_client(self.settings)
         for name in (
             self.settings.milvus.messages_collection,

@@ -10,7 +10,7 @@ from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from mpp.config import Settings
-from mpp.kafka import BatchLoop, RetryableError, TrackedProducer
+from mpp.kafka import BatchLoop, LagReader, RetryableError, TrackedProducer, group_lag
 from tests.loops import committed, run_until
 
 
@@ -32,10 +32,19 @@ def test_commits_after_the_batch_and_resumes_there(stack_settings: Settings, uni
     def handler(batch: list[Message]) -> None:
         seen.extend(m.value() or b"" for m in batch)
 
-    loop = BatchLoop(stack_settings.kafka, "test", group, [topic], handler, batch_size=50)
-    run_until(loop, lambda: len(seen) >= 200)
-    assert sorted(int(v) for v in seen) == list(range(200))
-    assert committed(stack_settings.kafka, topic, group) == 200
+    with LagReader(stack_settings.kafka) as reader:
+        watched = {"ours": (group, topic), "idle": (f"idle-{unique}", topic)}
+        # A group that never committed lags by the whole topic.
+        assert reader.lags(watched) == {"ours": 200, "idle": 200}
+        loop = BatchLoop(stack_settings.kafka, "test", group, [topic], handler, batch_size=50)
+        run_until(loop, lambda: len(seen) >= 200)
+        assert sorted(int(v) for v in seen) == list(range(200))
+        assert committed(stack_settings.kafka, topic, group) == 200
+        # The same reader, asked again, sees the commits.
+        assert reader.lags(watched) == {"ours": 0, "idle": 200}
+        # A topic that does not exist has nothing to lag behind.
+        assert reader.lags({"none": (group, f"missing.{unique}")}) == {"none": 0}
+    assert group_lag(stack_settings.kafka, group, topic) == 0
     assert loop.stats.batches >= 4
 
     # A new member of the same group starts after the commits: nothing is read twice.

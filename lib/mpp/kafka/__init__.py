@@ -25,13 +25,17 @@ from typing import Any, Protocol
 
 from confluent_kafka import (
     Consumer,
+    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    NewTopic,
+)
 
 from mpp.config import KafkaSettings
 from mpp.logs import get_logger
@@ -354,16 +358,70 @@ def topic_sizes(settings: KafkaSettings, timeout_s: float = 10.0) -> dict[str, t
 
 def group_lag(settings: KafkaSettings, group: str, topic: str, timeout_s: float = 10.0) -> int:
     """Records on ``topic`` that consumer group ``group`` has not committed yet."""
-    consumer = Consumer({**settings.client_config(), "group.id": group})
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
-        behind = 0
-        for tp in consumer.committed(partitions, timeout=timeout_s):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, tp.partition), timeout=timeout_s
-            )
-            behind += high - (tp.offset if tp.offset >= 0 else low)
-        return behind
-    finally:
-        consumer.close()
+    with LagReader(settings, timeout_s) as reader:
+        return reader.lags({group: (group, topic)})[group]
+
+
+class LagReader:
+    """Consumer-group lag read again and again over one pair of connections.
+
+    For monitors and drain checks that ask every fraction of a second: a new client per
+    question costs the broker a connection, metadata and a group lookup each time.
+    """
+
+    def __init__(self, settings: KafkaSettings, timeout_s: float = 10.0) -> None:
+        self.timeout_s = timeout_s
+        conf = settings.client_config()
+        self._admin = AdminClient(conf)
+        self._consumer = Consumer(
+            {**conf, "group.id": "mpp-lag-reader", "enable.auto.commit": False}
+        )
+        self._partitions: dict[str, list[int]] = {}
+
+    def __enter__(self) -> LagReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _partitions_of(self, topic: str) -> list[int]:
+        if topic not in self._partitions:
+            metadata = self._consumer.list_topics(topic, timeout=self.timeout_s).topics[topic]
+            if metadata.error is not None or not metadata.partitions:
+                return []  # not created yet: nothing to lag behind, and nothing to cache
+            self._partitions[topic] = sorted(metadata.partitions)
+        return self._partitions[topic]
+
+    def lags(self, watched: dict[str, tuple[str, str]]) -> dict[str, int]:
+        """For each name -> (group, topic): records the group has not committed yet."""
+        ends: dict[str, dict[int, tuple[int, int]]] = {}
+        for _, topic in watched.values():
+            if topic not in ends:
+                ends[topic] = {
+                    p: self._consumer.get_watermark_offsets(
+                        TopicPartition(topic, p), timeout=self.timeout_s
+                    )
+                    for p in self._partitions_of(topic)
+                }
+        futures = {
+            name: self._admin.list_consumer_group_offsets(
+                [
+                    ConsumerGroupTopicPartitions(
+                        group, [TopicPartition(topic, p) for p in ends[topic]]
+                    )
+                ]
+            )[group]
+            for name, (group, topic) in watched.items()
+            if ends[topic]
+        }
+        result = {name: 0 for name in watched}
+        for name, future in futures.items():
+            topic = watched[name][1]
+            committed = future.result(timeout=self.timeout_s)
+            for tp in committed.topic_partitions:
+                low, high = ends[topic][tp.partition]
+                result[name] += high - (tp.offset if tp.offset >= 0 else low)
+        return result
