@@ -72,11 +72,11 @@ class CampaignInfo:
 
 @dataclass(frozen=True, slots=True)
 class UserRules:
-    """The user's state that the rules read: exclusions and today's exposures."""
+    """The user's state that the rules read: exclusions and today's impressions."""
 
     # campaign_id -> "conversion" or "dismissal"
     excluded: Mapping[str, str] = field(default_factory=dict)
-    # campaign_id -> times shown today (served by us, or impressions reported, the higher)
+    # campaign_id -> impressions reported today (UTC day)
     shown_today: Mapping[str, int] = field(default_factory=dict)
 
 

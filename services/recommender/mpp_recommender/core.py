@@ -15,7 +15,8 @@
    is an error for the caller.
 
 What was served (computed answers, not cache hits) goes to ``recommendation_log`` from a
-background thread; the daily frequency cap counts it (see docs/recommender.md).
+background thread, an audit record; the daily frequency cap counts impressions (reported as
+feedback), see docs/recommender.md.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ class _Call:
 class RecommendationLog:
     """Writes what was served to ``recommendation_log`` from a background thread.
 
-    Best effort: a failed batch is dropped with a warning (the frequency cap then undercounts).
+    Best effort: a failed batch is dropped with a warning (the log is an audit record).
     """
 
     def __init__(self, postgres: PostgresSource) -> None:
@@ -511,7 +512,7 @@ class Recommender:
     # -- feedback ----------------------------------------------------------------------------
 
     def record_feedback(self, feedback: F.FeedbackEvent) -> str:
-        """Validate, publish to the feedback topic (acknowledged), apply exclusions at once.
+        """Validate, publish to the feedback topic (acknowledged), apply it to the rules at once.
 
         Returns the feedback_id (derived when the caller gave none, so that a retry of the
         same feedback is counted once). Raises InvalidArgument or Unavailable (Kafka down).
@@ -535,6 +536,7 @@ class Recommender:
         if not feedback.HasField("timestamp"):
             feedback.timestamp.GetCurrentTime()
         ts_ms = feedback.timestamp.ToMilliseconds()
+        occurred = feedback.timestamp.ToDatetime(tzinfo=UTC)
         if ts_ms > time.time() * 1000 + 300_000:
             raise InvalidArgument(
                 "feedback.timestamp", "is more than 5 minutes in the future; send UTC time"
@@ -552,24 +554,27 @@ class Recommender:
             self.producer.flush(5.0)
         except (DeliveryError, Exception) as exc:
             raise Unavailable(f"kafka: feedback not recorded ({exc}); retry") from exc
-        if kind in ("conversion", "dismissal"):
-            try:
-                with self.postgres.pool.connection() as conn:
-                    conn.execute(
-                        "INSERT INTO recommender_exclusions (user_id, campaign_id, kind,"
-                        " feedback_id, occurred_at) VALUES (%s, %s, %s, %s, %s)"
-                        " ON CONFLICT DO NOTHING",
-                        (
-                            feedback.user_id,
-                            feedback.campaign_id,
-                            kind,
-                            feedback.feedback_id,
-                            feedback.timestamp.ToDatetime(tzinfo=UTC),
-                        ),
-                    )
-            except Exception as exc:
-                # The event is on the topic: analytics records it, and the rule applies then.
-                log.warning("exclusion_not_recorded", error=str(exc))
+        try:
+            with self.postgres.pool.connection() as conn:
+                conn.execute(
+                    "INSERT INTO recommender_feedback (feedback_id, user_id, campaign_id, kind,"
+                    " occurred_at, day) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (
+                        feedback.feedback_id,
+                        feedback.user_id,
+                        feedback.campaign_id,
+                        kind,
+                        occurred,
+                        occurred.date(),
+                    ),
+                )
+        except Exception as exc:
+            # The event is on the topic: analytics records it, and the rules apply it then.
+            log.warning("feedback_not_recorded_locally", error=str(exc))
+        capped = self.postgres.catalog.get(feedback.campaign_id)
+        if kind in ("conversion", "dismissal") or (
+            kind == "impression" and capped is not None and capped.daily_frequency_cap > 0
+        ):
             self.cache.invalidate(feedback.user_id)
         return feedback.feedback_id
 
@@ -649,7 +654,7 @@ class Recommender:
                 " erased_at = EXCLUDED.erased_at",
                 (user_hash(user_id), request_id, erased_at),
             )
-            tables = ["recommendation_log", "recommender_exclusions"]
+            tables = ["recommendation_log", "recommender_feedback"]
             if _analytics_erase() is None:
                 tables += ["message_facts", "feedback_facts", "user_engagement"]
             for table in tables:

@@ -8,7 +8,7 @@
   user's intents or campaigns (co-engagement).
 - ``PostgresSource``: the catalog (live campaigns, names, caps), popularity and performance
   (``campaign_performance``: CTR, conversions, messages), and the user's rules (conversions,
-  dismissals, today's exposures). Catalog and popularity are shared by all users and kept in
+  dismissals, today's impressions). Catalog and popularity are shared by all users and kept in
   process, re-read every ``catalog_refresh_s`` / ``popularity_refresh_s``.
 """
 
@@ -351,17 +351,16 @@ SELECT campaign_id, messages, impressions, clicks, conversions, ctr, conversion_
 FROM campaign_performance
 """
 
-# Exclusions (ever) and today's exposures of one user, in one round trip.
+# The user's conversions and dismissals (ever) and impressions today, from the analytics
+# facts and the feedback received through this API, each feedback_id counted once.
 USER_RULES_SQL = """
-SELECT campaign_id, 'served' AS kind, count(DISTINCT recommendation_id) AS n
-  FROM recommendation_log WHERE user_id = %(user)s AND day = %(day)s GROUP BY campaign_id
-UNION ALL
-SELECT campaign_id, kind, count(*) FROM feedback_facts
- WHERE user_id = %(user)s
-   AND (kind IN ('conversion', 'dismissal') OR (kind = 'impression' AND day = %(day)s))
- GROUP BY campaign_id, kind
-UNION ALL
-SELECT campaign_id, kind, 1 FROM recommender_exclusions WHERE user_id = %(user)s
+SELECT campaign_id, kind, count(DISTINCT feedback_id) FROM (
+    SELECT feedback_id, campaign_id, kind, day FROM feedback_facts WHERE user_id = %(user)s
+    UNION ALL
+    SELECT feedback_id, campaign_id, kind, day FROM recommender_feedback WHERE user_id = %(user)s
+) AS f
+WHERE kind IN ('conversion', 'dismissal') OR (kind = 'impression' AND day = %(day)s)
+GROUP BY campaign_id, kind
 """
 
 
@@ -400,17 +399,13 @@ def popularity_candidates(rows: Sequence[Mapping[str, Any]]) -> list[Candidate]:
 
 def rules_from_rows(rows: Sequence[tuple[str, str, int]]) -> UserRules:
     excluded: dict[str, str] = {}
-    served: dict[str, int] = {}
     impressions: dict[str, int] = {}
     for campaign_id, kind, count in rows:
         if kind in ("conversion", "dismissal"):
             excluded.setdefault(campaign_id, kind)
-        elif kind == "served":
-            served[campaign_id] = int(count)
         elif kind == "impression":
             impressions[campaign_id] = int(count)
-    shown = {c: max(served.get(c, 0), impressions.get(c, 0)) for c in {*served, *impressions}}
-    return UserRules(excluded, shown)
+    return UserRules(excluded, impressions)
 
 
 class PostgresSource:
