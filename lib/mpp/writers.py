@@ -12,18 +12,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from confluent_kafka import Message
 from google.protobuf.message import Message as Proto
+from prometheus_client import Counter
 
 from mpp.codecs import Rejection, decode
 from mpp.config import Settings
 from mpp.deadletters import send_to_dlq
+from mpp.erasure import ErasureLedger
 from mpp.kafka import Handler, Sink
 from mpp.logs import get_logger
 from mpp.v1 import events_pb2, feedback_pb2
 
+ERASED_DROPPED = Counter(
+    "mpp_erased_messages_dropped_total",
+    "Messages not written because their user was erased after sending them",
+    ["service"],
+)
 # Longest id either store keeps (Milvus VARCHAR length), so that both writers keep the same
 # messages.
 MAX_ID_CHARS = 256
@@ -37,6 +45,8 @@ class Plan:
 
     # Users to erase (request ids kept for the logs). Erasures run before the writes.
     erasures: dict[str, str] = field(default_factory=dict)
+    # When each erasure was requested (its messages up to then are to be dropped).
+    erased_at: dict[str, datetime] = field(default_factory=dict)
     # Messages by message_id, the last record winning.
     messages: dict[str, events_pb2.EnrichedMessage] = field(default_factory=dict)
     rejected: list[tuple[Message, Rejection]] = field(default_factory=list)
@@ -48,6 +58,14 @@ class Plan:
 
     def erase(self, request: feedback_pb2.ErasureRequest) -> None:
         self.erasures[request.user_id] = request.request_id
+        requested = (
+            request.requested_at.ToDatetime(tzinfo=UTC)
+            if request.HasField("requested_at")
+            else datetime.now(UTC)
+        )
+        self.erased_at[request.user_id] = max(
+            requested, self.erased_at.get(request.user_id, requested)
+        )
         # The user's messages read before the request go with the user; later ones stay.
         for message_id in [
             k for k, v in self.messages.items() if v.message.user_id == request.user_id
@@ -127,9 +145,11 @@ def build_handler(
     check: Check,
     erase: Callable[[str], int],
     write: Callable[[Sequence[events_pb2.EnrichedMessage]], object],
+    ledger: ErasureLedger | None = None,
 ) -> Handler:
-    """The batch handler: plan, dead-letter, erase, write. Store failures raise
-    ``RetryableError`` from ``erase``/``write``, and the loop retries the batch."""
+    """The batch handler: plan, dead-letter, record and carry out erasures, drop messages of
+    erased users sent before their erasure (``mpp.erasure``), write. Store failures raise
+    ``RetryableError`` from ``erase``/``write``/the ledger, and the loop retries the batch."""
     topics = settings.kafka.topics
     log = get_logger(service)
 
@@ -137,12 +157,33 @@ def build_handler(
         plan = plan_batch(batch, topics.enriched, topics.erasure, check)
         for msg, rejection in plan.rejected:
             send_to_dlq(producer, topics.dlq, msg, rejection, service)
+        if ledger is not None:
+            ledger.record({user: (plan.erasures[user], at) for user, at in plan.erased_at.items()})
         for user_id, request_id in plan.erasures.items():
             removed = erase(user_id)
             # The user id is not logged: the request id traces the erasure.
             log.info("user_erased", request_id=request_id, removed=removed)
-        if plan.messages:
-            write(list(plan.messages.values()))
-            log.debug("messages_written", rows=len(plan.messages))
+        messages = list(plan.messages.values())
+        if ledger is not None and messages:
+            messages = drop_erased(messages, ledger.erased_at(m.message.user_id for m in messages))
+            if len(messages) < len(plan.messages):
+                ERASED_DROPPED.labels(service).inc(len(plan.messages) - len(messages))
+                log.info("erased_messages_dropped", count=len(plan.messages) - len(messages))
+        if messages:
+            write(messages)
+            log.debug("messages_written", rows=len(messages))
 
     return handle
+
+
+def drop_erased(
+    messages: Sequence[events_pb2.EnrichedMessage], erased_at: dict[str, datetime]
+) -> list[events_pb2.EnrichedMessage]:
+    """The messages not sent by an erased user at or before that user's erasure."""
+    kept = []
+    for enriched in messages:
+        at = erased_at.get(enriched.message.user_id)
+        if at is not None and enriched.message.timestamp.ToDatetime(tzinfo=UTC) <= at:
+            continue
+        kept.append(enriched)
+    return kept

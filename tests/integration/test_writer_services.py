@@ -224,6 +224,49 @@ def test_graph_writer_merges_dead_letters_commits_and_erases(
     store.close()
 
 
+@pytest.mark.parametrize("service", ["vector-writer", "graph-writer"])
+def test_messages_sent_before_an_erasure_are_not_written_back(
+    settings: Settings, unique: str, service: str
+) -> None:
+    """The erasure is handled first; the user's older messages, still in flight, arrive after."""
+    import psycopg
+
+    from mpp.erasure import user_hash
+
+    topics = settings.kafka.topics
+    user = f"{unique}-u0"
+    module = vector_service if service == "vector-writer" else graph_service
+    request = F.ErasureRequest(request_id=f"r-{unique}", user_id=user)
+    # Messages m0..m9 are stamped 1_780_000_000_000 + i s: the erasure falls on m5's time.
+    request.requested_at.FromMilliseconds(1_780_000_005_000)
+    produce(settings, topics.erasure, [request.SerializeToString()])
+    records, _ = run(module.worker(settings), settings, lambda n, r: n >= 1)
+    assert records == 1
+    with psycopg.connect(settings.postgres.conninfo()) as conn:
+        row = conn.execute(
+            "SELECT request_id, erased_at FROM erased_users WHERE user_hash = %s",
+            (user_hash(user),),
+        ).fetchone()
+    assert row is not None and row[0] == f"r-{unique}"
+    assert int(row[1].timestamp() * 1000) == 1_780_000_005_000
+
+    produce(
+        settings, topics.enriched, [enriched(unique, i, 1).SerializeToString() for i in range(10)]
+    )
+    records, _ = run(module.worker(settings), settings, lambda n, r: n >= 10)
+    assert records == 10
+    kept = {f"{unique}-m{i}" for i in range(6, 10)}
+    if service == "vector-writer":
+        store = VectorStore(settings)
+        assert eventually(lambda: store.count_messages() == 4)
+        assert {v.message_id for v in store.user_vectors(user, limit=50)} == kept
+    else:
+        graph = GraphStore(settings)
+        assert graph.counts([user]).messages == 4
+        assert graph.count_nodes("Message", sorted(kept)) == 4
+        graph.close()
+
+
 def test_vector_writer_commits_nothing_while_milvus_is_down_then_catches_up(
     settings: Settings, unique: str, tmp_path: Path
 ) -> None:

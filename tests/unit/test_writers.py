@@ -210,3 +210,43 @@ def test_neo4j_failures_are_classified() -> None:
     assert graph.is_transient(TransientError("deadlock"))
     assert not graph.is_transient(ClientError("syntax"))
     assert not graph.is_transient(ValueError("x"))
+
+
+def test_drop_erased_keeps_only_messages_after_the_users_erasure() -> None:
+    from datetime import UTC, datetime
+
+    from mpp.writers import drop_erased
+
+    def message(message_id: str, user_id: str, ms: int) -> E.EnrichedMessage:
+        m = E.EnrichedMessage()
+        m.message.message_id, m.message.user_id = message_id, user_id
+        m.message.timestamp.FromMilliseconds(ms)
+        return m
+
+    at = datetime.fromtimestamp(1_780_000_005, tz=UTC)
+    messages = [
+        message("before", "gone", 1_780_000_004_000),
+        message("same-instant", "gone", 1_780_000_005_000),
+        message("after", "gone", 1_780_000_006_000),
+        message("other", "kept", 1_780_000_000_000),
+    ]
+    kept = drop_erased(messages, {"gone": at})
+    assert [m.message.message_id for m in kept] == ["after", "other"]
+    assert drop_erased(messages, {}) == messages
+
+
+def test_plan_keeps_the_latest_requested_time_of_a_users_erasures() -> None:
+    from datetime import UTC, datetime
+
+    first, later = (
+        F.ErasureRequest(user_id="u", request_id="a"),
+        F.ErasureRequest(user_id="u", request_id="b"),
+    )
+    first.requested_at.FromMilliseconds(2_000)
+    later.requested_at.FromMilliseconds(1_000)
+    plan = vector_service.plan_batch(
+        batch(("erasure", first.SerializeToString()), ("erasure", later.SerializeToString())),
+        "enriched",
+        "erasure",
+    )
+    assert plan.erased_at == {"u": datetime.fromtimestamp(2, tz=UTC)}

@@ -17,6 +17,7 @@ from functools import partial
 
 from mpp import writers
 from mpp.config import Settings
+from mpp.erasure import ErasureLedger
 from mpp.graph import GraphStore, MessageNode
 from mpp.kafka import Handler, Sink, TrackedProducer
 from mpp.service import Worker
@@ -28,24 +29,30 @@ check_enriched = writers.check_ids
 plan_batch = partial(writers.plan_batch, check=check_enriched)
 
 
-def build_handler(settings: Settings, store: GraphStore, producer: Sink) -> Handler:
+def build_handler(
+    settings: Settings,
+    store: GraphStore,
+    producer: Sink,
+    ledger: ErasureLedger | None = None,
+) -> Handler:
     def write(messages: Sequence[events_pb2.EnrichedMessage]) -> object:
         return store.merge_messages([MessageNode.from_enriched(e) for e in messages])
 
     return writers.build_handler(
-        settings, SERVICE, producer, check_enriched, store.delete_user, write
+        settings, SERVICE, producer, check_enriched, store.delete_user, write, ledger
     )
 
 
 def worker(settings: Settings) -> Worker:
     store = GraphStore(settings)
     producer = TrackedProducer(settings.kafka, service=SERVICE)
+    ledger = ErasureLedger(settings)
     return Worker(
         name=SERVICE,
         topics=[settings.kafka.topics.enriched, settings.kafka.topics.erasure],
-        handler=build_handler(settings, store, producer),
+        handler=build_handler(settings, store, producer, ledger),
         batch_size=settings.graph_writer.batch_size,
         max_wait_s=settings.graph_writer.max_wait_s,
         producer=producer,
-        readiness=store.ping,
+        readiness=lambda: store.ping() or ledger.ping(),
     )

@@ -18,6 +18,7 @@ from functools import partial
 from mpp import writers
 from mpp.codecs import Rejection
 from mpp.config import Settings
+from mpp.erasure import ErasureLedger
 from mpp.kafka import Handler, Sink, TrackedProducer
 from mpp.service import Worker
 from mpp.v1 import events_pb2
@@ -50,24 +51,30 @@ def check_enriched(enriched: events_pb2.EnrichedMessage) -> Rejection | None:
 plan_batch = partial(writers.plan_batch, check=check_enriched)
 
 
-def build_handler(settings: Settings, store: VectorStore, producer: Sink) -> Handler:
+def build_handler(
+    settings: Settings,
+    store: VectorStore,
+    producer: Sink,
+    ledger: ErasureLedger | None = None,
+) -> Handler:
     def write(messages: Sequence[events_pb2.EnrichedMessage]) -> int:
         return store.upsert_messages([MessageVector.from_enriched(e) for e in messages])
 
     return writers.build_handler(
-        settings, SERVICE, producer, check_enriched, store.delete_user, write
+        settings, SERVICE, producer, check_enriched, store.delete_user, write, ledger
     )
 
 
 def worker(settings: Settings) -> Worker:
     store = VectorStore(settings)
     producer = TrackedProducer(settings.kafka, service=SERVICE)
+    ledger = ErasureLedger(settings)
     return Worker(
         name=SERVICE,
         topics=[settings.kafka.topics.enriched, settings.kafka.topics.erasure],
-        handler=build_handler(settings, store, producer),
+        handler=build_handler(settings, store, producer, ledger),
         batch_size=settings.vector_writer.batch_size,
         max_wait_s=settings.vector_writer.max_wait_s,
         producer=producer,
-        readiness=store.ping,
+        readiness=lambda: store.ping() or ledger.ping(),
     )
