@@ -23,11 +23,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BaseModel, Field
 
 from mpp.config import Settings
+from mpp.logs import get_logger
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
 from mpp_recommender.auth import ApiKeys
 from mpp_recommender.core import InvalidArgument, Recommender, Unavailable
 from mpp_recommender.grpc_api import REQUEST_SECONDS
+
+log = get_logger(__name__)
 
 KINDS = {
     "impression": F.FEEDBACK_TYPE_IMPRESSION,
@@ -85,6 +88,32 @@ def answer_json(answer: R.RecommendResponse) -> dict[str, Any]:
     }
 
 
+# Module-level: FastAPI resolves the (string) annotations of dependencies in module globals.
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
+BEARER = HTTPBearer(auto_error=False)
+
+
+class Unauthorized(Exception):
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+class Authenticated:
+    """The dependency that checks the API key (either header form)."""
+
+    def __init__(self, keys: ApiKeys) -> None:
+        self._keys = keys
+
+    def __call__(
+        self,
+        key: Annotated[str | None, Security(API_KEY)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    ) -> None:
+        problem = self._keys.check(key or (credentials.credentials if credentials else None))
+        if problem is not None:
+            raise Unauthorized(problem)
+
+
 def _errors(status: int, errors: list[dict[str, str]]) -> JSONResponse:
     return JSONResponse({"errors": errors}, status_code=status)
 
@@ -104,20 +133,6 @@ def create_app(
         version="1",
         description="Campaigns for a user, with the reasons why; feedback; erasure.",
     )
-    api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
-    bearer = HTTPBearer(auto_error=False)
-
-    class Unauthorized(Exception):
-        def __init__(self, problem: str) -> None:
-            self.problem = problem
-
-    def authenticated(
-        key: Annotated[str | None, Security(api_key)],
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    ) -> None:
-        problem = keys.check(key or (credentials.credentials if credentials else None))
-        if problem is not None:
-            raise Unauthorized(problem)
 
     @app.exception_handler(Unauthorized)
     def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
@@ -140,11 +155,16 @@ def create_app(
     def _invalid_argument(request: Request, exc: InvalidArgument) -> JSONResponse:
         return _errors(422, [{"field": exc.field, "message": exc.message}])
 
+    @app.exception_handler(Exception)
+    def _failed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("http_request_failed", path=request.url.path)
+        return _errors(500, [{"field": "", "message": f"internal error: {type(exc).__name__}"}])
+
     @app.exception_handler(Unavailable)
     def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         return _errors(503, [{"field": "", "message": str(exc)}])
 
-    Auth = Depends(authenticated)
+    Auth = Depends(Authenticated(keys))
 
     @app.get("/recommendations/{user_id}", dependencies=[Auth])
     def recommendations(
