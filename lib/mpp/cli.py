@@ -7,6 +7,7 @@ mpp catalog load-campaigns F   load or update the campaign catalog
 mpp produce F                  send raw events from a JSON Lines or CSV file
 mpp sample chitchat            write sample conversations as JSON Lines
 mpp demo                       the platform's main job on local defaults
+mpp analytics report|user|sync|charts|erase   analytics numbers, warehouse sync, erasure
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -44,6 +46,10 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(sample_app, name="sample")
+analytics_app = typer.Typer(
+    help="Analytics: reports, charts, the warehouse, erasure.", no_args_is_help=True
+)
+app.add_typer(analytics_app, name="analytics")
 
 console = Console(stderr=True)
 out = Console()
@@ -325,6 +331,170 @@ def _print_users(settings: Settings, limit: int) -> None:
         )
     out.print(table)
     out.print("Ranked recommendations come with the recommender service (issue #5).")
+
+
+# -- analytics ------------------------------------------------------------------------------
+
+SinceOption = Annotated[
+    str | None, typer.Option(help="First UTC day, YYYY-MM-DD (default: all days).")
+]
+
+
+def _since(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        console.print(f"[red]--since {value!r}:[/red] expected a day like 2026-11-28")
+        raise typer.Exit(2) from exc
+
+
+@analytics_app.command("report")
+def analytics_report(
+    limit: Annotated[int, typer.Option(min=1, help="Campaigns to show.")] = 10,
+    since: SinceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+) -> None:
+    """Campaign performance and daily activity from PostgreSQL's serving tables."""
+    from mpp import analytics
+    from mpp.stores import postgres_connect
+
+    day = _since(since)
+    with postgres_connect(_settings()) as conn:
+        totals = analytics.summary(conn)
+        campaigns = analytics.campaign_report(conn, limit, day)
+        activity = analytics.activity_totals(conn, day)
+    if as_json:
+        document = {"summary": totals, "campaigns": campaigns, "daily_activity": activity}
+        out.print_json(data=analytics.jsonable(document))
+        return
+    out.print(
+        f"{totals['messages']} messages, {totals['feedback_events']} feedback events, "
+        f"{totals['users']} users, {totals['campaigns']} campaigns; UTC days "
+        f"{totals['first_day'] or '-'} to {totals['last_day'] or '-'}"
+    )
+    table = Table(
+        "campaign",
+        "messages",
+        "impressions",
+        "clicks",
+        "conversions",
+        "dismissals",
+        "CTR",
+        "conversion rate",
+        title="Campaign performance" + (f" since {day}" if day else ""),
+    )
+    for r in campaigns:
+        table.add_row(
+            r["campaign_id"],
+            *(
+                str(r[k])
+                for k in ("messages", "impressions", "clicks", "conversions", "dismissals")
+            ),
+            f"{100 * r['ctr']:.1f}%",
+            f"{100 * r['conversion_rate']:.1f}%",
+        )
+    out.print(table)
+    daily = Table("day (UTC)", "messages", "active users", title="Daily activity")
+    for r in activity:
+        daily.add_row(r["day"].isoformat(), str(r["messages"]), str(r["active_users"]))
+    out.print(daily)
+
+
+@analytics_app.command("user")
+def analytics_user(user_id: str) -> None:
+    """One user's engagement (exit 1 when the user has none)."""
+    from mpp import analytics
+    from mpp.stores import postgres_connect
+
+    with postgres_connect(_settings()) as conn:
+        row = analytics.user_engagement(conn, user_id)
+    if row is None:
+        console.print(f"no engagement for user {user_id!r}")
+        raise typer.Exit(1)
+    out.print_json(data=analytics.jsonable(row))
+
+
+@analytics_app.command("sync")
+def analytics_sync(
+    full: Annotated[bool, typer.Option(help="Send every fact again, not only new ones.")] = False,
+) -> None:
+    """Sync facts and aggregates to the configured warehouse (SQLite or BigQuery) now."""
+    from dataclasses import asdict
+
+    import psycopg
+
+    from mpp.logs import configure_logging
+    from mpp.stores import postgres_connect
+    from mpp.warehouse import WarehouseError, open_warehouse
+    from mpp.warehouse.sync import sync_warehouse
+
+    settings = _settings()
+    configure_logging(settings, "mpp-analytics-sync")  # logs on stderr, the report on stdout
+    try:
+        warehouse = open_warehouse(settings)
+        try:
+            with postgres_connect(settings, autocommit=True) as conn:
+                report = sync_warehouse(conn, warehouse, full=full)
+        finally:
+            warehouse.close()
+    except (WarehouseError, psycopg.Error) as exc:
+        console.print(f"[red]sync failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    out.print_json(data=asdict(report))
+
+
+@analytics_app.command("charts")
+def analytics_charts(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the PNGs and index.html.")],
+    limit: Annotated[int, typer.Option(min=1, help="Campaigns to chart.")] = 10,
+    since: SinceOption = None,
+) -> None:
+    """Write campaigns.png, activity.png and an index.html page that shows them."""
+    from mpp_analytics.charts import activity_chart, campaign_chart
+    from mpp_analytics.web import render_page
+
+    from mpp import analytics
+    from mpp.stores import postgres_connect
+
+    day = _since(since)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with postgres_connect(_settings()) as conn:
+        (out_dir / "campaigns.png").write_bytes(
+            campaign_chart(analytics.campaign_report(conn, limit, day))
+        )
+        (out_dir / "activity.png").write_bytes(
+            activity_chart(
+                analytics.activity_report(conn, day), analytics.activity_totals(conn, day)
+            )
+        )
+        page = render_page(conn, limit, day)
+    # The page's image links point at the service's routes; here, at the files beside it.
+    page = page.replace('src="/charts/campaigns.png', 'src="campaigns.png').replace(
+        'src="/charts/activity.png', 'src="activity.png'
+    )
+    (out_dir / "index.html").write_text(page)
+    console.print(f"wrote {out_dir}/campaigns.png, activity.png and index.html")
+
+
+@analytics_app.command("erase")
+def analytics_erase(user_id: str) -> None:
+    """Forget a user in the analytics tables and the warehouse (as users.erasure does)."""
+    from dataclasses import asdict
+
+    from mpp.analytics import erase_user
+    from mpp.kafka import RetryableError
+    from mpp.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings, "mpp-analytics-erase")
+    try:
+        result = erase_user(settings, user_id)
+    except RetryableError as exc:
+        console.print(f"[red]erase failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    out.print_json(data={**asdict(result), "warehouse_pending": result.warehouse_pending})
 
 
 def main() -> None:

@@ -295,6 +295,10 @@ class WarehouseSettings(BaseModel):
     # An emulator's endpoint (http://127.0.0.1:19050); None: the real BigQuery API.
     bigquery_endpoint: str | None = None
     bigquery_credentials_file: Path | None = None
+    # Bounds each BigQuery API call, its retries included (the client's default is 10 min),
+    # and the wait for one load or query job.
+    bigquery_request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    bigquery_job_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     # How long ``erase_user`` waits for a running sync before leaving the erasure to the next.
     erasure_timeout_s: Annotated[float, Field(gt=0)] = 30.0
 

@@ -1,4 +1,5 @@
-"""The local stack: real Kafka, Neo4j, PostgreSQL, Redis and Milvus Lite on loopback.
+"""The local stack: real Kafka, Neo4j, PostgreSQL, Redis, Milvus Lite and a BigQuery emulator
+on loopback.
 
 ``up`` installs what is missing (cached under ~/.cache/mpp), starts every server that does not
 already answer, all at once, and waits for each with a deadline; ``down`` stops what ``up``
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from mpp.config import Settings
 from mpp.stack.base import Progress, Server, StackError, State, Status, apt_install, port_open
+from mpp.stack.bigquery import BigQueryServer
 from mpp.stack.kafka import KafkaServer
 from mpp.stack.milvus import MilvusServer
 from mpp.stack.neo4j import Neo4jServer
@@ -27,6 +29,7 @@ SERVER_TYPES: tuple[type[Server], ...] = (
     PostgresServer,
     RedisServer,
     MilvusServer,
+    BigQueryServer,
 )
 SERVER_NAMES = tuple(t.name for t in SERVER_TYPES)
 

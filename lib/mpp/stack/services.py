@@ -24,6 +24,7 @@ SERVICES: dict[str, tuple[str, int]] = {
     "embedder": ("mpp_embedder", 18082),
     "vector-writer": ("mpp_vector_writer", 18083),
     "graph-writer": ("mpp_graph_writer", 18084),
+    "analytics": ("mpp_analytics", 18085),
     # gRPC on MPP_GRPC__PORT (50051); /readyz, /metrics and the HTTP API on this port.
     "recommender": ("mpp_recommender", 18086),
 }

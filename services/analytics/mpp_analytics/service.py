@@ -1,0 +1,187 @@
+"""analytics: enriched messages and feedback in, PostgreSQL facts and aggregates out.
+
+Loop (mpp.kafka.BatchLoop): consume ``conversations.enriched`` (``EnrichedMessage``),
+``feedback.events`` (``FeedbackEvent``) and ``users.erasure`` (``ErasureRequest``); decode and
+sort the batch (``mpp.analytics.plan_batch``); in one PostgreSQL transaction erase, insert the
+facts (``ON CONFLICT DO NOTHING``: replays insert nothing) and recompute the aggregates of every
+key that changed (``mpp.analytics.write_batch``); then dead-letter the records it could not use;
+only then are the offsets committed.
+
+PostgreSQL down: ``RetryableError``, and the loop retries the same batch with backoff,
+committing nothing meanwhile. The warehouse is synced by a thread of its own
+(``WarehouseSyncer``): its outages never hold up the stream.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from confluent_kafka import Message
+from prometheus_client import Counter, Gauge, Histogram
+
+from mpp import analytics
+from mpp.config import Settings
+from mpp.deadletters import send_to_dlq
+from mpp.kafka import Handler, Sink, TrackedProducer
+from mpp.logs import get_logger
+from mpp.service import Worker
+from mpp.stores import postgres_connect
+from mpp.warehouse import Warehouse, WarehouseError, open_warehouse, warehouse_id
+from mpp.warehouse.sync import SyncReport, sync_warehouse
+
+SERVICE = "analytics"
+log = get_logger(SERVICE)
+
+FACTS_INSERTED = Counter(
+    "mpp_analytics_facts_inserted_total",
+    "Facts inserted (replays insert nothing).",
+    ["kind"],
+)
+USERS_ERASED = Counter("mpp_analytics_users_erased_total", "Erasure requests applied.")
+SYNC_SECONDS = Histogram(
+    "mpp_analytics_warehouse_sync_seconds",
+    "Time of one warehouse sync.",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+SYNC_FAILURES = Counter("mpp_analytics_warehouse_sync_failures_total", "Failed warehouse syncs.")
+LAST_SYNC = Gauge(
+    "mpp_analytics_warehouse_last_sync_timestamp_seconds",
+    "Unix time of the last successful warehouse sync.",
+)
+
+
+def build_handler(
+    settings: Settings,
+    store: analytics.AnalyticsStore,
+    producer: Sink,
+    on_erasure: Callable[[], None] | None = None,
+) -> Handler:
+    topics = settings.kafka.topics
+    warehouse = warehouse_id(settings)
+
+    def handle(batch: list[Message]) -> None:
+        plan = analytics.plan_batch(batch, topics.enriched, topics.feedback, topics.erasure)
+        if not plan.empty:
+            # Raises RetryableError while PostgreSQL is away: nothing below runs, the loop
+            # retries the whole batch (and no dead letter is produced twice).
+            result = store.write(
+                list(plan.messages.values()),
+                list(plan.feedback.values()),
+                list(plan.erasures),
+                warehouse=warehouse,
+            )
+            FACTS_INSERTED.labels("message").inc(result.messages_inserted)
+            FACTS_INSERTED.labels("feedback").inc(result.feedback_inserted)
+            for request_id in plan.erasures.values():
+                # The user id is not logged: the request id traces the erasure.
+                log.info("user_erased", request_id=request_id)
+            USERS_ERASED.inc(len(plan.erasures))
+            log.debug(
+                "facts_written",
+                messages=result.messages_inserted,
+                feedback=result.feedback_inserted,
+                users=result.users_recomputed,
+                campaigns=result.campaigns_recomputed,
+            )
+        for msg, rejection in plan.rejected:
+            send_to_dlq(producer, topics.dlq, msg, rejection, SERVICE)
+        if plan.erasures and on_erasure is not None:
+            on_erasure()
+
+    return handle
+
+
+class WarehouseSyncer:
+    """Syncs the warehouse every ``warehouse_sync_s``, soon after an erasure, and on demand.
+
+    Failures are logged and counted; the next round resumes from the watermarks.
+    """
+
+    # After an erasure, sync within this many seconds rather than at the next period.
+    ERASURE_DELAY_S = 2.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.interval_s = settings.analytics.warehouse_sync_s
+        self._warehouse: Warehouse | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="warehouse-sync", daemon=True)
+        self.last: SyncReport | None = None
+        self.last_error: str | None = None
+
+    def start(self) -> WarehouseSyncer:
+        self._thread.start()
+        return self
+
+    def request(self) -> None:
+        """Ask for a sync soon (after an erasure)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+        with self._lock:
+            if self._warehouse is not None:
+                self._warehouse.close()
+                self._warehouse = None
+
+    def sync(self, full: bool = False) -> SyncReport:
+        """One sync now; raises WarehouseError or psycopg.Error."""
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                if self._warehouse is None:
+                    self._warehouse = open_warehouse(self.settings)
+                with postgres_connect(self.settings, autocommit=True) as conn:
+                    report = sync_warehouse(conn, self._warehouse, full=full)
+            except Exception as exc:
+                SYNC_FAILURES.inc()
+                self.last_error = str(exc)[:500]
+                if isinstance(exc, WarehouseError) and self._warehouse is not None:
+                    self._warehouse.close()
+                    self._warehouse = None
+                raise
+            SYNC_SECONDS.observe(time.perf_counter() - started)
+            LAST_SYNC.set(time.time())
+            self.last, self.last_error = report, None
+            return report
+
+    def _run(self) -> None:
+        # First sync shortly after start, then every interval (or soon after an erasure).
+        delay = min(self.interval_s, 5.0)
+        while not self._stop.is_set():
+            if self._wake.wait(delay) and not self._stop.is_set():
+                self._wake.clear()
+                self._stop.wait(self.ERASURE_DELAY_S)
+            if self._stop.is_set():
+                return
+            try:
+                self.sync()
+            except Exception as exc:
+                log.warning("warehouse_sync_failed", error=str(exc)[:500])
+            delay = self.interval_s
+
+
+def worker(
+    settings: Settings,
+    store: analytics.AnalyticsStore | None = None,
+    on_erasure: Callable[[], None] | None = None,
+) -> Worker:
+    store = store or analytics.AnalyticsStore(settings)
+    producer = TrackedProducer(settings.kafka, service=SERVICE)
+    topics = settings.kafka.topics
+    return Worker(
+        name=SERVICE,
+        topics=[topics.enriched, topics.feedback, topics.erasure],
+        handler=build_handler(settings, store, producer, on_erasure),
+        batch_size=settings.analytics.batch_size,
+        max_wait_s=settings.analytics.max_wait_s,
+        producer=producer,
+        readiness=store.ping,
+    )

@@ -1,0 +1,271 @@
+"""The analytics service's whole loop on the real broker and PostgreSQL: facts, exact
+aggregates, dead letters, commits, replays, erasure, and a 30 s PostgreSQL outage."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from mpp_analytics import service as analytics_service
+
+from mpp import analytics
+from mpp.config import Settings
+from mpp.kafka import TrackedProducer
+from mpp.service import Worker, build_loop
+from mpp.v1 import events_pb2 as E
+from mpp.v1 import feedback_pb2 as F
+from tests.loops import committed, run_until
+
+from .test_analytics_postgres import aggregates, as_records, recompute, workload
+from .test_vectors import free_port
+
+GARBAGE = b"\xff\xfe not a protobuf message"
+
+
+@pytest.fixture
+def settings(database_settings: Settings, unique: str) -> Settings:
+    kafka = database_settings.kafka.model_copy(update={"group_prefix": f"test-{unique}"})
+    return database_settings.model_copy(update={"kafka": kafka})
+
+
+def produce(settings: Settings, records: list[tuple[str, bytes]], key: str = "k") -> None:
+    topics = settings.kafka.topics
+    names = {"enriched": topics.enriched, "feedback": topics.feedback, "erasure": topics.erasure}
+    producer = TrackedProducer(settings.kafka, service="test")
+    for kind, value in records:
+        # One key: the order across the three topics is not kept by Kafka anyway; the test's
+        # erasures come after everything they must remove (see ``ordered``).
+        producer.produce(names[kind], value, key=key)
+    producer.flush()
+
+
+def run(
+    worker: Worker, settings: Settings, until: Callable[[Any], bool], timeout_s: float = 90
+) -> Any:
+    loop = build_loop(settings, worker)
+    run_until(loop, lambda: until(loop.stats), timeout_s=timeout_s)
+    return loop.stats
+
+
+def read_dead_letters(settings: Settings, expected: int) -> list[E.DeadLetter]:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"dlq-reader-{settings.kafka.topics.dlq}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([settings.kafka.topics.dlq])
+    got: list[E.DeadLetter] = []
+    deadline = time.monotonic() + 30
+    while len(got) < expected and time.monotonic() < deadline:
+        for msg in consumer.consume(100, timeout=0.5):
+            if msg.error() is None:
+                got.append(E.DeadLetter.FromString(msg.value() or b""))
+    consumer.close()
+    return got
+
+
+def pg(settings: Settings) -> psycopg.Connection[Any]:
+    return psycopg.connect(settings.postgres.conninfo())
+
+
+def without_erasures(records: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    return [r for r in records if r[0] != "erasure"]
+
+
+def test_service_writes_exact_aggregates_dead_letters_replays_and_erases(
+    settings: Settings, unique: str
+) -> None:
+    topics = settings.kafka.topics
+    work = workload(unique, messages=200, erase=0)
+    records = as_records(unique, work)
+    bad_type = F.FeedbackEvent(feedback_id="f", user_id="u", campaign_id="c", type=9)
+    bad_type.timestamp.GetCurrentTime()
+    no_user = F.FeedbackEvent(feedback_id="f2", campaign_id="c", type=F.FEEDBACK_TYPE_CLICK)
+    rejects = [
+        ("enriched", GARBAGE),
+        ("enriched", E.EnrichedMessage(model="no ids").SerializeToString()),
+        ("feedback", bad_type.SerializeToString()),
+        ("feedback", no_user.SerializeToString()),
+    ]
+    produce(settings, records + rejects)
+    sent = len(records) + len(rejects)
+    stats = run(analytics_service.worker(settings), settings, lambda s: s.records >= sent)
+    assert stats.records == sent
+    group = f"test-{unique}-analytics"
+    assert (
+        committed(settings.kafka, topics.enriched, group)
+        + committed(settings.kafka, topics.feedback, group)
+        == sent
+    )
+    expected = recompute(*work.final_facts())
+    with pg(settings) as conn:
+        first = aggregates(conn)
+    assert first == expected
+
+    dead = read_dead_letters(settings, 4)
+    reasons = sorted((E.ErrorCode.Name(d.code), d.field) for d in dead)
+    assert reasons == [
+        ("ERROR_CODE_FIELD_INVALID", "type"),
+        ("ERROR_CODE_SCHEMA_INVALID", "message.message_id"),
+        ("ERROR_CODE_UNDECODABLE", ""),
+        ("ERROR_CODE_USER_ID_MISSING", "user_id"),
+    ]
+    assert all(d.service == "analytics" for d in dead)
+    assert GARBAGE in {d.original_value for d in dead}
+
+    # A replay of everything by a new consumer group: the same aggregates.
+    replay = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"group_prefix": f"replay-{unique}"})}
+    )
+    stats = run(analytics_service.worker(replay), replay, lambda s: s.records >= sent)
+    with pg(settings) as conn:
+        assert aggregates(conn) == first
+
+    # Erasure from users.erasure: gone from facts and aggregates, recorded for the warehouse.
+    victim = f"{unique}-u3"
+    erased: list[int] = []
+    produce(settings, [("erasure", F.ErasureRequest(user_id=victim).SerializeToString())])
+    run(
+        analytics_service.worker(settings, on_erasure=lambda: erased.append(1)),
+        settings,
+        lambda s: s.records >= 1,
+    )
+    assert erased == [1]
+    messages, feedback = work.final_facts()
+    messages = {k: v for k, v in messages.items() if v.user_id != victim}
+    feedback = {k: v for k, v in feedback.items() if v.user_id != victim}
+    with pg(settings) as conn:
+        assert aggregates(conn) == recompute(messages, feedback)
+        assert analytics.user_engagement(conn, victim) is None
+        pending = conn.execute("SELECT user_id FROM analytics_pending_erasures").fetchall()
+        assert pending == [(victim,)]
+
+
+class Cuttable:
+    """A TCP forwarder to PostgreSQL that can be cut (listener closed, live connections
+    reset) and restored on the same port: PostgreSQL "down" for this test's service only."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port, self.target = port, target
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._server: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        server = socket.create_server(("127.0.0.1", self.port))
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        if self._server is not None:
+            # shutdown wakes the thread blocked in accept(); close alone would leave the
+            # socket listening until that accept returned.
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
+            self._server.close()
+            self._server = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_postgres_down_30s_mid_stream_loses_nothing_and_ends_exact(
+    settings: Settings, unique: str
+) -> None:
+    topics = settings.kafka.topics
+    group = f"test-{unique}-analytics"
+    work = workload(unique, messages=240, erase=0)
+    records = without_erasures(as_records(unique, work))
+    half = len(records) // 2
+    port = free_port()
+    proxy = Cuttable(port, (settings.postgres.host, settings.postgres.port))
+    postgres = settings.postgres.model_copy(
+        update={"host": "127.0.0.1", "port": port, "connect_timeout_s": 2}
+    )
+    behind = settings.model_copy(
+        update={
+            "postgres": postgres,
+            "analytics": settings.analytics.model_copy(update={"batch_size": 50}),
+        }
+    )
+
+    def total_committed() -> int:
+        return committed(settings.kafka, topics.enriched, group) + committed(
+            settings.kafka, topics.feedback, group
+        )
+
+    produce(settings, records[:half])
+    timeline: dict[str, Any] = {}
+
+    def until(stats: Any) -> bool:
+        now = time.monotonic()
+        if "cut" not in timeline and stats.records >= half:
+            proxy.cut()
+            timeline["cut"] = now
+            timeline["committed_at_cut"] = total_committed()
+            # The second half arrives while PostgreSQL is away.
+            produce(settings, records[half:])
+        elif "cut" in timeline and "restored" not in timeline and now - timeline["cut"] >= 30:
+            timeline["committed_during_outage"] = total_committed()
+            timeline["records_during_outage"] = stats.records
+            timeline["retries"] = stats.retries
+            proxy.restore()
+            timeline["restored"] = now
+        return "restored" in timeline and stats.records >= len(records)
+
+    try:
+        stats = run(analytics_service.worker(behind), behind, until, timeout_s=150)
+    finally:
+        proxy.cut()
+    assert timeline["committed_at_cut"] == half
+    # Down: batches refused and retried, nothing committed past the cut.
+    assert timeline["retries"] >= 2
+    assert timeline["committed_during_outage"] == half
+    assert timeline["records_during_outage"] == half
+    assert stats.records == len(records)
+    assert total_committed() == len(records)
+    with pg(settings) as conn:
+        assert aggregates(conn) == recompute(*work.final_facts())
