@@ -1,0 +1,229 @@
+"""Analytics' pure logic: decoding and sorting a batch, dead-letter reasons, the handler's
+order (write, then dead letters), charts."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from confluent_kafka import Message
+from mpp_analytics import service
+from mpp_analytics.charts import activity_chart, campaign_chart
+
+from mpp import analytics
+from mpp.config import Settings, Topics
+from mpp.kafka import RetryableError
+from mpp.v1 import events_pb2 as E
+from mpp.v1 import feedback_pb2 as F
+
+ENRICHED, FEEDBACK, ERASURE = "enriched", "feedback", "erasure"
+PNG = b"\x89PNG\r\n\x1a\n"
+NO_USER_ERASURE = F.ErasureRequest(request_id="r").SerializeToString()
+
+
+def enriched(
+    message_id: str = "m1",
+    user_id: str = "u1",
+    millis: int = 1_780_000_000_000,
+    intents: tuple[str, ...] = ("billing", "unknown", "billing"),
+    campaigns: tuple[str, ...] = ("c1",),
+    timestamp: bool = True,
+) -> bytes:
+    message = E.ValidatedMessage(message_id=message_id, user_id=user_id, channel="chat")
+    if timestamp:
+        message.timestamp.FromMilliseconds(millis)
+    return E.EnrichedMessage(
+        message=message,
+        intents=[E.IntentScore(intent=i, score=0.5) for i in intents],
+        campaigns=[E.CampaignLink(campaign_id=c, score=0.5) for c in campaigns],
+    ).SerializeToString()
+
+
+def feedback(
+    feedback_id: str = "f1",
+    user_id: str = "u1",
+    campaign_id: str = "c1",
+    kind: int = F.FEEDBACK_TYPE_CLICK,
+    timestamp: bool = True,
+) -> bytes:
+    event = F.FeedbackEvent(
+        feedback_id=feedback_id,
+        user_id=user_id,
+        campaign_id=campaign_id,
+        type=kind,  # type: ignore[arg-type]
+    )
+    if timestamp:
+        event.timestamp.FromMilliseconds(1_780_000_000_000)
+    return event.SerializeToString()
+
+
+def erasure(user_id: str) -> bytes:
+    return F.ErasureRequest(user_id=user_id, request_id="r1").SerializeToString()
+
+
+def batch(*items: tuple[str, bytes]) -> list[Message]:
+    return [
+        Message(topic=topic, partition=0, offset=i, key=b"k", value=value)
+        for i, (topic, value) in enumerate(items)
+    ]
+
+
+def plan(*items: tuple[str, bytes]) -> analytics.Batch:
+    return analytics.plan_batch(batch(*items), ENRICHED, FEEDBACK, ERASURE)
+
+
+def test_a_message_fact_keeps_known_intents_once_and_its_utc_day() -> None:
+    # 23:30 UTC is already the next day in Paris: the day is the UTC one.
+    at = datetime(2026, 11, 28, 23, 30, tzinfo=UTC)
+    millis = int(at.timestamp() * 1000)
+    (fact,) = plan((ENRICHED, enriched(millis=millis))).messages.values()
+    assert fact.intents == ("billing",)
+    assert fact.campaign_ids == ("c1",)
+    assert fact.occurred_at == at
+    assert fact.day == date(2026, 11, 28)
+    assert fact.as_json()["day"] == "2026-11-28"
+    after = plan((ENRICHED, enriched(millis=millis + 1_800_000))).messages["m1"]
+    assert after.day == date(2026, 11, 29)
+
+
+def test_the_first_version_of_a_fact_wins_within_a_batch() -> None:
+    p = plan(
+        (ENRICHED, enriched(intents=("billing",))),
+        (ENRICHED, enriched(intents=("refund",))),
+        (FEEDBACK, feedback(kind=F.FEEDBACK_TYPE_CLICK)),
+        (FEEDBACK, feedback(kind=F.FEEDBACK_TYPE_CONVERSION)),
+    )
+    assert p.messages["m1"].intents == ("billing",)
+    assert p.feedback["f1"].kind == "click"
+
+
+def test_an_erasure_drops_the_users_earlier_facts_but_not_later_ones() -> None:
+    p = plan(
+        (ENRICHED, enriched("m1", "u1")),
+        (FEEDBACK, feedback("f1", "u1")),
+        (ENRICHED, enriched("m2", "u2")),
+        (ERASURE, erasure("u1")),
+        (ENRICHED, enriched("m3", "u1")),
+    )
+    assert p.erasures == {"u1": "r1"}
+    assert set(p.messages) == {"m2", "m3"}
+    assert p.feedback == {}
+
+
+@pytest.mark.parametrize(
+    ("topic", "value", "code", "field"),
+    [
+        (ENRICHED, b"\xff\xfe garbage", "ERROR_CODE_UNDECODABLE", ""),
+        (ENRICHED, b"", "ERROR_CODE_UNDECODABLE", ""),
+        (ENRICHED, enriched(message_id=""), "ERROR_CODE_SCHEMA_INVALID", "message.message_id"),
+        (ENRICHED, enriched(user_id="x" * 300), "ERROR_CODE_SCHEMA_INVALID", "message.user_id"),
+        (ENRICHED, enriched(timestamp=False), "ERROR_CODE_TIMESTAMP_MISSING", "message.timestamp"),
+        (FEEDBACK, feedback(kind=0), "ERROR_CODE_FIELD_INVALID", "type"),
+        (FEEDBACK, feedback(kind=7), "ERROR_CODE_FIELD_INVALID", "type"),
+        (FEEDBACK, feedback(feedback_id=""), "ERROR_CODE_SCHEMA_INVALID", "feedback_id"),
+        (FEEDBACK, feedback(user_id=""), "ERROR_CODE_USER_ID_MISSING", "user_id"),
+        (FEEDBACK, feedback(campaign_id=""), "ERROR_CODE_SCHEMA_INVALID", "campaign_id"),
+        (FEEDBACK, feedback(timestamp=False), "ERROR_CODE_TIMESTAMP_MISSING", "timestamp"),
+        (
+            ERASURE,
+            F.ErasureRequest(request_id="r").SerializeToString(),
+            "ERROR_CODE_USER_ID_MISSING",
+            "user_id",
+        ),
+        ("other", enriched(), "ERROR_CODE_PROCESSING_FAILED", ""),
+    ],
+)
+def test_unusable_records_are_rejected_with_a_reason(
+    topic: str, value: bytes, code: str, field: str
+) -> None:
+    p = plan((topic, value), (ENRICHED, enriched("ok")))
+    assert set(p.messages) == {"ok"}
+    ((msg, rejection),) = p.rejected
+    assert msg.value() == value
+    assert (E.ErrorCode.Name(rejection.code), rejection.field) == (code, field)  # type: ignore[arg-type]
+    assert rejection.detail
+
+
+class FakeStore:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.calls: list[tuple[Any, ...]] = []
+
+    def write(self, messages: Any, feedback: Any, erasures: Any, warehouse: Any = None) -> Any:
+        if self.fail:
+            raise RetryableError("postgres: down")
+        self.calls.append((messages, feedback, erasures, warehouse))
+        return analytics.WriteResult(len(messages), len(feedback), 0, 0, 1, 1)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | str | None = None) -> None:
+        self.records.append((topic, value))
+
+
+def settings() -> Settings:
+    topics = Topics(enriched=ENRICHED, feedback=FEEDBACK, erasure=ERASURE, dlq="dlq")
+    base = Settings()
+    return base.model_copy(update={"kafka": base.kafka.model_copy(update={"topics": topics})})
+
+
+def test_the_handler_writes_then_dead_letters_and_signals_erasures() -> None:
+    store, sink, erased = FakeStore(), ListSink(), []
+    handle = service.build_handler(settings(), store, sink, lambda: erased.append(1))  # type: ignore[arg-type]
+    handle(batch((ENRICHED, enriched()), (FEEDBACK, b"junk"), (ERASURE, erasure("u9"))))
+    ((messages, feedbacks, erasures, warehouse),) = store.calls
+    assert [m.message_id for m in messages] == ["m1"] and feedbacks == []
+    assert erasures == ["u9"] and warehouse.startswith("sqlite:")
+    assert [t for t, _ in sink.records] == ["dlq"]
+    assert E.DeadLetter.FromString(sink.records[0][1]).original_value == b"junk"
+    assert erased == [1]
+
+
+def test_a_store_outage_produces_no_dead_letter_before_the_batch_succeeds() -> None:
+    store, sink = FakeStore(fail=True), ListSink()
+    handle = service.build_handler(settings(), store, sink)  # type: ignore[arg-type]
+    with pytest.raises(RetryableError):
+        handle(batch((ENRICHED, enriched()), (FEEDBACK, b"junk")))
+    assert sink.records == []
+
+
+def test_charts_are_pngs_with_and_without_data() -> None:
+    rows = [
+        {
+            "campaign_id": f"c{i}",
+            "messages": 10 * i,
+            "impressions": 100,
+            "clicks": 7 * i,
+            "conversions": i,
+            "ctr": 0.07 * i,
+            "conversion_rate": 1 / 7,
+        }
+        for i in range(1, 4)
+    ]
+    days = [date(2026, 11, d) for d in (20, 21, 22)]
+    activity = [
+        {"day": d, "channel": ch, "messages": 5, "active_users": 2}
+        for d in days
+        for ch in ("chat", "")
+    ]
+    totals = [{"day": d, "messages": 10, "active_users": 3} for d in days]
+    for png in (
+        campaign_chart(rows),
+        activity_chart(activity, totals),
+        campaign_chart([]),
+        activity_chart([], []),
+    ):
+        assert png.startswith(PNG) and len(png) > 2_000
+
+
+def test_jsonable_writes_utc_iso_times_and_days() -> None:
+    value = {"a": [datetime(2026, 1, 1, 12, tzinfo=UTC)], "d": date(2026, 1, 2), "n": 1}
+    assert analytics.jsonable(value) == {
+        "a": ["2026-01-01T12:00:00+00:00"],
+        "d": "2026-01-02",
+        "n": 1,
+    }
