@@ -120,6 +120,14 @@ class ActivityFollower:
             if self._core.is_erased(message.user_id, message.timestamp.ToMilliseconds()):
                 continue
             sessions[message.user_id].append(session_message(enriched))
+        if sessions and self._core.milvus.store.dimension is None:
+            # The first message tells the vectors' dimension: get Milvus ready off the
+            # request path (the collections may not have existed when the service started).
+            first = next(iter(sessions.values()))[0]
+            try:
+                self._core.milvus.prepare(len(first.embedding))
+            except Exception as exc:
+                log.warning("milvus_not_prepared", error=str(exc)[:300])
         try:
             if sessions:
                 self._core.cache.append_sessions(sessions)

@@ -275,7 +275,7 @@ class Recommender:
         # The first run of each query plans it (Neo4j: 0.3-0.8 s here); do it before serving.
         for name, warm in (
             ("neo4j", self.neo4j.warm_up),
-            ("milvus", self.milvus.campaign_vectors),
+            ("milvus", self.milvus.prepare),
             ("postgres", lambda: self.postgres.recommend("-warm-up-")),
         ):
             try:
@@ -320,7 +320,7 @@ class Recommender:
                 if not holder or not holder[0].timed_out:
                     breaker.failure()
                     DEGRADED.labels(name, "error").inc()
-                log.debug("source_failed", source=name, error=str(exc))
+                log.warning("source_failed", source=name, error=str(exc)[:300])
                 raise
             finally:
                 SOURCE_SECONDS.labels(name).observe(time.perf_counter() - started)
@@ -340,6 +340,7 @@ class Recommender:
         except FutureTimeout:
             call.timed_out = True
             self.breakers[name].failure()
+            log.warning("source_timed_out", source=name, after_s=self.timeouts[name])
             DEGRADED.labels(name, "timeout").inc()
             return None
         except Exception:

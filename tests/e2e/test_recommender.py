@@ -1,0 +1,127 @@
+"""The recommender with the whole streaming path as processes: conversations replayed as raw
+events become that user's recommendations, and a new message changes them end to end."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
+from mpp.config import Settings
+from mpp.pipeline import STREAMING, Pipeline, free_port, log
+from mpp.v1 import recommender_pb2 as R
+from mpp.v1 import recommender_pb2_grpc as RG
+
+TRAVEL = [
+    "I'm flying to Lisbon next month and need a cheap hotel near the beach",
+    "we want to book flights for our summer vacation abroad",
+    "any tips for a beach holiday trip in Greece?",
+    "I just booked a hotel for our trip to Rome",
+]
+OTHERS = {
+    "movies": ["have you seen the new Marvel movie?", "we binge watched a whole TV series"],
+    "music": ["I'm going to a concert of my favourite band", "what music do you listen to?"],
+}
+FOOD = [
+    "I'm starving, let's order pizza and sushi for dinner tonight",
+    "any good burger restaurant that delivers dinner?",
+    "we ordered sushi again, the delivery was so fast",
+]
+
+
+@pytest.fixture
+def run(database_settings: Settings, unique: str, tmp_path: Path) -> Iterator[Pipeline]:
+    settings = database_settings
+    milvus = settings.milvus.model_copy(
+        update={
+            "messages_collection": f"messages_{unique}",
+            "campaigns_collection": f"campaigns_{unique}",
+        }
+    )
+    kafka = settings.kafka.model_copy(update={"group_prefix": f"e2e-{unique}"})
+    settings = settings.model_copy(update={"milvus": milvus, "kafka": kafka})
+    with psycopg.connect(settings.postgres.conninfo()) as conn:
+        upsert_campaigns(conn, parse_campaigns(default_campaigns_path()))
+    pipeline = Pipeline(
+        settings=settings,
+        run_id=f"r{unique}",
+        home=tmp_path,
+        extra_env={
+            "MPP_POSTGRES__DATABASE": settings.postgres.database,
+            "MPP_GRPC__PORT": str(free_port()),
+            "MPP_RECOMMENDER__AUTH_ENABLED": "false",
+        },
+    )
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop()
+        pipeline.cleanup()
+
+
+def event(user: str, text: str, ts_ms: int, message_id: str | None = None) -> bytes:
+    body: dict[str, object] = {"user_id": user, "message": text, "timestamp": ts_ms}
+    if message_id:
+        body["message_id"] = message_id
+    return json.dumps(body).encode()
+
+
+def test_replayed_conversations_become_the_users_top_campaign_and_new_messages_count_in_2s(
+    run: Pipeline,
+) -> None:
+    run.start(*STREAMING, "recommender")
+    port = run.extra_env["MPP_GRPC__PORT"]
+    stub = RG.RecommenderStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    traveller = f"{run.run_id}-traveller"
+    start = int(time.time() * 1000) - 3_600_000
+    records, keys = [], []
+    for i, text in enumerate(TRAVEL):
+        records.append(event(traveller, text, start + i * 60_000))
+        keys.append(traveller.encode())
+    for name, texts in OTHERS.items():
+        user = f"{run.run_id}-{name}"
+        for i, text in enumerate(texts):
+            records.append(event(user, text, start + i * 60_000))
+            keys.append(user.encode())
+    run.produce(records, keys)
+    run.wait_drained(timeout_s=180)
+
+    answer = stub.Recommend(R.RecommendRequest(user_id=traveller, limit=5))
+    assert answer.strategy == "personalized" and not answer.degraded_sources
+    top = answer.items[0]
+    assert top.campaign_id == "travel-summer"
+    assert any(r.intent == "travel" for r in top.reasons)
+    assert any(r.message_id for r in top.reasons if r.source == "milvus")
+    for name in OTHERS:
+        other = stub.Recommend(R.RecommendRequest(user_id=f"{run.run_id}-{name}", limit=5))
+        assert other.items[0].campaign_id != "travel-summer"
+
+    # Freshness, end to end: from producing the raw event until an answer reflects it.
+    delays = []
+    for i, text in enumerate(FOOD):
+        message_id = f"{traveller}-new{i}"
+        # The whole list (15 campaigns), so that the new message shows wherever it ranks.
+        stub.Recommend(R.RecommendRequest(user_id=traveller, limit=15))  # cached now
+        sent = time.perf_counter()
+        run.produce(
+            [event(traveller, text, int(time.time() * 1000), message_id)], [traveller.encode()]
+        )
+        while True:
+            answer = stub.Recommend(R.RecommendRequest(user_id=traveller, limit=15))
+            if any(r.message_id == message_id for item in answer.items for r in item.reasons):
+                break
+            assert time.perf_counter() - sent < 15, "the new message never reached the answer"
+            time.sleep(0.01)
+        delays.append(time.perf_counter() - sent)
+    log(
+        "freshness, raw event produced -> answer changed: "
+        + ", ".join(f"{d:.2f} s" for d in delays)
+    )
+    # After three food messages in a row, food is what the user is about now.
+    assert answer.items[0].campaign_id == "food-delivery"
