@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
-from typer.testing import CliRunner
 
 from mpp import analytics
-from mpp.config import Settings, get_settings
+from mpp.config import Settings
 from mpp.stack.services import SERVICES
 
 from .test_analytics_postgres import as_records, workload, write
@@ -60,12 +58,10 @@ def environment(settings: Settings, tmp_path: Path, **extra: str) -> dict[str, s
 
 
 def test_reports_json_page_charts_and_cli(
-    database_settings: Settings, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_settings: Settings, unique: str, tmp_path: Path
 ) -> None:
     from mpp_analytics.service import WarehouseSyncer
     from mpp_analytics.web import ReportServer
-
-    from mpp.cli import app
 
     work = workload(unique, messages=120)
     with psycopg.connect(database_settings.postgres.conninfo(), autocommit=True) as conn:
@@ -110,28 +106,36 @@ def test_reports_json_page_charts_and_cli(
     finally:
         server.stop()
 
-    for name, value in environment(settings, tmp_path).items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    try:
-        runner = CliRunner()
-        result = runner.invoke(app, ["analytics", "report", "--json", "--limit", "2"])
-        assert result.exit_code == 0, result.output
-        document = json.loads(result.stdout)
-        assert document["campaigns"][0]["campaign_id"] == top["campaign_id"]
-        result = runner.invoke(app, ["analytics", "charts", "--out", str(tmp_path / "charts")])
-        assert result.exit_code == 0, result.output
-        assert (tmp_path / "charts" / "campaigns.png").read_bytes().startswith(PNG)
-        assert 'src="activity.png' in (tmp_path / "charts" / "index.html").read_text()
-        result = runner.invoke(app, ["analytics", "sync"])
-        assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout)["aggregates"]["campaign_performance"] == 5
-        result = runner.invoke(app, ["analytics", "erase", f"{unique}-u7"])
-        assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout)["warehouse_pending"] is False
-        assert runner.invoke(app, ["analytics", "user", f"{unique}-u7"]).exit_code == 1
-    finally:
-        get_settings.cache_clear()
+    # The CLI as operators run it: its own process (it configures logging for itself).
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MPP_")},
+        **environment(settings, tmp_path),
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mpp.cli", "analytics", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    result = cli("report", "--json", "--limit", "2")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["campaigns"][0]["campaign_id"] == top["campaign_id"]
+    result = cli("charts", "--out", str(tmp_path / "charts"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "charts" / "campaigns.png").read_bytes().startswith(PNG)
+    assert 'src="activity.png' in (tmp_path / "charts" / "index.html").read_text()
+    result = cli("sync")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["aggregates"]["campaign_performance"] == 5
+    result = cli("erase", f"{unique}-u7")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["warehouse_pending"] is False
+    assert cli("user", f"{unique}-u7").returncode == 1
 
 
 def test_service_process_becomes_ready_serves_reports_and_stops_on_sigterm(
