@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from confluent_kafka import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg.rows import dict_row
 
 from mpp.codecs import Rejection
@@ -159,6 +160,29 @@ def _check_id(
         raise _schema(
             field_name, f"{field_name} has {len(value)} characters; at most {MAX_ID_CHARS}"
         )
+    _check_text(field_name, value)
+
+
+def _check_text(field_name: str, value: str) -> None:
+    # PostgreSQL text cannot hold NUL; such a record would fail its whole batch forever.
+    if "\x00" in value:
+        raise Rejection(
+            events_pb2.ERROR_CODE_FIELD_INVALID,
+            field_name,
+            f"{field_name} contains a NUL character (U+0000); remove it",
+        )
+
+
+def _check_time(field_name: str, timestamp: Timestamp) -> None:
+    try:
+        timestamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise Rejection(
+            events_pb2.ERROR_CODE_TIMESTAMP_INVALID,
+            field_name,
+            f"{field_name} ({timestamp.seconds} s since 1970) is not a date between the years"
+            f" 1 and 9999: {exc}",
+        ) from exc
 
 
 def message_fact(value: bytes | None) -> MessageFact:
@@ -173,7 +197,13 @@ def message_fact(value: bytes | None) -> MessageFact:
             "message.timestamp",
             "message.timestamp is not set; ingest always sets it",
         )
-    return MessageFact.from_enriched(enriched)
+    _check_time("message.timestamp", message.timestamp)
+    fact = MessageFact.from_enriched(enriched)
+    _check_text("message.channel", fact.channel)
+    for name, items in (("intents", fact.intents), ("campaigns", fact.campaign_ids)):
+        for item in items:
+            _check_text(name, item)
+    return fact
 
 
 def feedback_fact(value: bytes | None) -> FeedbackFact:
@@ -195,6 +225,9 @@ def feedback_fact(value: bytes | None) -> FeedbackFact:
             "timestamp",
             "feedback timestamp is not set; set when the user saw or acted on the campaign",
         )
+    _check_time("timestamp", event.timestamp)
+    _check_text("channel", event.channel)
+    _check_text("recommendation_id", event.recommendation_id)
     return FeedbackFact.from_event(event)
 
 
@@ -207,6 +240,7 @@ def erased_user(value: bytes | None) -> tuple[str, str]:
             "user_id",
             "erasure request without user_id; set the user to forget",
         )
+    _check_text("user_id", request.user_id)
     return request.user_id, request.request_id
 
 
@@ -219,6 +253,8 @@ class Batch:
     feedback: dict[str, FeedbackFact] = field(default_factory=dict)
     erasures: dict[str, str] = field(default_factory=dict)
     rejected: list[tuple[Message, Rejection]] = field(default_factory=list)
+    # The record each fact came from (its first), to dead-letter a fact PostgreSQL refuses.
+    origins: dict[tuple[str, str], Message] = field(default_factory=dict)
 
     def erase(self, user_id: str, request_id: str) -> None:
         self.erasures[user_id] = request_id
@@ -239,10 +275,14 @@ def plan_batch(batch: Sequence[Message], enriched: str, feedback: str, erasure: 
             topic = msg.topic()
             if topic == enriched:
                 fact = message_fact(msg.value())
-                plan.messages.setdefault(fact.message_id, fact)
+                if fact.message_id not in plan.messages:
+                    plan.messages[fact.message_id] = fact
+                    plan.origins[("message", fact.message_id)] = msg
             elif topic == feedback:
                 event = feedback_fact(msg.value())
-                plan.feedback.setdefault(event.feedback_id, event)
+                if event.feedback_id not in plan.feedback:
+                    plan.feedback[event.feedback_id] = event
+                    plan.origins[("feedback", event.feedback_id)] = msg
             elif topic == erasure:
                 plan.erase(*erased_user(msg.value()))
             else:

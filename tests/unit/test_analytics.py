@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+import psycopg
 import pytest
 from confluent_kafka import Message
 from mpp_analytics import service
@@ -29,9 +30,12 @@ def enriched(
     intents: tuple[str, ...] = ("billing", "unknown", "billing"),
     campaigns: tuple[str, ...] = ("c1",),
     timestamp: bool = True,
+    raw_seconds: int | None = None,
 ) -> bytes:
     message = E.ValidatedMessage(message_id=message_id, user_id=user_id, channel="chat")
-    if timestamp:
+    if raw_seconds is not None:
+        message.timestamp.seconds = raw_seconds  # unchecked, as a producer could send it
+    elif timestamp:
         message.timestamp.FromMilliseconds(millis)
     return E.EnrichedMessage(
         message=message,
@@ -132,6 +136,16 @@ def test_an_erasure_drops_the_users_earlier_facts_but_not_later_ones() -> None:
             "user_id",
         ),
         ("other", enriched(), "ERROR_CODE_PROCESSING_FAILED", ""),
+        (
+            ENRICHED,
+            enriched(raw_seconds=253_402_300_800),
+            "ERROR_CODE_TIMESTAMP_INVALID",
+            "message.timestamp",
+        ),
+        (ENRICHED, enriched(user_id="u\x00"), "ERROR_CODE_FIELD_INVALID", "message.user_id"),
+        (ENRICHED, enriched(intents=("a\x00b",)), "ERROR_CODE_FIELD_INVALID", "intents"),
+        (FEEDBACK, feedback(campaign_id="c\x00"), "ERROR_CODE_FIELD_INVALID", "campaign_id"),
+        (ERASURE, erasure("u\x00"), "ERROR_CODE_FIELD_INVALID", "user_id"),
     ],
 )
 def test_unusable_records_are_rejected_with_a_reason(
@@ -146,13 +160,15 @@ def test_unusable_records_are_rejected_with_a_reason(
 
 
 class FakeStore:
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
+    def __init__(self, fail: bool = False, refuse: str | None = None) -> None:
+        self.fail, self.refuse = fail, refuse
         self.calls: list[tuple[Any, ...]] = []
 
-    def write(self, messages: Any, feedback: Any, erasures: Any, warehouse: Any = None) -> Any:
+    def write(self, messages: Any, feedback: Any, erasures: Any = (), warehouse: Any = None) -> Any:
         if self.fail:
             raise RetryableError("postgres: down")
+        if self.refuse in {m.message_id for m in messages}:
+            raise psycopg.DataError("invalid byte sequence")
         self.calls.append((messages, feedback, erasures, warehouse))
         return analytics.WriteResult(len(messages), len(feedback), 0, 0, 1, 1)
 
@@ -189,6 +205,21 @@ def test_a_store_outage_produces_no_dead_letter_before_the_batch_succeeds() -> N
     with pytest.raises(RetryableError):
         handle(batch((ENRICHED, enriched()), (FEEDBACK, b"junk")))
     assert sink.records == []
+
+
+def test_a_fact_postgres_refuses_is_dead_lettered_and_the_rest_written() -> None:
+    store, sink = FakeStore(refuse="bad"), ListSink()
+    handle = service.build_handler(settings(), store, sink)  # type: ignore[arg-type]
+    poison = enriched("bad")
+    handle(batch((ENRICHED, enriched("m1")), (ENRICHED, poison), (FEEDBACK, feedback("f1"))))
+    written = [(len(m), len(f), list(e)) for m, f, e, _ in store.calls]
+    # The erasures (none), then each fact alone: m1, f1; "bad" refused and dead-lettered.
+    assert written == [(0, 0, []), (1, 0, []), (0, 1, [])]
+    ((topic, value),) = sink.records
+    dead = E.DeadLetter.FromString(value)
+    assert topic == "dlq" and dead.original_value == poison
+    assert E.ErrorCode.Name(dead.code) == "ERROR_CODE_PROCESSING_FAILED"
+    assert "invalid byte sequence" in dead.detail
 
 
 def test_charts_are_pngs_with_and_without_data() -> None:

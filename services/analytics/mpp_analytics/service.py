@@ -17,17 +17,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+import psycopg
 from confluent_kafka import Message
 from prometheus_client import Counter, Gauge, Histogram
 
 from mpp import analytics
+from mpp.codecs import Rejection
 from mpp.config import Settings
 from mpp.deadletters import send_to_dlq
 from mpp.kafka import Handler, Sink, TrackedProducer
 from mpp.logs import get_logger
 from mpp.service import Worker
 from mpp.stores import postgres_connect
+from mpp.v1 import events_pb2
 from mpp.warehouse import Warehouse, WarehouseError, open_warehouse, warehouse_id
 from mpp.warehouse.sync import SyncReport, sync_warehouse
 
@@ -61,30 +65,56 @@ def build_handler(
     topics = settings.kafka.topics
     warehouse = warehouse_id(settings)
 
+    def write_each(plan: analytics.Batch) -> tuple[int, int]:
+        """The batch fact by fact, after PostgreSQL refused it whole: the facts it refuses
+        are dead-lettered, the others written. Returns (messages, feedback) inserted."""
+        store.write([], [], list(plan.erasures), warehouse=warehouse)
+        inserted = [0, 0]
+        facts: list[tuple[str, str, Any]] = [
+            *(("message", k, v) for k, v in plan.messages.items()),
+            *(("feedback", k, v) for k, v in plan.feedback.items()),
+        ]
+        for kind, key, fact in facts:
+            try:
+                if kind == "message":
+                    inserted[0] += store.write([fact], []).messages_inserted
+                else:
+                    inserted[1] += store.write([], [fact]).feedback_inserted
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                detail = f"postgres refused the {kind} fact: {str(exc).strip()[:300]}"
+                plan.rejected.append(
+                    (
+                        plan.origins[(kind, key)],
+                        Rejection(events_pb2.ERROR_CODE_PROCESSING_FAILED, "", detail),
+                    )
+                )
+        return inserted[0], inserted[1]
+
     def handle(batch: list[Message]) -> None:
         plan = analytics.plan_batch(batch, topics.enriched, topics.feedback, topics.erasure)
         if not plan.empty:
             # Raises RetryableError while PostgreSQL is away: nothing below runs, the loop
             # retries the whole batch (and no dead letter is produced twice).
-            result = store.write(
-                list(plan.messages.values()),
-                list(plan.feedback.values()),
-                list(plan.erasures),
-                warehouse=warehouse,
-            )
-            FACTS_INSERTED.labels("message").inc(result.messages_inserted)
-            FACTS_INSERTED.labels("feedback").inc(result.feedback_inserted)
+            try:
+                result = store.write(
+                    list(plan.messages.values()),
+                    list(plan.feedback.values()),
+                    list(plan.erasures),
+                    warehouse=warehouse,
+                )
+                inserted = (result.messages_inserted, result.feedback_inserted)
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                # A value the decoding let through but PostgreSQL refuses: find it rather
+                # than fail the batch forever.
+                log.warning("batch_refused_writing_fact_by_fact", error=str(exc)[:300])
+                inserted = write_each(plan)
+            FACTS_INSERTED.labels("message").inc(inserted[0])
+            FACTS_INSERTED.labels("feedback").inc(inserted[1])
             for request_id in plan.erasures.values():
                 # The user id is not logged: the request id traces the erasure.
                 log.info("user_erased", request_id=request_id)
             USERS_ERASED.inc(len(plan.erasures))
-            log.debug(
-                "facts_written",
-                messages=result.messages_inserted,
-                feedback=result.feedback_inserted,
-                users=result.users_recomputed,
-                campaigns=result.campaigns_recomputed,
-            )
+            log.debug("facts_written", messages=inserted[0], feedback=inserted[1])
         for msg, rejection in plan.rejected:
             send_to_dlq(producer, topics.dlq, msg, rejection, SERVICE)
         if plan.erasures and on_erasure is not None:
