@@ -5,13 +5,16 @@ Keys (``{u}`` is the user_id):
   ``RecommendResponse``; expires after ``cache_ttl_s``. A hit is one HGET.
 - ``mpp:last:{u}``: the last answer computed with PostgreSQL up, kept ``last_answer_ttl_s``;
   answered only when PostgreSQL is down.
-- ``mpp:session:{u}``: a list of the user's newest messages from ``conversations.enriched``
-  (JSON: id, time, float32 vector, intents, campaign links), newest first, at most
-  ``recent_messages``, expiring ``session_ttl_s`` after the last message.
+- ``mpp:session:{u}``: a list of the user's newest messages (JSON: id, time, float32 vector,
+  intents, campaign links), newest first, at most ``recent_messages``, expiring
+  ``session_ttl_s`` after the last message. New messages come from ``conversations.enriched``;
+  the first answer computed for a user adds the recent messages read from Milvus and sets
+  ``mpp:session-complete:{u}``, so that later misses read the user's vectors from Redis only.
 
 Freshness: appending to the session and deleting ``mpp:rec:{u}`` happen in one MULTI, and an
-answer is stored only if the session's newest entry is still the one it was computed from (a
-Lua check-and-set), so an answer computed from an older session never overwrites the deletion.
+answer (or a session read from Milvus) is stored only if the session's newest entry is still
+the one it was computed from (a Lua check-and-set), so an answer computed from an older
+session never overwrites the deletion.
 
 Redis down or slow is never an error: every call is bounded by ``redis.socket_timeout_s``,
 guarded by a circuit breaker, and a failure reads as a miss (``available`` turns False).
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import redis
+import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from mpp.config import Settings
@@ -39,15 +43,25 @@ CACHE_CALLS = Counter(
     "mpp_recommender_cache_total", "Cache lookups by result (hit, miss, error).", ["result"]
 )
 
-# Store the answer only if the session head is what the answer was computed from.
-_SET_IF_FRESH = """
+# One round trip after an answer was computed: the last answer (always), and, only if the
+# session's newest entry is still the one the answer was computed from, the answer and the
+# session as read from Milvus (then marked complete).
+_SAVE = """
+redis.call('SET', KEYS[3], ARGV[2], 'EX', tonumber(ARGV[5]))
 local head = redis.call('LINDEX', KEYS[2], 0)
-if (head == false and ARGV[4] == '') or head == ARGV[4] then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-  return 1
+if not ((head == false and ARGV[4] == '') or head == ARGV[4]) then
+  return 0
 end
-return 0
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+local n = tonumber(ARGV[7])
+if n > 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 8, 7 + n))
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
+  redis.call('SET', KEYS[4], '1', 'EX', tonumber(ARGV[6]))
+end
+return 1
 """
 
 
@@ -63,9 +77,13 @@ def session_key(user_id: str) -> str:
     return f"mpp:session:{user_id}"
 
 
+def complete_key(user_id: str) -> str:
+    return f"mpp:session-complete:{user_id}"
+
+
 def user_keys(user_id: str) -> list[str]:
     """Every key the recommender keeps for the user."""
-    return [answer_key(user_id), last_key(user_id), session_key(user_id)]
+    return [answer_key(user_id), last_key(user_id), session_key(user_id), complete_key(user_id)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +124,11 @@ class SessionMessage:
 @dataclass(frozen=True, slots=True)
 class Session:
     messages: list[SessionMessage]
-    # The raw newest entry ("" when empty), the token for ``store_answer``; None: Redis down.
+    # The raw newest entry ("" when empty), the token for ``save``; None: Redis down.
     head: bytes | None
+    # The session holds the user's recent messages read from Milvus too (not only those that
+    # arrived while the service followed the stream): Milvus need not be read again.
+    complete: bool = False
 
 
 class RedisCache:
@@ -119,6 +140,18 @@ class RedisCache:
     ) -> None:
         cfg = settings.recommender
         self._client = client if client is not None else redis_client(settings)
+        # The cache-hit path of the servers runs on their event loop: one HGET, no thread.
+        self._async = aioredis.Redis(
+            connection_pool=aioredis.ConnectionPool.from_url(
+                settings.redis.url,
+                password=settings.redis.password.get_secret_value()
+                if settings.redis.password
+                else None,
+                socket_timeout=settings.redis.socket_timeout_s,
+                socket_connect_timeout=settings.redis.socket_timeout_s,
+                max_connections=256,
+            )
+        )
         self._ttl = cfg.cache_ttl_s
         self._last_ttl = cfg.last_answer_ttl_s
         self._session_ttl = cfg.session_ttl_s
@@ -126,13 +159,13 @@ class RedisCache:
         self.breaker = CircuitBreaker(
             "redis", cfg.breaker_failures, cfg.breaker_reset_s, on_change=on_change
         )
-        self._set_if_fresh = self._client.register_script(_SET_IF_FRESH)
+        self._save = self._client.register_script(_SAVE)
 
     @property
     def available(self) -> bool:
         return self.breaker.state == "closed"
 
-    def _fail(self, operation: str, exc: Exception) -> None:
+    def _fail(self, operation: str, exc: BaseException) -> None:
         self.breaker.failure()
         log.warning("redis_failed", operation=operation, error=str(exc))
 
@@ -152,32 +185,59 @@ class RedisCache:
         CACHE_CALLS.labels("hit" if raw is not None else "miss").inc()
         return raw  # type: ignore[return-value]
 
-    def store_answer(
-        self, user_id: str, limit: int, answer: bytes, head: bytes, ttl_s: int | None = None
+    async def get_answer_async(self, user_id: str, limit: int) -> bytes | None:
+        """``get_answer`` on the caller's event loop."""
+        if not self.breaker.allow():
+            CACHE_CALLS.labels("error").inc()
+            return None
+        try:
+            raw = await self._async.hget(answer_key(user_id), str(limit))
+        except (redis.RedisError, OSError) as exc:
+            self._fail("get_answer", exc)
+            CACHE_CALLS.labels("error").inc()
+            return None
+        self.breaker.success()
+        CACHE_CALLS.labels("hit" if raw is not None else "miss").inc()
+        return raw if isinstance(raw, bytes) else None
+
+    def save(
+        self,
+        user_id: str,
+        limit: int,
+        answer: bytes,
+        head: bytes,
+        ttl_s: int,
+        session: list[SessionMessage] | None = None,
     ) -> bool:
-        """Cache ``answer`` unless the session moved on since ``head`` was read."""
+        """Keep ``answer`` as the last answer; cache it (and ``session``, newest first, as the
+        user's complete session) unless the session moved on since ``head`` was read."""
         if not self.breaker.allow():
             return False
+        entries = [m.encode() for m in session or ()]
         try:
-            stored = self._set_if_fresh(
-                keys=[answer_key(user_id), session_key(user_id)],
-                args=[str(limit), answer, ttl_s or self._ttl, head],
+            stored = self._save(
+                keys=[
+                    answer_key(user_id),
+                    session_key(user_id),
+                    last_key(user_id),
+                    complete_key(user_id),
+                ],
+                args=[
+                    str(limit),
+                    answer,
+                    ttl_s,
+                    head,
+                    self._last_ttl,
+                    self._session_ttl,
+                    len(entries),
+                    *entries,
+                ],
             )
         except redis.RedisError as exc:
-            self._fail("store_answer", exc)
+            self._fail("save", exc)
             return False
         self.breaker.success()
         return bool(stored)
-
-    def store_last(self, user_id: str, answer: bytes) -> None:
-        if not self.breaker.allow():
-            return
-        try:
-            self._client.set(last_key(user_id), answer, ex=self._last_ttl)
-        except redis.RedisError as exc:
-            self._fail("store_last", exc)
-            return
-        self.breaker.success()
 
     def get_last(self, user_id: str) -> bytes | None:
         if not self.breaker.allow():
@@ -206,19 +266,22 @@ class RedisCache:
         if not self.breaker.allow():
             return Session([], None)
         try:
-            raw = self._client.lrange(session_key(user_id), 0, self._session_len - 1)
+            pipe = self._client.pipeline(transaction=False)
+            pipe.lrange(session_key(user_id), 0, self._session_len - 1)
+            pipe.exists(complete_key(user_id))
+            raw, complete = pipe.execute()
         except redis.RedisError as exc:
             self._fail("session", exc)
             return Session([], None)
         self.breaker.success()
-        entries: list[bytes] = list(raw)  # type: ignore[arg-type]
+        entries: list[bytes] = list(raw)
         messages = []
         for entry in entries:
             try:
                 messages.append(SessionMessage.decode(entry))
             except (ValueError, KeyError, TypeError):
                 log.warning("session_entry_unreadable", key=session_key(user_id))
-        return Session(messages, entries[0] if entries else b"")
+        return Session(messages, entries[0] if entries else b"", bool(complete))
 
     def append_sessions(self, by_user: dict[str, list[SessionMessage]]) -> None:
         """Add new messages (oldest first per user) and drop those users' cached answers.

@@ -21,6 +21,7 @@ feedback), see docs/recommender.md.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import queue
 import re
@@ -250,6 +251,8 @@ class Recommender:
         # Calls past their deadline keep a thread until their client gives up; the breakers
         # stop new calls to a store that keeps failing, which bounds them.
         self._pool = ThreadPoolExecutor(max_workers=4 * cfg.grpc_workers, thread_name_prefix="src")
+        # Where the servers' event loop runs what blocks: cache misses, feedback, erasure.
+        self.requests = ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="req")
         self.producer = producer or TrackedProducer(
             settings.kafka, service="recommender", **{"linger.ms": 0}
         )
@@ -285,6 +288,7 @@ class Recommender:
 
     def close(self) -> None:
         self.log.close()
+        self.requests.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.producer.flush(5)
         for closer in (self.cache.close, self.milvus.close, self.neo4j.close, self.postgres.close):
@@ -304,6 +308,23 @@ class Recommender:
             answer.cached = True
             return answer
         return self.compute(user_id, limit)
+
+    async def recommend_async(self, user_id: str, limit: int = 0) -> R.RecommendResponse:
+        """``recommend`` for the servers' event loop: a hit is one HGET on the loop; a miss
+        is computed on the request threads."""
+        check_user_id(user_id)
+        limit = check_limit(limit, self.cfg.default_limit)
+        raw = await self.cache.get_answer_async(user_id, limit)
+        if raw is not None:
+            answer = R.RecommendResponse.FromString(raw)
+            answer.cached = True
+            return answer
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.requests, self.compute, user_id, limit)
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call (feedback, erasure) on the request threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.requests, fn, *args)
 
     def _submit(self, name: str, fn: Callable[..., T], *args: Any) -> _Call | None:
         breaker = self.breakers[name]
@@ -352,7 +373,9 @@ class Recommender:
         if session.head is None:
             degraded.append("redis")
         calls = {
-            "milvus": self._submit("milvus", self.milvus.recommend, user_id, session.messages),
+            "milvus": self._submit(
+                "milvus", self.milvus.recommend, user_id, session.messages, session.complete
+            ),
             "neo4j": self._submit("neo4j", self.neo4j.recommend, user_id, session.messages),
             "postgres": self._submit("postgres", self.postgres.recommend, user_id),
         }
@@ -384,8 +407,9 @@ class Recommender:
         serialized = answer.SerializeToString()
         if session.head is not None:
             ttl = DEGRADED_TTL_S if degraded else self.cfg.cache_ttl_s
-            self.cache.store_answer(user_id, limit, serialized, session.head, ttl)
-            self.cache.store_last(user_id, serialized)
+            milvus = personal.get("milvus")
+            read = milvus.recent if milvus is not None else None
+            self.cache.save(user_id, limit, serialized, session.head, ttl, read)
         self._remember(user_id, serialized)
         self.log.add(user_id, answer)
         return answer

@@ -1,4 +1,5 @@
-"""The gRPC front door: mpp.v1.Recommender, grpc.health.v1 and reflection, on a thread pool.
+"""The gRPC front door: mpp.v1.Recommender, grpc.health.v1 and reflection (grpc.aio, on the
+same event loop as the HTTP server; blocking work goes to the core's request threads).
 
 Errors: INVALID_ARGUMENT (the message names the field and the fix), UNAUTHENTICATED,
 UNAVAILABLE (feedback or erasure could not be published; retry). Recommend never fails
@@ -8,8 +9,7 @@ because a store is down: it degrades (see core.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -37,58 +37,61 @@ SERVICE_NAME = R.DESCRIPTOR.services_by_name["Recommender"].full_name
 
 
 class Servicer(RG.RecommenderServicer):
+    """Async methods on the server's event loop: a cache hit never leaves it."""
+
     def __init__(self, core: Recommender) -> None:
         self._core = core
 
-    def _handle(self, method: str, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+    async def _handle(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]
+    ) -> T:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            return fn()
+            return await call
         except InvalidArgument as exc:
             outcome = "invalid"
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Unavailable as exc:
             outcome = "unavailable"
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Exception as exc:
             outcome = "error"
             log.exception("grpc_request_failed", method=method)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
         finally:
             REQUEST_SECONDS.labels("grpc", method, outcome).observe(time.perf_counter() - started)
         raise AssertionError("abort returned")  # pragma: no cover
 
-    def Recommend(
-        self, request: R.RecommendRequest, context: grpc.ServicerContext
+    async def Recommend(
+        self, request: R.RecommendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> R.RecommendResponse:
-        return self._handle(
-            "Recommend", context, lambda: self._core.recommend(request.user_id, request.limit)
+        return await self._handle(
+            "Recommend", context, self._core.recommend_async(request.user_id, request.limit)
         )
 
-    def RecordFeedback(
-        self, request: R.RecordFeedbackRequest, context: grpc.ServicerContext
+    async def RecordFeedback(
+        self, request: R.RecordFeedbackRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> R.RecordFeedbackResponse:
-        def run() -> R.RecordFeedbackResponse:
+        async def run() -> R.RecordFeedbackResponse:
             if not request.HasField("feedback"):
                 raise InvalidArgument("feedback", "is required; send a FeedbackEvent")
-            return R.RecordFeedbackResponse(
-                feedback_id=self._core.record_feedback(request.feedback)
-            )
+            feedback_id = await self._core.in_thread(self._core.record_feedback, request.feedback)
+            return R.RecordFeedbackResponse(feedback_id=feedback_id)
 
-        return self._handle("RecordFeedback", context, run)
+        return await self._handle("RecordFeedback", context, run())
 
-    def ForgetUser(
-        self, request: R.ForgetUserRequest, context: grpc.ServicerContext
+    async def ForgetUser(
+        self, request: R.ForgetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> R.ForgetUserResponse:
-        return self._handle(
+        return await self._handle(
             "ForgetUser",
             context,
-            lambda: self._core.forget_user(request.user_id, request.reason, "grpc"),
+            self._core.in_thread(self._core.forget_user, request.user_id, request.reason, "grpc"),
         )
 
 
-class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Checks the bearer token on the Recommender's methods; health and reflection are open
     (probes carry no credentials)."""
 
@@ -96,37 +99,36 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self._keys = keys
         self._prefix = f"/{SERVICE_NAME}/"
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
+    ) -> Any:
         if not self._keys.enabled or not details.method.startswith(self._prefix):
-            return continuation(details)
+            return await continuation(details)
         token = None
         for key, value in details.invocation_metadata or ():
             if key == "authorization":
                 token = bearer(value)
         problem = self._keys.check(token)
         if problem is None:
-            return continuation(details)
+            return await continuation(details)
 
-        def deny(request: Any, context: grpc.ServicerContext) -> Any:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+        async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
 
         return grpc.unary_unary_rpc_method_handler(deny)
 
 
-def build_server(settings: Settings, core: Recommender) -> tuple[grpc.Server, int]:
-    """The server, bound (not started), and its port."""
-    server = grpc.server(
-        ThreadPoolExecutor(
-            max_workers=settings.recommender.grpc_workers, thread_name_prefix="grpc"
-        ),
+async def build_server(settings: Settings, core: Recommender) -> tuple[grpc.aio.Server, int]:
+    """The server on the running event loop, bound (not started), and its port."""
+    server = grpc.aio.server(
         interceptors=[AuthInterceptor(ApiKeys(settings.recommender))],
         options=[("grpc.so_reuseport", 0)],
     )
     RG.add_RecommenderServicer_to_server(Servicer(core), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )

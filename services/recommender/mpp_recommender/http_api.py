@@ -104,7 +104,7 @@ class Authenticated:
     def __init__(self, keys: ApiKeys) -> None:
         self._keys = keys
 
-    def __call__(
+    async def __call__(
         self,
         key: Annotated[str | None, Security(API_KEY)],
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
@@ -167,7 +167,7 @@ def create_app(
     Auth = Depends(Authenticated(keys))
 
     @app.get("/recommendations/{user_id}", dependencies=[Auth])
-    def recommendations(
+    async def recommendations(
         user_id: Annotated[str, Path(min_length=1, max_length=128)],
         limit: Annotated[int, Query(ge=0, le=100, description="0: the default")] = 0,
         channel: Annotated[str, Query(max_length=64)] = "",
@@ -176,7 +176,7 @@ def create_app(
         """The campaigns for the user, best first, each with its reasons (same answer as the
         gRPC Recommend)."""
         started = time.perf_counter()
-        answer = core.recommend(user_id, limit or default_limit)
+        answer = await core.recommend_async(user_id, limit or default_limit)
         body = json.dumps(answer_json(answer), separators=(",", ":")).encode()
         REQUEST_SECONDS.labels("http", "Recommend", "ok").observe(time.perf_counter() - started)
         return Response(body, media_type="application/json")

@@ -9,6 +9,7 @@ SIGTERM/SIGINT stop both servers (in-flight requests finish, 5 s at most) and th
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from typing import Any
 
@@ -29,20 +30,12 @@ def http_port(settings: Settings) -> int:
     return settings.http.port or settings.recommender.http_port
 
 
-def run(settings: Settings) -> int:
-    configure_logging(settings, SERVICE)
+async def serve(settings: Settings, core: Recommender, follower: ActivityFollower | None) -> None:
+    """Both servers on one event loop until SIGTERM/SIGINT."""
     log = get_logger(SERVICE)
     cfg = settings.recommender
-    if cfg.auth_enabled and not cfg.api_keys:
-        if settings.environment == "production":
-            log.error("refusing_to_start", reason=MISSING_KEYS)
-            return 2
-        log.warning("no_api_keys", detail=MISSING_KEYS)
-    core = Recommender(settings)
-    core.start()
-    follower = ActivityFollower(core).start() if cfg.follow_activity else None
-    server, grpc_port = build_server(settings, core)
-    server.start()
+    server, grpc_port = await build_server(settings, core)
+    await server.start()
 
     def readiness() -> dict[str, Any]:
         reasons = []
@@ -56,26 +49,42 @@ def run(settings: Settings) -> int:
             "catalog_loaded": core.postgres.catalog_loaded,
         }
 
-    app = create_app(settings, core, readiness)
     port = http_port(settings)
-    log.info("service_started", http_port=port, grpc_port=grpc_port)
     config = uvicorn.Config(
-        app,
+        create_app(settings, core, readiness),
         host=cfg.http_host if settings.http.port == 0 else settings.http.host,
         port=port,
         log_level="warning",
         access_log=False,
         lifespan="off",
     )
+    log.info("service_started", http_port=port, grpc_port=grpc_port)
     # uvicorn handles SIGTERM/SIGINT while it serves, then restores the previous handlers and
     # raises the signal again: with these no-op handlers in place, the process goes on to stop
     # gRPC, the follower and the stores' clients instead of dying on the spot.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     try:
-        uvicorn.Server(config).run()
+        await uvicorn.Server(config).serve()
     finally:
-        server.stop(5).wait()
+        await server.stop(5)
+
+
+def run(settings: Settings) -> int:
+    configure_logging(settings, SERVICE)
+    log = get_logger(SERVICE)
+    cfg = settings.recommender
+    if cfg.auth_enabled and not cfg.api_keys:
+        if settings.environment == "production":
+            log.error("refusing_to_start", reason=MISSING_KEYS)
+            return 2
+        log.warning("no_api_keys", detail=MISSING_KEYS)
+    core = Recommender(settings)
+    core.start()
+    follower = ActivityFollower(core).start() if cfg.follow_activity else None
+    try:
+        asyncio.run(serve(settings, core, follower))
+    finally:
         if follower is not None:
             follower.stop()
         core.close()

@@ -49,6 +49,8 @@ class SourceAnswer:
     candidates: list[Candidate] = field(default_factory=list)
     # Did the source hold anything about this user (messages)?
     knows_user: bool = False
+    # Milvus: the user's recent messages it read (newest first), for the Redis session.
+    recent: list[SessionMessage] | None = None
 
 
 # -- Milvus -------------------------------------------------------------------------------------
@@ -131,29 +133,33 @@ class MilvusSource:
                 log.warning("campaign_vectors_unavailable", error=str(exc))
         return self._campaign_vectors
 
-    def recommend(self, user_id: str, session: Sequence[SessionMessage]) -> SourceAnswer:
-        recent: dict[str, _Recent] = {
-            m.message_id: _Recent(
-                m.message_id, m.ts_ms, m.embedding, m.intents[0][0] if m.intents else ""
-            )
-            for m in session
-        }
-        if len(recent) < self._recent:
+    def recommend(
+        self, user_id: str, session: Sequence[SessionMessage], complete: bool = False
+    ) -> SourceAnswer:
+        """``complete``: the session already holds the user's recent messages from Milvus."""
+        by_id: dict[str, SessionMessage] = {m.message_id: m for m in session}
+        read = not complete and len(by_id) < self._recent
+        if read:
             for v in self.store.user_vectors(user_id, limit=self._recent):
-                recent.setdefault(
+                intent = v.top_intent if v.top_intent not in ("", "unknown") else ""
+                by_id.setdefault(
                     v.message_id,
-                    _Recent(
+                    SessionMessage(
                         v.message_id,
                         v.ts_ms,
                         np.asarray(v.embedding, dtype=np.float32),
-                        v.top_intent if v.top_intent != "unknown" else "",
+                        ((intent, v.top_intent_score),) if intent else (),
                     ),
                 )
-        newest = sorted(recent.values(), key=lambda r: (r.ts_ms, r.message_id), reverse=True)
-        newest = newest[: self._recent]
+        ordered = sorted(by_id.values(), key=lambda m: (m.ts_ms, m.message_id), reverse=True)
+        ordered = ordered[: self._recent]
+        newest = [
+            _Recent(m.message_id, m.ts_ms, m.embedding, m.intents[0][0] if m.intents else "")
+            for m in ordered
+        ]
         vector = user_vector([TimedVector(r.ts_ms, r.embedding) for r in newest], self._half_life_s)
         if vector is None:
-            return SourceAnswer()
+            return SourceAnswer(recent=ordered if read else None)
         hits = self.store.search_campaigns(vector.tolist(), k=self._k)
         campaign_vectors = self.campaign_vectors()
         matrix = np.stack([r.embedding for r in newest])
@@ -184,7 +190,7 @@ class MilvusSource:
                     ],
                 )
             )
-        return SourceAnswer(candidates, knows_user=True)
+        return SourceAnswer(candidates, knows_user=True, recent=ordered if read else None)
 
     def close(self) -> None:
         self.store.close()
@@ -439,8 +445,6 @@ class PostgresSource:
             open=False,
             kwargs={"autocommit": True, "options": f"-c statement_timeout={statement_timeout_ms}"},
             name="recommender",
-            # A connection broken by a restart is replaced instead of failing one request.
-            check=ConnectionPool.check_connection,
         )
         self.pool.open(wait=False)
         self._catalog_refresh_s = rec.catalog_refresh_s
