@@ -84,6 +84,13 @@ def test_sqlite_and_bigquery_hold_the_same_numbers_as_postgres(
         )
         assert warehouse_tables(sqlite) == source
         assert warehouse_tables(bigquery) == source
+        for table in ("message_facts", "feedback_facts", "campaign_performance_daily"):
+            definition = bigquery.client.get_table(f"{bigquery.project}.{bigquery.dataset}.{table}")
+            assert definition.time_partitioning.field == "day"
+            assert definition.time_partitioning.type_ == "DAY"
+        # No staging table is left behind.
+        tables = bigquery.client.list_tables(f"{bigquery.project}.{bigquery.dataset}")
+        assert sorted(t.table_id for t in tables) == sorted(TABLES)
 
         # Again, and again with --full: nothing changes (MERGE by key).
         sync_warehouse(conn, bigquery)
