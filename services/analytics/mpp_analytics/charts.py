@@ -46,7 +46,7 @@ def campaign_chart(
         return _empty(title, "no campaign activity yet")
     rows = list(reversed(campaigns))  # the first campaign on top
     names = [str(r["campaign_id"]) for r in rows]
-    figure = Figure(figsize=(12, 1.2 + 0.55 * len(rows)))
+    figure = Figure(figsize=(12, 2.2 + 0.55 * len(rows)))
     counts, rates = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     height = 0.2
     for i, metric in enumerate(("messages", "impressions", "clicks", "conversions")):
@@ -56,7 +56,8 @@ def campaign_chart(
         )
     counts.set_yticks(range(len(rows)), names)
     counts.set_xlabel("count")
-    counts.legend(loc="lower right", fontsize="small")
+    # Legends below the panels, never over a bar.
+    counts.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize="small")
     counts.set_title(title)
     counts.grid(axis="x", alpha=0.3)
     ctr = [100 * float(r["ctr"]) for r in rows]
@@ -71,7 +72,8 @@ def campaign_chart(
     )
     rates.set_yticks(range(len(rows)), [""] * len(rows))
     rates.set_xlabel("percent")
-    rates.legend(loc="lower right", fontsize="small")
+    rates.set_xlim(0, max([*ctr, *cvr, 1.0]) * 1.18)  # room for the labels
+    rates.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, fontsize="small")
     rates.grid(axis="x", alpha=0.3)
     for y, (a, b) in enumerate(zip(ctr, cvr, strict=True)):
         rates.text(a, y + 0.2, f" {a:.1f}%", va="center", fontsize="x-small")
@@ -112,7 +114,14 @@ def activity_chart(
     users.set_ylim(bottom=0)
     handles, labels = axis.get_legend_handles_labels()
     more, more_labels = users.get_legend_handles_labels()
-    axis.legend(handles + more, labels + more_labels, loc="upper left", fontsize="small")
+    axis.legend(
+        handles + more,
+        labels + more_labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.28),
+        ncol=min(6, len(labels) + 1),
+        fontsize="small",
+    )
     axis.set_title(f"{title} (UTC days)")
     figure.tight_layout()
     return _png(figure)
