@@ -57,6 +57,9 @@ async def serve(settings: Settings, core: Recommender, follower: ActivityFollowe
         log_level="warning",
         access_log=False,
         lifespan="off",
+        # Longer than a load balancer's usual 60 s idle timeout, so that the balancer, not
+        # the service, closes idle keep-alive connections (no request lost in between).
+        timeout_keep_alive=75,
     )
     log.info("service_started", http_port=port, grpc_port=grpc_port)
     # uvicorn handles SIGTERM/SIGINT while it serves, then restores the previous handlers and
