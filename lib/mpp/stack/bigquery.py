@@ -13,6 +13,7 @@ unset), its gRPC API on the next port up by 10; data under ``.stack/bigquery/dat
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -84,6 +85,14 @@ class BigQueryServer(Server):
         venv = self.venv()
         if (venv / ".complete").exists():
             return
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        # Two test sessions may start the stack at once: one builds, the other waits.
+        with (venv.parent / f"{venv.name}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (venv / ".complete").exists():
+                self._build(venv, progress)
+
+    def _build(self, venv: Path, progress: Progress) -> None:
         progress(f"bigquery: building the emulator's environment {venv} (once per machine)")
         if venv.exists():
             shutil.rmtree(venv)
