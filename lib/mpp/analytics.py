@@ -791,7 +791,8 @@ def jsonable(value: Any) -> Any:
 class Erasure:
     messages: int
     feedback_events: int
-    # Rows the warehouse deleted now (facts and engagement); None when it is still pending.
+    # Rows the warehouse deleted now (facts and engagement rows of this user and of any other
+    # erasure still pending there); None when the warehouse part is still pending.
     warehouse_rows: int | None
 
     @property
@@ -820,6 +821,8 @@ def erase_user(
     from mpp.warehouse import WarehouseError, open_warehouse, warehouse_id
     from mpp.warehouse.sync import WarehouseLock, apply_pending_erasures
 
+    if not user_id:
+        raise ValueError("erase_user needs a user_id; got an empty one")
     target = warehouse.id if warehouse is not None else warehouse_id(settings)
     store = AnalyticsStore(settings)
     try:

@@ -8,8 +8,11 @@ from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
 
+import pytest
+
+from mpp.analytics import erase_user
 from mpp.config import Settings, WarehouseSettings
-from mpp.warehouse import TABLES, warehouse_id
+from mpp.warehouse import TABLES, WarehouseError, warehouse_id
 from mpp.warehouse.bigquery import schema
 from mpp.warehouse.sqlite import SqliteWarehouse
 
@@ -84,3 +87,15 @@ def test_sqlite_upserts_replaces_deletes_and_reads_back_typed_values(tmp_path: P
     assert warehouse.delete_user(["u0"]) == 0
     assert [r["message_id"] for r in warehouse.read("message_facts")] == ["m1"]
     warehouse.close()
+
+
+def test_a_sqlite_file_that_cannot_be_opened_is_a_warehouse_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(WarehouseError, match="not-a-folder"):
+        SqliteWarehouse(blocker / "w.sqlite")
+
+
+def test_erase_user_refuses_an_empty_user_id() -> None:
+    with pytest.raises(ValueError, match="user_id"):
+        erase_user(Settings(), "")

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from mpp.warehouse import TABLES, USER_TABLES, ColumnType, Row, TableSpec, Warehouse, spec
+from mpp.warehouse import (
+    TABLES,
+    USER_TABLES,
+    ColumnType,
+    Row,
+    TableSpec,
+    Warehouse,
+    WarehouseError,
+    spec,
+)
 
 _SQL_TYPES: dict[ColumnType, str] = {
     "STRING": "TEXT",
@@ -58,13 +68,22 @@ class SqliteWarehouse(Warehouse):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.id = f"sqlite:{path.resolve()}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit off by statement: transactions are explicit (``with self._conn``).
-        self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        with self._errors("open"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Transactions are explicit (``with self._conn``); the syncer's lock serializes
+            # the threads that share the connection.
+            self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise WarehouseError(f"sqlite {what} ({self.path}): {exc}") from exc
 
     def ensure_schema(self) -> None:
-        with self._conn:
+        with self._errors("ensure_schema"), self._conn:
             for table in TABLES.values():
                 columns = ", ".join(f"{n} {_SQL_TYPES[t]}" for n, t in table.columns)
                 self._conn.execute(
@@ -94,20 +113,20 @@ class SqliteWarehouse(Warehouse):
 
     def upsert(self, table: str, rows: Sequence[Row]) -> int:
         t = spec(table)
-        with self._conn:
+        with self._errors(f"upsert {table}"), self._conn:
             self._conn.executemany(self._insert_sql(t), self._values(t, rows))
         return len(rows)
 
     def replace(self, table: str, rows: Sequence[Row]) -> int:
         t = spec(table)
-        with self._conn:
+        with self._errors(f"replace {table}"), self._conn:
             self._conn.execute(f"DELETE FROM {t.name}")
             self._conn.executemany(self._insert_sql(t), self._values(t, rows))
         return len(rows)
 
     def delete_user(self, user_ids: Sequence[str]) -> int:
         deleted = 0
-        with self._conn:
+        with self._errors("delete_user"), self._conn:
             for table in USER_TABLES:
                 for user_id in user_ids:
                     cur = self._conn.execute(
@@ -119,12 +138,13 @@ class SqliteWarehouse(Warehouse):
 
     def read(self, table: str) -> list[Row]:
         t = spec(table)
-        cur = self._conn.execute(
-            f"SELECT {', '.join(t.column_names)} FROM {t.name} ORDER BY {', '.join(t.key)}"
-        )
+        with self._errors(f"read {table}"):
+            rows = self._conn.execute(
+                f"SELECT {', '.join(t.column_names)} FROM {t.name} ORDER BY {', '.join(t.key)}"
+            ).fetchall()
         return [
             {n: _from_sqlite(k, v) for (n, k), v in zip(t.columns, row, strict=True)}
-            for row in cur.fetchall()
+            for row in rows
         ]
 
     def close(self) -> None:
