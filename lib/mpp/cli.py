@@ -115,7 +115,10 @@ def stack_status(only: OnlyOption = None) -> None:
 
 ServicesOption = Annotated[
     str | None,
-    typer.Option(help="Comma-separated subset of: ingest, embedder, vector-writer, graph-writer."),
+    typer.Option(
+        help="Comma-separated subset of: ingest, embedder, vector-writer, graph-writer, "
+        "analytics, recommender."
+    ),
 ]
 
 

@@ -34,9 +34,10 @@ INPUTS = {
     "embedder": "validated",
     "vector-writer": "enriched",
     "graph-writer": "enriched",
+    "analytics": "enriched",
 }
 # The streaming path's services: raw events in, both stores written.
-STREAMING = tuple(INPUTS)
+STREAMING = ("ingest", "embedder", "vector-writer", "graph-writer")
 
 
 def free_port() -> int:
@@ -60,6 +61,9 @@ class Pipeline:
     home: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    # Ports of this run's own, so that runs never clash with the managed services or each other.
+    report_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
     _lag_reader: LagReader | None = field(default=None, repr=False)
 
     @property
@@ -75,6 +79,8 @@ class Pipeline:
             "MPP_MILVUS__MESSAGES_COLLECTION": milvus.messages_collection,
             "MPP_MILVUS__CAMPAIGNS_COLLECTION": milvus.campaigns_collection,
             "MPP_LOG_LEVEL": "INFO",
+            "MPP_ANALYTICS__REPORT_PORT": str(self.report_port),
+            "MPP_GRPC__PORT": str(self.grpc_port),
             **self.extra_env,
         }
 

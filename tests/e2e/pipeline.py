@@ -102,7 +102,8 @@ def build_replay(
         ts = datetime.fromisoformat(event["timestamp"]).timestamp()
         identities.add((user, ts, " ".join(event["message"].split())))
     pairs: list[tuple[bytes | None, bytes]] = [(k, v) for k, v in valid]
-    pairs += [(k, v) for k, v in invalid.items()]
+    # Chat messages that are empty once trimmed are invalid as they come, keyed by their user.
+    pairs += [(json.loads(v)["user_id"].encode(), v) for v in invalid]
     pairs += rng.sample(valid, int(len(events) * duplicate_share))
     for value, code in _invalid_events(run_id, int(len(events) * invalid_share)):
         invalid[value] = code
