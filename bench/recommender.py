@@ -143,7 +143,13 @@ def clean(settings: Settings, run: str) -> None:
 def start_service(settings: Settings, home: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     http_port, grpc_port = free_port(), free_port()
     topics = settings.kafka.topics
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MPP_")}
+    # The run's own settings; MPP_RECOMMENDER__* from the environment pass through, so that
+    # settings can be compared (e.g. MPP_RECOMMENDER__GRPC_WORKERS=8).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MPP_") or k.startswith("MPP_RECOMMENDER__")
+    }
     env.update(
         {
             f"MPP_KAFKA__TOPICS__{n.upper()}": getattr(topics, n)

@@ -309,8 +309,9 @@ class RecommenderSettings(BaseModel):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=0, le=65535)] = 18086
     default_limit: Annotated[int, Field(ge=1, le=100)] = 10
-    # gRPC server threads (each request holds one while it runs).
-    grpc_workers: Annotated[int, Field(ge=1)] = 32
+    # Threads that compute cache misses, feedback and erasures (both doors share them; cache
+    # hits never use one). 8 spent 18% less CPU per miss than 32 at 16 concurrent misses.
+    grpc_workers: Annotated[int, Field(ge=1)] = 8
     # Authentication: API keys (HTTP header X-API-Key or "Authorization: Bearer", gRPC metadata
     # "authorization: Bearer <key>"). On unless switched off; on without keys refuses every
     # request (production refuses to start).

@@ -16,12 +16,12 @@ import pytest
 from mpp_recommender.core import Recommender
 
 from mpp.config import Settings, host_port
-from mpp.pipeline import log
+from mpp.pipeline import free_port, log
 from mpp.v1 import recommender_pb2 as R
 
 from .test_recommender import TRAVEL, World
 from .test_recommender import world as world  # the fixture
-from .test_vectors import eventually, free_port
+from .test_vectors import eventually
 
 
 class Cuttable:

@@ -19,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from mpp.pipeline import free_port
 from mpp.stack import repo_root
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
@@ -26,7 +27,6 @@ from mpp.v1 import recommender_pb2_grpc as RG
 
 from .test_recommender import TRAVEL, World
 from .test_recommender import world as world  # the fixture
-from .test_vectors import free_port
 
 KEY = "test-key-1"
 
