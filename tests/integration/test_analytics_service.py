@@ -3,9 +3,6 @@ aggregates, dead letters, commits, replays, erasure, and a 30 s PostgreSQL outag
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +17,7 @@ from mpp.kafka import TrackedProducer
 from mpp.service import Worker, build_loop
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
+from tests.forwarder import Cuttable
 from tests.loops import committed, run_until
 
 from .test_analytics_postgres import aggregates, as_records, recompute, workload
@@ -152,66 +150,6 @@ def test_service_writes_exact_aggregates_dead_letters_replays_and_erases(
         assert pending == [(victim,)]
 
 
-class Cuttable:
-    """A TCP forwarder to PostgreSQL that can be cut (listener closed, live connections
-    reset) and restored on the same port: PostgreSQL "down" for this test's service only."""
-
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self.port, self.target = port, target
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._server: socket.socket | None = None
-        self.restore()
-
-    def restore(self) -> None:
-        server = socket.create_server(("127.0.0.1", self.port))
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        if self._server is not None:
-            # shutdown wakes the thread blocked in accept(); close alone would leave the
-            # socket listening until that accept returned.
-            with contextlib.suppress(OSError):
-                self._server.shutdown(socket.SHUT_RDWR)
-            self._server.close()
-            self._server = None
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
 def test_postgres_down_30s_mid_stream_loses_nothing_and_ends_exact(
     settings: Settings, unique: str
 ) -> None:
@@ -221,7 +159,7 @@ def test_postgres_down_30s_mid_stream_loses_nothing_and_ends_exact(
     records = without_erasures(as_records(unique, work))
     half = len(records) // 2
     port = free_port()
-    proxy = Cuttable(port, (settings.postgres.host, settings.postgres.port))
+    proxy = Cuttable((settings.postgres.host, settings.postgres.port), port)
     postgres = settings.postgres.model_copy(
         update={"host": "127.0.0.1", "port": port, "connect_timeout_s": 2}
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from mpp.config import Settings
 from mpp.kafka import RetryableError
+from mpp.pipeline import free_port
 from mpp.stack.milvus import milvus_lite_lib_dir
 from mpp.stores import milvus_client
 from mpp.vectors import (
@@ -217,12 +217,6 @@ def test_the_store_recovers_when_the_server_comes_back(
 
 
 # -- a Milvus Lite server of the test's own, to stop and start ------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(port: int) -> bool:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ from mpp.service import Worker, build_loop
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
 from mpp.vectors import VectorStore
+from tests.forwarder import Cuttable
 from tests.loops import committed, run_until
 
 from .test_vectors import drop_collections, eventually, free_port, private_milvus
@@ -310,14 +308,14 @@ def test_graph_writer_commits_nothing_while_neo4j_is_away_then_catches_up(
     away = settings.model_copy(update={"neo4j": neo4j})
     produce(away, topics.enriched, [enriched(unique, i, 3).SerializeToString() for i in range(5)])
     commits_during_outage: list[int] = []
-    bridge: list[Forwarder] = []
+    bridge: list[Cuttable] = []
 
     def until(records: int, retries: int) -> bool:
         if retries >= 2 and not bridge:
             # Refused twice, nothing committed; now let the writer reach the real Neo4j.
             commits_during_outage.append(committed(away.kafka, topics.enriched, group))
             host, target = host_port(settings.neo4j.uri, 7687)
-            bridge.append(Forwarder(port, (host, target)))
+            bridge.append(Cuttable((host, target), port))
         return records >= 5
 
     try:
@@ -331,39 +329,3 @@ def test_graph_writer_commits_nothing_while_neo4j_is_away_then_catches_up(
     store = GraphStore(settings)
     assert store.counts([f"{unique}-u{i}" for i in range(3)]).messages == 5
     store.close()
-
-
-class Forwarder:
-    """A TCP port that forwards to ``target``: a store that "comes back" on a new address."""
-
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self._target = target
-        self._server = socket.create_server(("127.0.0.1", port))
-        self._closed = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self._target)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self._closed.set()
-        self._server.close()
