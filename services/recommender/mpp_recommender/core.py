@@ -210,13 +210,18 @@ class RecommendationLog:
         if not rows:
             return
         try:
-            with self._postgres.pool.connection() as conn, conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO recommendation_log (recommendation_id, campaign_id, user_id,"
-                    " position, score, strategy, served_at, day)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    rows,
-                )
+            # COPY: a fraction of executemany's CPU, in the same process as the requests.
+            # Rows never conflict: each answer has a new recommendation_id.
+            with (
+                self._postgres.pool.connection() as conn,
+                conn.cursor() as cur,
+                cur.copy(
+                    "COPY recommendation_log (recommendation_id, campaign_id, user_id,"
+                    " position, score, strategy, served_at, day) FROM STDIN"
+                ) as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
         except Exception as exc:
             LOG_ROWS.labels("dropped").inc(len(rows))
             log.warning("recommendation_log_failed", rows=len(rows), error=str(exc))

@@ -253,13 +253,12 @@ class Neo4jSource:
         self._catalog = catalog
 
     def _run(self, query: LiteralString, **params: Any) -> list[neo4j.Record]:
-        records, _, _ = self.driver.execute_query(
-            neo4j.Query(query, timeout=self._timeout_s),
-            params,
-            database_=self._database,
-            routing_=neo4j.RoutingControl.READ,
-        )
-        return list(records)
+        # An auto-commit read (RUN + PULL) rather than execute_query's managed transaction
+        # (BEGIN, RUN, PULL, COMMIT): reads need no retry here, the breaker handles failures.
+        with self.driver.session(
+            database=self._database, default_access_mode=neo4j.READ_ACCESS
+        ) as session:
+            return list(session.run(neo4j.Query(query, timeout=self._timeout_s), params))
 
     def warm_up(self) -> None:
         """Run both queries once, so that Neo4j has planned them before the first request."""
