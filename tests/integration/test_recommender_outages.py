@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from mpp_recommender.core import Recommender
 
-from mpp.config import Settings, host_port
+from mpp.config import RecommenderSettings, Settings, host_port
 from mpp.pipeline import free_port, log
 from mpp.v1 import recommender_pb2 as R
 
@@ -118,7 +118,16 @@ def through(settings: Settings, bridges: dict[str, Cuttable]) -> Settings:
 
 @pytest.fixture
 def bridged(world: World, bridges: dict[str, Cuttable]) -> Iterator[Recommender]:
-    recommender = Recommender(through(world.settings, bridges))
+    settings = through(world.settings, bridges)
+    # The default deadlines: a store that hangs must cost a request no more than in production.
+    defaults = RecommenderSettings()
+    rec = settings.recommender.model_copy(
+        update={
+            f"{s}_timeout_s": getattr(defaults, f"{s}_timeout_s")
+            for s in ("milvus", "neo4j", "postgres")
+        }
+    )
+    recommender = Recommender(settings.model_copy(update={"recommender": rec}))
     recommender.start()
     yield recommender
     recommender.close()
