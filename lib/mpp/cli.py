@@ -8,6 +8,7 @@ mpp produce F                  send raw events from a JSON Lines or CSV file
 mpp sample chitchat            write sample conversations as JSON Lines
 mpp demo                       the platform's main job on local defaults
 mpp analytics report|user|sync|charts|erase   analytics numbers, warehouse sync, erasure
+mpp recommend USER             ask the running recommender, with its reasons
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -296,14 +298,97 @@ def demo(
         f"{settings.milvus.messages_collection}; Neo4j: {graph['users']} users, "
         f"{graph['messages']} messages"
     )
-    _print_users(settings, users)
+    top = _print_users(settings, users)
+    _print_campaign_totals(settings)
+    for user_id in top:
+        try:
+            _print_answer(_recommendations(settings, user_id, 3))
+        except Exception as exc:
+            console.print(f"[red]no recommendation for {user_id}:[/red] {exc}")
     out.print(
         "The services keep running: `make status`, `.venv/bin/mpp services status`; "
         "stop everything with `make down`."
     )
 
 
-def _print_users(settings: Settings, limit: int) -> None:
+def _recommendations(settings: Settings, user_id: str, limit: int) -> dict[str, Any]:
+    """The running recommender's answer over HTTP, with this stack's local API key."""
+    import httpx
+
+    from mpp.stack.services import SERVICES, local_api_key
+
+    port = SERVICES["recommender"][1]
+    key = local_api_key(Stack(settings).dir / "services")
+    response = httpx.get(
+        f"http://127.0.0.1:{port}/recommendations/{quote(user_id, safe='')}",
+        params={"limit": limit},
+        headers={"X-API-Key": key},
+        timeout=10,
+    )
+    response.raise_for_status()
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _print_answer(answer: dict[str, Any]) -> None:
+    degraded = ", ".join(answer["degraded_sources"]) or "none"
+    table = Table(
+        "#",
+        "campaign",
+        "score",
+        "why",
+        title=f"{answer['user_id']}: {answer['strategy']}"
+        + (" (cached)" if answer["cached"] else "")
+        + f", degraded sources: {degraded}",
+    )
+    for rank, item in enumerate(answer["items"], 1):
+        reasons = "; ".join(
+            f"{r['source']}/{r['kind']}: {r['detail']}" for r in item["reasons"][:3]
+        )
+        table.add_row(str(rank), item["campaign_id"], f"{item['score']:.3f}", reasons)
+    out.print(table)
+
+
+@app.command("recommend")
+def recommend(
+    user_id: str,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="Campaigns to show.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="The API's JSON as it is.")] = False,
+) -> None:
+    """Ask the running recommender (``mpp services up``) for a user's campaigns, with reasons."""
+    import httpx
+
+    try:
+        answer = _recommendations(_settings(), user_id, limit)
+    except httpx.HTTPError as exc:
+        console.print(
+            f"[red]no answer from the recommender:[/red] {exc} "
+            "(is it running? `.venv/bin/mpp services status`)"
+        )
+        raise typer.Exit(1) from exc
+    if as_json:
+        out.print_json(data=answer)
+    else:
+        _print_answer(answer)
+
+
+def _print_campaign_totals(settings: Settings) -> None:
+    """What analytics made of the replay: the campaigns that messages were about."""
+    from mpp import analytics
+    from mpp.stores import postgres_connect
+
+    with postgres_connect(settings) as conn:
+        totals = analytics.summary(conn)
+        campaigns = analytics.campaign_report(conn, 5, None)
+    out.print(
+        f"Analytics (PostgreSQL): {totals['messages']} messages from {totals['users']} users; "
+        "campaigns talked about most: "
+        + (", ".join(f"{c['campaign_id']} ({c['messages']})" for c in campaigns) or "none")
+        + ". More: `.venv/bin/mpp analytics report`."
+    )
+
+
+def _print_users(settings: Settings, limit: int) -> list[str]:
     """The most active users with their intents and the campaigns their messages are about."""
     from mpp.stores import neo4j_driver
 
@@ -333,7 +418,7 @@ def _print_users(settings: Settings, limit: int) -> None:
             ", ".join(r["campaigns"]) or "-",
         )
     out.print(table)
-    out.print("Ranked recommendations come with the recommender service (issue #5).")
+    return [str(r["user"]) for r in records]
 
 
 # -- analytics ------------------------------------------------------------------------------

@@ -4,9 +4,7 @@ degraded sources named, the fallbacks (popularity, the last answer, a static lis
 
 from __future__ import annotations
 
-import contextlib
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,73 +14,13 @@ import pytest
 from mpp_recommender.core import Recommender
 
 from mpp.config import RecommenderSettings, Settings, host_port
-from mpp.pipeline import free_port, log
+from mpp.pipeline import log
 from mpp.v1 import recommender_pb2 as R
+from tests.forwarder import Cuttable
 
 from .test_recommender import TRAVEL, World
 from .test_recommender import world as world  # the fixture
 from .test_vectors import eventually
-
-
-class Cuttable:
-    """A TCP forwarder to ``target`` that can be cut (listener and every open connection
-    closed: the store is gone for its clients) and restored on the same port."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.port = free_port()
-        self._target = target
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._server: socket.socket | None = None
-        self.restore()
-
-    def restore(self) -> None:
-        server = socket.create_server(("127.0.0.1", self.port))
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        if self._server is not None:
-            # shutdown wakes the thread blocked in accept(); close alone would leave the
-            # listening socket accepting until that accept returns.
-            with contextlib.suppress(OSError):
-                self._server.shutdown(socket.SHUT_RDWR)
-            self._server.close()
-            self._server = None
-        with self._lock:
-            sockets, self._sockets = self._sockets, set()
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ SIGTERM, which finishes the current batch and commits before exiting.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import sys
 import urllib.error
 import urllib.request
@@ -28,6 +30,24 @@ SERVICES: dict[str, tuple[str, int]] = {
     # gRPC on MPP_GRPC__PORT (50051); /readyz, /metrics and the HTTP API on this port.
     "recommender": ("mpp_recommender", 18086),
 }
+
+
+def local_api_key(stack_dir: Path) -> str:
+    """The API key of this stack's recommender: made once, kept in ``<stack>/recommender.key``.
+
+    ``mpp services up`` hands it to the recommender (unless ``MPP_RECOMMENDER__API_KEYS`` is
+    set) and ``mpp recommend`` sends it, so that authentication stays on locally too.
+    """
+    path = stack_dir / "recommender.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # made meanwhile by another process
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 class ServiceProcess(Server):
@@ -76,4 +96,6 @@ class ServiceProcess(Server):
         env["MPP_HTTP__HOST"] = "127.0.0.1"
         env["MPP_HTTP__PORT"] = str(self.port)
         env.setdefault("MPP_LOG_FORMAT", "json")
+        if self.name == "recommender" and "MPP_RECOMMENDER__API_KEYS" not in env:
+            env["MPP_RECOMMENDER__API_KEYS"] = json.dumps([local_api_key(self.stack_dir)])
         return env
