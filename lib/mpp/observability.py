@@ -34,6 +34,11 @@ BATCH_SECONDS = Histogram(
     ["service"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+COMMIT_FAILURES = Counter(
+    "mpp_commit_failures_total",
+    "Offset commits the broker refused (the records are read again; writes are idempotent).",
+    ["service"],
+)
 BATCH_RETRIES = Counter(
     "mpp_batch_retries_total", "Batches retried because a store or Kafka failed.", ["service"]
 )

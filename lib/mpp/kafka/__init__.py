@@ -5,7 +5,8 @@ The loop's contract (``BatchLoop``):
   comes first);
 - offsets are committed only after the handler returned and everything it produced was
   acknowledged by the brokers: at-least-once delivery, which idempotent writes turn into
-  effectively-once;
+  effectively-once. The commit is sent asynchronously (the next batch is read meanwhile;
+  ``close`` waits for commits in flight): one lost to a crash only means a replay;
 - a handler that raises ``RetryableError`` (a store is down) has its batch retried with
   backoff, consumption paused meanwhile, never skipped; any other exception stops the service
   without committing, so the batch is processed again after a restart;
@@ -42,6 +43,7 @@ from mpp.logs import get_logger
 from mpp.observability import (
     BATCH_RETRIES,
     BATCH_SECONDS,
+    COMMIT_FAILURES,
     CONSUMER_LAG,
     RECORDS_CONSUMED,
     RECORDS_PRODUCED,
@@ -208,6 +210,7 @@ class BatchLoop:
             "max.poll.interval.ms": 600_000,
             "statistics.interval.ms": 5_000,
             "stats_cb": self._on_stats,
+            "on_commit": self._on_commit,
         }
         conf.update(consumer_overrides or {})
         self._consumer = Consumer(conf)
@@ -289,9 +292,8 @@ class BatchLoop:
                 log.warning("batch_retry", error=str(exc), records=len(batch), backoff_s=backoff)
                 self._wait_paused(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
-        self._commit(batch)
-        for msg in batch:
-            RECORDS_CONSUMED.labels(self.service, msg.topic()).inc()
+        for topic, count in self._commit(batch).items():
+            RECORDS_CONSUMED.labels(self.service, topic).inc(count)
         self.stats.batches += 1
         self.stats.records += len(batch)
         elapsed = time.perf_counter() - started
@@ -316,21 +318,35 @@ class BatchLoop:
         finally:
             self._consumer.resume(self._consumer.assignment())
 
-    def _commit(self, batch: list[Message]) -> None:
+    def _commit(self, batch: list[Message]) -> dict[str, int]:
+        """Commit the batch's offsets (the handler has written it); records per topic.
+
+        Asynchronous: the next batch is read while the broker stores the offsets, and
+        ``close`` waits for commits still in flight. A commit lost to a crash or a rebalance
+        has its records read again, which the idempotent writes make harmless.
+        """
         offsets: dict[tuple[str, int], int] = {}
+        counts: dict[str, int] = {}
         for msg in batch:
             topic, partition, offset = position(msg)
             key = (topic, partition)
             offsets[key] = max(offsets.get(key, -1), offset + 1)
+            counts[topic] = counts.get(topic, 0) + 1
         to_commit = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
-            self._consumer.commit(offsets=to_commit, asynchronous=False)
+            self._consumer.commit(offsets=to_commit, asynchronous=True)
         except KafkaException as exc:
-            # Typically a rebalance took the partitions away: their new owner re-processes
-            # the batch, which the idempotent writes make harmless.
             log.warning("commit_failed", error=str(exc))
-            return
+            return counts
         self.stats.last_commit.update(offsets)
+        return counts
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        # Typically a rebalance took the partitions away: their new owner re-processes the
+        # batch, which the idempotent writes make harmless.
+        if error is not None:
+            COMMIT_FAILURES.labels(self.service).inc()
+            log.warning("commit_failed", error=str(error))
 
 
 def topic_sizes(settings: KafkaSettings, timeout_s: float = 10.0) -> dict[str, tuple[int, int]]:
