@@ -20,11 +20,12 @@ import pytest
 from confluent_kafka import Consumer
 from mpp_embedder.service import build_enricher
 from mpp_recommender.activity import ActivityFollower
-from mpp_recommender.core import InvalidArgument, Recommender, user_hash
+from mpp_recommender.core import InvalidArgument, Recommender
 
 from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
 from mpp.config import Settings
 from mpp.embedding import Embedder
+from mpp.erasure import user_hash
 from mpp.graph import GraphStore, MessageNode
 from mpp.intents import campaign_text
 from mpp.kafka import TrackedProducer

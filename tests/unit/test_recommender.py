@@ -22,12 +22,13 @@ from mpp_recommender.blend import (
 )
 from mpp_recommender.breaker import CircuitBreaker
 from mpp_recommender.cache import SessionMessage
-from mpp_recommender.core import InvalidArgument, check_limit, check_user_id, user_hash
+from mpp_recommender.core import InvalidArgument, check_limit, check_user_id
 from mpp_recommender.http_api import answer_json
 from mpp_recommender.sources import popularity_candidates, rules_from_rows
 from pydantic import SecretStr
 
 from mpp.config import RecommenderSettings
+from mpp.erasure import user_hash
 from mpp.v1 import recommender_pb2 as R
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)

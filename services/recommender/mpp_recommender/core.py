@@ -22,7 +22,6 @@ feedback), see docs/recommender.md.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import queue
 import re
 import threading
@@ -40,6 +39,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from mpp.catalog import CAMPAIGN_ID_PATTERN
 from mpp.config import Settings
+from mpp.erasure import record_erasure, user_hash
 from mpp.graph import GraphStore
 from mpp.ids import derive_feedback_id
 from mpp.kafka import DeliveryError, TrackedProducer
@@ -108,11 +108,6 @@ class InvalidArgument(ValueError):
 
 class Unavailable(RuntimeError):
     """The request cannot be honoured now (Kafka down for feedback or erasure); retry."""
-
-
-def user_hash(user_id: str) -> str:
-    """How ``erased_users`` names a user: SHA-256 hex of the UTF-8 user_id."""
-    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
 
 
 def check_user_id(user_id: str, field: str = "user_id") -> str:
@@ -678,12 +673,7 @@ class Recommender:
         analytics library is not installed (else ``_erase_warehouse`` does it with its
         aggregates)."""
         with self.postgres.pool.connection() as conn, conn.transaction():
-            conn.execute(
-                "INSERT INTO erased_users (user_hash, request_id, erased_at) VALUES (%s, %s, %s)"
-                " ON CONFLICT (user_hash) DO UPDATE SET request_id = EXCLUDED.request_id,"
-                " erased_at = EXCLUDED.erased_at",
-                (user_hash(user_id), request_id, erased_at),
-            )
+            record_erasure(conn, user_id, request_id, erased_at)
             tables = ["recommendation_log", "recommender_feedback"]
             if _analytics_erase() is None:
                 tables += ["message_facts", "feedback_facts", "user_engagement"]
