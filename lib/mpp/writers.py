@@ -13,18 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from confluent_kafka import Message
 from google.protobuf.message import Message as Proto
 from prometheus_client import Counter
 
 from mpp.codecs import Rejection, decode
-from mpp.config import Settings
+from mpp.config import Settings, WriterSettings
 from mpp.deadletters import send_to_dlq
 from mpp.erasure import ErasureLedger
-from mpp.kafka import Handler, Sink
+from mpp.kafka import Handler, Sink, TrackedProducer
 from mpp.logs import get_logger
+from mpp.service import Worker
 from mpp.v1 import events_pb2, feedback_pb2
 
 ERASED_DROPPED = Counter(
@@ -187,3 +188,35 @@ def drop_erased(
             continue
         kept.append(enriched)
     return kept
+
+
+class Store(Protocol):
+    """What a writer needs of its store besides the write itself."""
+
+    def delete_user(self, user_id: str) -> int: ...
+
+    def ping(self) -> str | None: ...
+
+
+def worker(
+    settings: Settings,
+    service: str,
+    store: Store,
+    check: Check,
+    write: Callable[[Sequence[events_pb2.EnrichedMessage]], object],
+    writer: WriterSettings,
+) -> Worker:
+    """A store writer: ``conversations.enriched`` and ``users.erasure`` in, ``write`` and
+    ``store.delete_user`` out, erasures recorded in the ledger; ready when the store and
+    PostgreSQL (the ledger) answer."""
+    producer = TrackedProducer(settings.kafka, service=service)
+    ledger = ErasureLedger(settings)
+    return Worker(
+        name=service,
+        topics=[settings.kafka.topics.enriched, settings.kafka.topics.erasure],
+        handler=build_handler(settings, service, producer, check, store.delete_user, write, ledger),
+        batch_size=writer.batch_size,
+        max_wait_s=writer.max_wait_s,
+        producer=producer,
+        readiness=lambda: store.ping() or ledger.ping(),
+    )

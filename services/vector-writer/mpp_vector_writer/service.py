@@ -2,9 +2,11 @@
 
 Loop (mpp.kafka.BatchLoop): consume ``conversations.enriched`` (``EnrichedMessage``) and
 ``users.erasure`` (``ErasureRequest``), planned by ``mpp.writers.plan_batch`` (dedupe by
-message_id, erasures first, rejects to ``conversations.dlq``); then erased users' rows are
-deleted and messages upserted by message_id, and only then the batch's offsets are committed:
-replays rewrite the same rows.
+message_id, erasures first, rejects to ``conversations.dlq``); then erasures are recorded in
+the ledger (``mpp.erasure``), erased users' rows are deleted, messages an erased user sent
+before the erasure are dropped, the rest upserted by message_id, and only then the batch's
+offsets are committed: replays rewrite the same rows. The loop itself is
+``mpp.writers.worker``, shared with the graph-writer.
 
 Milvus down or slow: ``RetryableError``, the loop retries the batch. The collection holding
 another dimension than the model's: the service stops with an error naming the fix.
@@ -18,8 +20,6 @@ from functools import partial
 from mpp import writers
 from mpp.codecs import Rejection
 from mpp.config import Settings
-from mpp.erasure import ErasureLedger
-from mpp.kafka import Handler, Sink, TrackedProducer
 from mpp.service import Worker
 from mpp.v1 import events_pb2
 from mpp.vectors import MessageVector, VectorStore
@@ -51,30 +51,12 @@ def check_enriched(enriched: events_pb2.EnrichedMessage) -> Rejection | None:
 plan_batch = partial(writers.plan_batch, check=check_enriched)
 
 
-def build_handler(
-    settings: Settings,
-    store: VectorStore,
-    producer: Sink,
-    ledger: ErasureLedger | None = None,
-) -> Handler:
-    def write(messages: Sequence[events_pb2.EnrichedMessage]) -> int:
-        return store.upsert_messages([MessageVector.from_enriched(e) for e in messages])
-
-    return writers.build_handler(
-        settings, SERVICE, producer, check_enriched, store.delete_user, write, ledger
-    )
+def write(store: VectorStore, messages: Sequence[events_pb2.EnrichedMessage]) -> int:
+    return store.upsert_messages([MessageVector.from_enriched(e) for e in messages])
 
 
 def worker(settings: Settings) -> Worker:
     store = VectorStore(settings)
-    producer = TrackedProducer(settings.kafka, service=SERVICE)
-    ledger = ErasureLedger(settings)
-    return Worker(
-        name=SERVICE,
-        topics=[settings.kafka.topics.enriched, settings.kafka.topics.erasure],
-        handler=build_handler(settings, store, producer, ledger),
-        batch_size=settings.vector_writer.batch_size,
-        max_wait_s=settings.vector_writer.max_wait_s,
-        producer=producer,
-        readiness=lambda: store.ping() or ledger.ping(),
+    return writers.worker(
+        settings, SERVICE, store, check_enriched, partial(write, store), settings.vector_writer
     )
