@@ -113,6 +113,13 @@ class Load:
         return eventually(lambda: any(check(a) for a in self.since(start)), timeout_s)
 
 
+def expected_strategy(answer: R.RecommendResponse) -> str:
+    """What the rules give a known user for the sources an answer names as degraded."""
+    return (
+        "popularity" if {"milvus", "neo4j"} <= set(answer.degraded_sources) else "personalized"
+    )
+
+
 def test_redis_then_neo4j_then_milvus_stopped_under_load_no_error_degraded_named(
     world: World, bridges: dict[str, Cuttable], bridged: Recommender
 ) -> None:
@@ -133,7 +140,16 @@ def test_redis_then_neo4j_then_milvus_stopped_under_load_no_error_degraded_named
             fresh = [a for a in during if not a.cached]
             assert fresh and all(store in a.degraded_sources for a in fresh)
             assert all(a.items for a in during), [a for a in during if not a.items][:2]
-            assert all(a.strategy == "personalized" for a in fresh if store != "redis")
+            if store != "redis":
+                # Milvus or Neo4j away: the rest answer, personalized. On two busy cores the
+                # other one can also miss its deadline now and then; such an answer names both
+                # and falls back to popularity, as the rules say.
+                assert any(list(a.degraded_sources) == [store] for a in fresh)
+                assert all(a.strategy == expected_strategy(a) for a in fresh), [
+                    (a.strategy, list(a.degraded_sources))
+                    for a in fresh
+                    if a.strategy != expected_strategy(a)
+                ][:3]
             bridges[store].restore()
             assert load.wait_for(lambda a: not a.degraded_sources and not a.cached, 60), (
                 f"{store} restored, but answers stayed degraded"
