@@ -77,15 +77,21 @@ SCHEMA: list[LiteralString] = [
     "CREATE INDEX message_ts IF NOT EXISTS FOR (n:Message) ON (n.ts)",
 ]
 
-# One statement per batch. The two CALL blocks drop the links a newer enrichment no longer
-# has; FOREACH keeps one row per message (no cardinality blow-up) while merging its links.
+# One statement per batch. Users come first, one row each with the batch's earliest and latest
+# message time (setting them once per message cost about a tenth of the statement's time);
+# the messages then MATCH their user. The two CALL blocks drop the links a newer enrichment no
+# longer has; FOREACH keeps one row per message (no cardinality blow-up) while merging its
+# links.
 MERGE_MESSAGES: LiteralString = """
+UNWIND $users AS usr
+MERGE (u:User {id: usr.id})
+SET u.first_seen = CASE WHEN u.first_seen IS NULL OR usr.first < u.first_seen
+                        THEN usr.first ELSE u.first_seen END,
+    u.last_seen = CASE WHEN u.last_seen IS NULL OR usr.last > u.last_seen
+                       THEN usr.last ELSE u.last_seen END
+WITH count(*) AS users
 UNWIND $rows AS row
-MERGE (u:User {id: row.user_id})
-SET u.first_seen = CASE WHEN u.first_seen IS NULL OR row.ts < u.first_seen
-                        THEN row.ts ELSE u.first_seen END,
-    u.last_seen = CASE WHEN u.last_seen IS NULL OR row.ts > u.last_seen
-                       THEN row.ts ELSE u.last_seen END
+MATCH (u:User {id: row.user_id})
 MERGE (m:Message {id: row.message_id})
 SET m.ts = row.ts, m.text = row.text, m.channel = row.channel, m.locale = row.locale,
     m.model = row.model, m.campaign_id = row.campaign_id
@@ -189,6 +195,37 @@ class MessageNode:
             intents=tuple(intents.items()),
         )
 
+    @staticmethod
+    def row_of(enriched: events_pb2.EnrichedMessage) -> dict[str, Any]:
+        """``from_enriched(enriched).parameters()`` without the MessageNode in between: the
+        graph-writer's hot path (a third of its own time went to building the dataclasses)."""
+        message = enriched.message
+        campaigns: dict[str, dict[str, Any]] = {}
+        for link in enriched.campaigns:
+            if link.campaign_id and link.campaign_id not in campaigns:
+                campaigns[link.campaign_id] = {
+                    "id": link.campaign_id,
+                    "score": float(link.score),
+                    "source": _SOURCES.get(link.source, "unspecified"),
+                }
+        intents: dict[str, dict[str, Any]] = {}
+        for scored in enriched.intents:
+            name = scored.intent
+            if name and name != UNKNOWN_INTENT and name not in intents:
+                intents[name] = {"name": name, "score": float(scored.score)}
+        return {
+            "message_id": message.message_id,
+            "user_id": message.user_id,
+            "ts": message.timestamp.ToMilliseconds(),
+            "text": message.text,
+            "channel": message.channel,
+            "locale": message.locale,
+            "model": enriched.model,
+            "campaign_id": message.campaign_id,
+            "campaigns": list(campaigns.values()),
+            "intents": list(intents.values()),
+        }
+
     def parameters(self) -> dict[str, Any]:
         """The row for MERGE_MESSAGES (plain maps and lists: what Bolt carries)."""
         return {
@@ -205,6 +242,21 @@ class MessageNode:
             ],
             "intents": [{"name": name, "score": score} for name, score in self.intents],
         }
+
+
+def seen_spans(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per user for MERGE_MESSAGES: id, earliest and latest message time (ms)."""
+    spans: dict[str, list[int]] = {}
+    for row in rows:
+        ts = row["ts"]
+        span = spans.get(row["user_id"])
+        if span is None:
+            spans[row["user_id"]] = [ts, ts]
+        elif ts < span[0]:
+            span[0] = ts
+        elif ts > span[1]:
+            span[1] = ts
+    return [{"id": user, "first": first, "last": last} for user, (first, last) in spans.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,11 +350,16 @@ class GraphStore:
         Cypher may run every row's link cleanup before any row's link MERGE, so two versions
         of a message in one statement would keep the links of both. Returns the rows written.
         """
-        latest = list({r.message_id: r for r in rows}.values())
+        return self.merge_rows([r.parameters() for r in rows])
+
+    def merge_rows(self, rows: Sequence[dict[str, Any]]) -> int:
+        """``merge_messages`` of rows already in the statement's shape
+        (``MessageNode.parameters`` or ``MessageNode.row_of``)."""
+        latest = list({r["message_id"]: r for r in rows}.values())
         if not latest:
             return 0
         self.ensure_schema()
-        self._write("merge_messages", MERGE_MESSAGES, rows=[r.parameters() for r in latest])
+        self._write("merge_messages", MERGE_MESSAGES, users=seen_spans(latest), rows=latest)
         NEO4J_ROWS.labels("merge_messages").inc(len(latest))
         return len(latest)
 

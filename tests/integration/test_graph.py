@@ -140,6 +140,29 @@ def test_the_last_write_of_a_message_decides_its_links(store: GraphStore, unique
     assert store.count_nodes("Campaign", [f"{unique}-c1", f"{unique}-c2", f"{unique}-c3"]) == 3
 
 
+def test_users_keep_their_first_and_last_message_time_whatever_the_order(
+    store: GraphStore, unique: str
+) -> None:
+    rows = graph_rows(unique, 12, users=2)
+    # Later messages first, then earlier ones, then the middle again: each user ends with the
+    # earliest and latest time of all its messages.
+    store.merge_messages(rows[8:])
+    store.merge_messages(rows[:4])
+    store.merge_messages(rows[4:8])
+    store.merge_messages(rows[5:7])
+    records, _, _ = store._driver.execute_query(
+        "MATCH (u:User) WHERE u.id STARTS WITH $tag "
+        "RETURN u.id AS id, u.first_seen AS first, u.last_seen AS last",
+        tag=f"{unique}-",
+    )
+    seen = {r["id"]: (r["first"], r["last"]) for r in records}
+    expected = {}
+    for row in rows:
+        first, last = expected.get(row.user_id, (row.ts_ms, row.ts_ms))
+        expected[row.user_id] = (min(first, row.ts_ms), max(last, row.ts_ms))
+    assert seen == expected and len(seen) == 2
+
+
 def test_delete_user_removes_the_user_and_messages_but_not_shared_nodes(
     store: GraphStore, unique: str
 ) -> None:

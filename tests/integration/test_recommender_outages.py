@@ -115,9 +115,7 @@ class Load:
 
 def expected_strategy(answer: R.RecommendResponse) -> str:
     """What the rules give a known user for the sources an answer names as degraded."""
-    return (
-        "popularity" if {"milvus", "neo4j"} <= set(answer.degraded_sources) else "personalized"
-    )
+    return "popularity" if {"milvus", "neo4j"} <= set(answer.degraded_sources) else "personalized"
 
 
 def test_redis_then_neo4j_then_milvus_stopped_under_load_no_error_degraded_named(

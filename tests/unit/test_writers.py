@@ -15,7 +15,7 @@ from pymilvus.exceptions import MilvusException, ParamError
 
 from mpp import graph, vectors
 from mpp.deadletters import dead_letter
-from mpp.graph import CampaignEdge, MessageNode
+from mpp.graph import CampaignEdge, MessageNode, seen_spans
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
 from mpp.vectors import MessageVector, chunks
@@ -176,6 +176,22 @@ def test_message_node_skips_unknown_and_keeps_each_campaigns_best_link() -> None
     assert params["ts"] == 1_780_000_000_123
     assert params["campaigns"][0] == {"id": "c1", "score": 1.0, "source": "event"}
     assert params["intents"] == [{"name": "refund", "score": pytest.approx(0.2)}]
+    # The graph-writer's fast path builds the same row straight from the protobuf.
+    assert MessageNode.row_of(message) == params
+
+
+def test_seen_spans_give_each_user_the_batchs_earliest_and_latest_time() -> None:
+    rows = [
+        {"user_id": "a", "ts": 5},
+        {"user_id": "b", "ts": 7},
+        {"user_id": "a", "ts": 2},
+        {"user_id": "a", "ts": 9},
+        {"user_id": "a", "ts": 4},
+    ]
+    assert seen_spans(rows) == [
+        {"id": "a", "first": 2, "last": 9},
+        {"id": "b", "first": 7, "last": 7},
+    ]
 
 
 def test_chunks_bound_the_bytes_of_each_request() -> None:

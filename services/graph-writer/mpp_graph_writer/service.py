@@ -29,8 +29,8 @@ check_enriched = writers.check_ids
 plan_batch = partial(writers.plan_batch, check=check_enriched)
 
 
-def write(store: GraphStore, messages: Sequence[events_pb2.EnrichedMessage]) -> object:
-    return store.merge_messages([MessageNode.from_enriched(e) for e in messages])
+def write(store: GraphStore, messages: Sequence[events_pb2.EnrichedMessage]) -> int:
+    return store.merge_rows([MessageNode.row_of(e) for e in messages])
 
 
 def worker(settings: Settings) -> Worker:
