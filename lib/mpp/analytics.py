@@ -1,11 +1,13 @@
 """Analytics facts and serving aggregates in PostgreSQL (schema: migrations 0002 and 0003).
 
 Facts are keyed by their stable ids: ``message_facts`` by message_id, ``feedback_facts`` by
-feedback_id. They are inserted with ``ON CONFLICT DO NOTHING``, so a replay inserts nothing;
-the first version of a fact wins. The aggregates of every key that a batch changed (the users,
-(campaign, day) pairs, campaigns and (day, channel) pairs of the facts it inserted or deleted)
-are then recomputed from the facts in the same transaction: they always equal a plain
-recomputation, whatever was replayed. The definitions:
+feedback_id. A replay of the same content writes nothing. A message fact takes its latest
+version (a re-enrichment replaces it, as in Milvus and Neo4j); a feedback event is immutable
+and keeps its first. Facts of a user erased at or after their time (the ledger,
+``mpp.erasure``) are never written. The aggregates of every key that a batch changed (the
+users, (campaign, day) pairs, campaigns and (day, channel) pairs of the facts it wrote,
+replaced or deleted) are then recomputed from the facts in the same transaction: they always
+equal a plain recomputation, whatever was replayed. The definitions:
 
 - ``user_engagement``: per user with any fact; ``messages`` counts messages, ``active_days``
   the UTC days with a message or feedback, ``first_seen``/``last_seen`` span both,
@@ -26,7 +28,8 @@ the other's uncommitted facts. Times are UTC; ``day`` is the UTC date of ``occur
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -38,6 +41,7 @@ from psycopg.rows import dict_row
 
 from mpp.codecs import Rejection
 from mpp.config import Settings
+from mpp.erasure import record_erasure
 from mpp.kafka import RetryableError
 from mpp.logs import get_logger
 from mpp.v1 import events_pb2, feedback_pb2
@@ -231,8 +235,9 @@ def feedback_fact(value: bytes | None) -> FeedbackFact:
     return FeedbackFact.from_event(event)
 
 
-def erased_user(value: bytes | None) -> tuple[str, str]:
-    """(user_id, request_id) of a ``users.erasure`` record; raises Rejection when unusable."""
+def erased_user(value: bytes | None) -> tuple[str, str, datetime]:
+    """(user_id, request_id, requested_at) of a ``users.erasure`` record (now when the request
+    has no time); raises Rejection when unusable."""
     request = decode_known(feedback_pb2.ErasureRequest, value)
     if not request.user_id:
         raise Rejection(
@@ -241,7 +246,12 @@ def erased_user(value: bytes | None) -> tuple[str, str]:
             "erasure request without user_id; set the user to forget",
         )
     _check_text("user_id", request.user_id)
-    return request.user_id, request.request_id
+    requested_at = (
+        request.requested_at.ToDatetime(tzinfo=UTC)
+        if request.HasField("requested_at")
+        else datetime.now(UTC)
+    )
+    return request.user_id, request.request_id, requested_at
 
 
 @dataclass
@@ -252,14 +262,22 @@ class Batch:
     messages: dict[str, MessageFact] = field(default_factory=dict)
     feedback: dict[str, FeedbackFact] = field(default_factory=dict)
     erasures: dict[str, str] = field(default_factory=dict)
+    # When each erasure was requested, for the ledger (``mpp.erasure``).
+    erased_at: dict[str, datetime] = field(default_factory=dict)
     rejected: list[tuple[Message, Rejection]] = field(default_factory=list)
-    # The record each fact came from (its first), to dead-letter a fact PostgreSQL refuses.
+    # The record each fact came from (the one kept), to dead-letter a fact PostgreSQL refuses.
     origins: dict[tuple[str, str], Message] = field(default_factory=dict)
 
-    def erase(self, user_id: str, request_id: str) -> None:
+    def erase(self, user_id: str, request_id: str, requested_at: datetime) -> None:
         self.erasures[user_id] = request_id
+        self.erased_at[user_id] = max(requested_at, self.erased_at.get(user_id, requested_at))
         self.messages = {k: v for k, v in self.messages.items() if v.user_id != user_id}
         self.feedback = {k: v for k, v in self.feedback.items() if v.user_id != user_id}
+
+    @property
+    def ledger(self) -> dict[str, tuple[str, datetime]]:
+        """The batch's erasures as ``write_batch`` records them: user -> (request, time)."""
+        return {user: (self.erasures[user], at) for user, at in self.erased_at.items()}
 
     @property
     def empty(self) -> bool:
@@ -267,17 +285,17 @@ class Batch:
 
 
 def plan_batch(batch: Sequence[Message], enriched: str, feedback: str, erasure: str) -> Batch:
-    """Decode and sort a batch; nothing is written here. Facts keep their first version, as
-    the table does."""
+    """Decode and sort a batch; nothing is written here. As in the tables, a message fact
+    keeps its last version (its latest enrichment), a feedback event its first."""
     plan = Batch()
     for msg in batch:
         try:
             topic = msg.topic()
             if topic == enriched:
                 fact = message_fact(msg.value())
-                if fact.message_id not in plan.messages:
-                    plan.messages[fact.message_id] = fact
-                    plan.origins[("message", fact.message_id)] = msg
+                plan.messages.pop(fact.message_id, None)
+                plan.messages[fact.message_id] = fact
+                plan.origins[("message", fact.message_id)] = msg
             elif topic == feedback:
                 event = feedback_fact(msg.value())
                 if event.feedback_id not in plan.feedback:
@@ -332,23 +350,58 @@ class WriteResult:
     campaigns_recomputed: int
 
 
-_INSERT_MESSAGES = """
-INSERT INTO message_facts (message_id, user_id, occurred_at, day, channel, intents, campaign_ids)
-SELECT message_id, user_id, occurred_at, day, channel, intents, campaign_ids
-FROM jsonb_to_recordset(%s::jsonb) AS x(
-    message_id text, user_id text, occurred_at timestamptz, day date, channel text,
-    intents text[], campaign_ids text[])
-ON CONFLICT (message_id) DO NOTHING
-RETURNING user_id, day, channel, campaign_ids
+# Facts of a user erased at or after their time are not written (``mpp.erasure``: the ledger
+# names users by the SHA-256 of their id): a replay, or a message still on its way when the
+# erasure came, cannot bring the user back.
+_NOT_ERASED = """
+NOT EXISTS (SELECT 1 FROM erased_users e
+            WHERE e.user_hash = encode(sha256(convert_to(x.user_id, 'UTF8')), 'hex')
+              AND x.occurred_at <= e.erased_at)
 """
 
-_INSERT_FEEDBACK = """
+# A message fact takes its latest version: a replay of the same content changes nothing (and
+# returns nothing); another content (a re-enrichment) replaces the row, and both the old and
+# the new keys are returned so that the aggregates of both are recomputed. ``recorded_at``
+# moves, so that the warehouse sync carries the new version.
+_INSERT_MESSAGES = f"""
+WITH incoming AS (
+    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x(
+        message_id text, user_id text, occurred_at timestamptz, day date, channel text,
+        intents text[], campaign_ids text[])
+    WHERE {_NOT_ERASED}
+), replaced AS (
+    SELECT f.user_id, f.day, f.channel, f.campaign_ids
+    FROM message_facts f JOIN incoming i USING (message_id)
+    WHERE (f.user_id, f.occurred_at, f.channel, f.intents, f.campaign_ids)
+          IS DISTINCT FROM (i.user_id, i.occurred_at, i.channel, i.intents, i.campaign_ids)
+), written AS (
+    INSERT INTO message_facts
+        (message_id, user_id, occurred_at, day, channel, intents, campaign_ids)
+    SELECT message_id, user_id, occurred_at, day, channel, intents, campaign_ids FROM incoming
+    ON CONFLICT (message_id) DO UPDATE
+        SET user_id = EXCLUDED.user_id, occurred_at = EXCLUDED.occurred_at,
+            day = EXCLUDED.day, channel = EXCLUDED.channel, intents = EXCLUDED.intents,
+            campaign_ids = EXCLUDED.campaign_ids, recorded_at = now()
+        WHERE (message_facts.user_id, message_facts.occurred_at, message_facts.channel,
+               message_facts.intents, message_facts.campaign_ids)
+              IS DISTINCT FROM (EXCLUDED.user_id, EXCLUDED.occurred_at, EXCLUDED.channel,
+                                EXCLUDED.intents, EXCLUDED.campaign_ids)
+    RETURNING user_id, day, channel, campaign_ids
+)
+SELECT user_id, day, channel, campaign_ids, true FROM written
+UNION ALL
+SELECT user_id, day, channel, campaign_ids, false FROM replaced
+"""
+
+# A feedback event is immutable: its first version counts, a replay inserts nothing.
+_INSERT_FEEDBACK = f"""
 INSERT INTO feedback_facts
     (feedback_id, user_id, campaign_id, kind, occurred_at, day, channel, recommendation_id)
 SELECT feedback_id, user_id, campaign_id, kind, occurred_at, day, channel, recommendation_id
 FROM jsonb_to_recordset(%s::jsonb) AS x(
     feedback_id text, user_id text, campaign_id text, kind text, occurred_at timestamptz,
     day date, channel text, recommendation_id text)
+WHERE {_NOT_ERASED}
 ON CONFLICT (feedback_id) DO NOTHING
 RETURNING user_id, day, channel, campaign_id
 """
@@ -531,17 +584,22 @@ def write_batch(
     feedback: Sequence[FeedbackFact],
     erasures: Sequence[str] = (),
     warehouse: str | None = None,
+    ledger: Mapping[str, tuple[str, datetime]] | None = None,
 ) -> WriteResult:
-    """Erase, insert facts (replays insert nothing), recompute what changed: one transaction.
+    """Erase, write facts (replays write nothing), recompute what changed: one transaction.
 
     ``warehouse`` (a ``mpp.warehouse.warehouse_id``) records the erasures that the warehouse
-    still has to apply. Raises ``RetryableError`` when PostgreSQL cannot be reached; nothing is
-    then written.
+    still has to apply. ``ledger`` (user -> (request id, erasure time)) records erasures in
+    ``erased_users`` first, so that this batch's and any later facts of those users sent
+    before their erasure are not written. Raises ``RetryableError`` when PostgreSQL cannot be
+    reached; nothing is then written.
     """
     touched = Touched()
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (AGGREGATE_LOCK,))
+            for user_id, (request_id, erased_at) in (ledger or {}).items():
+                record_erasure(conn, user_id, request_id, erased_at)
             erased = _delete_user_facts(conn, erasures, touched) if erasures else (0, 0)
             if erasures and warehouse is not None:
                 conn.execute(
@@ -554,8 +612,8 @@ def write_batch(
                 rows = conn.execute(
                     _INSERT_MESSAGES, (json.dumps([m.as_json() for m in messages]),)
                 ).fetchall()
-                inserted_messages = len(rows)
-                for user_id, day, channel, campaigns in rows:
+                inserted_messages = sum(1 for *_, written in rows if written)
+                for user_id, day, channel, campaigns, _ in rows:
                     touched.add_message(user_id, day, channel, campaigns)
             if feedback:
                 rows = conn.execute(
@@ -598,10 +656,11 @@ class AnalyticsStore:
         feedback: Sequence[FeedbackFact],
         erasures: Sequence[str] = (),
         warehouse: str | None = None,
+        ledger: Mapping[str, tuple[str, datetime]] | None = None,
     ) -> WriteResult:
         conn = self.connection()
         try:
-            return write_batch(conn, messages, feedback, erasures, warehouse)
+            return write_batch(conn, messages, feedback, erasures, warehouse, ledger)
         except RetryableError:
             self.close()
             raise
@@ -806,11 +865,14 @@ def erase_user(
     *,
     warehouse: Warehouse | None = None,
     warehouse_timeout_s: float | None = None,
+    request_id: str | None = None,
 ) -> Erasure:
     """Forget ``user_id`` in the analytics tables of PostgreSQL and in the warehouse.
 
     PostgreSQL: the user's facts are deleted and every aggregate they counted in recomputed,
-    in one transaction; the erasure is recorded for the warehouse in the same transaction.
+    in one transaction; the erasure is recorded in the ledger (``mpp.erasure``, so that the
+    user's messages still on their way are not written back) and for the warehouse in the same
+    transaction.
     Warehouse (``warehouse``, else the configured one): the user's facts and engagement row
     are deleted at once when it answers within ``warehouse_timeout_s`` (default:
     ``MPP_WAREHOUSE__ERASURE_TIMEOUT_S``, 30 s, a running sync included); otherwise the erasure
@@ -826,7 +888,8 @@ def erase_user(
     target = warehouse.id if warehouse is not None else warehouse_id(settings)
     store = AnalyticsStore(settings)
     try:
-        result = store.write([], [], [user_id], warehouse=target)
+        ledger = {user_id: (request_id or f"analytics-{uuid.uuid4().hex}", datetime.now(UTC))}
+        result = store.write([], [], [user_id], warehouse=target, ledger=ledger)
         rows: int | None = None
         opened: Warehouse | None = None
         try:

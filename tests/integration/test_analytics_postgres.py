@@ -41,13 +41,13 @@ class Workload:
         return [self.events[i : i + size] for i in range(0, len(self.events), size)]
 
     def final_facts(self) -> tuple[dict[str, MessageFact], dict[str, FeedbackFact]]:
-        """What the fact tables must hold: the first version of each id, minus erased users'
-        facts read before their erasure."""
+        """What the fact tables must hold: the last version of each message and the first of
+        each feedback event, minus erased users' facts read before their erasure."""
         messages: dict[str, MessageFact] = {}
         feedback: dict[str, FeedbackFact] = {}
         for kind, item in self.events:
             if kind == "message":
-                messages.setdefault(item.message_id, item)
+                messages[item.message_id] = item
             elif kind == "feedback":
                 feedback.setdefault(item.feedback_id, item)
             else:
@@ -58,7 +58,7 @@ class Workload:
 
 def workload(tag: str, messages: int = 400, seed: int = 7, erase: int = 2) -> Workload:
     """Messages of 12 users over 4 UTC days (crossing midnight) on 3 channels, about 5
-    campaigns, feedback of every kind, 10% replays (some with other intents: the first version
+    campaigns, feedback of every kind, 10% replays (some with other intents: the last version
     must win) and ``erase`` erasures in the middle."""
     rng = random.Random(seed)
     users = [f"{tag}-u{i}" for i in range(12)]
@@ -97,7 +97,7 @@ def workload(tag: str, messages: int = 400, seed: int = 7, erase: int = 2) -> Wo
         if rng.random() < 0.1 and sent:
             kind, old = rng.choice(sent)
             if kind == "message":
-                # Same id, other content: a replay after re-enrichment; the first one counts.
+                # Same id, other content: a replay after re-enrichment; the last one counts.
                 old = MessageFact(
                     old.message_id, old.user_id, old.occurred_at, old.channel, ("refund",), ()
                 )
@@ -189,11 +189,12 @@ def write(conn: psycopg.Connection[Any], batch: list[tuple[str, Any]]) -> None:
     plan = analytics.Batch()
     for kind, item in batch:
         if kind == "message":
-            plan.messages.setdefault(item.message_id, item)
+            plan.messages.pop(item.message_id, None)
+            plan.messages[item.message_id] = item
         elif kind == "feedback":
             plan.feedback.setdefault(item.feedback_id, item)
         else:
-            plan.erase(item, "request")
+            plan.erase(item, "request", datetime.now(UTC))
     analytics.write_batch(
         conn, list(plan.messages.values()), list(plan.feedback.values()), list(plan.erasures)
     )
@@ -283,6 +284,49 @@ def test_erased_user_leaves_no_trace_and_the_rest_is_exact(
         assert conn.execute(
             f"SELECT count(*) FROM {table} WHERE user_id = %s", (victim,)
         ).fetchone() == (0,)
+
+
+def test_an_erased_users_older_facts_are_never_written_back(
+    conn: psycopg.Connection[Any], unique: str
+) -> None:
+    """The ledger: facts of an erased user sent up to the erasure, read after it (still on
+    their way, or replayed), are dropped; facts sent after it count."""
+    work = workload(unique, messages=60, erase=0)
+    for batch in work.batches(30):
+        write(conn, batch)
+    messages, feedback = work.final_facts()
+    victim = next(iter(messages.values())).user_id
+    erased_at = START + timedelta(days=30)
+    analytics.write_batch(conn, [], [], [victim], ledger={victim: ("r1", erased_at)})
+    # The whole input again, and the user back with a message after the erasure.
+    for batch in work.batches(30):
+        write(conn, batch)
+    later = MessageFact(f"{unique}-later", victim, erased_at + timedelta(minutes=1), "chat")
+    before = MessageFact(f"{unique}-before", victim, erased_at - timedelta(minutes=1), "chat")
+    result = analytics.write_batch(conn, [later, before], [])
+    assert result.messages_inserted == 1
+    kept = {k: v for k, v in messages.items() if v.user_id != victim} | {later.message_id: later}
+    assert aggregates(conn) == recompute(
+        kept, {k: v for k, v in feedback.items() if v.user_id != victim}
+    )
+    assert conn.execute(
+        "SELECT message_id FROM message_facts WHERE user_id = %s", (victim,)
+    ).fetchall() == [(later.message_id,)]
+
+
+def test_a_re_enriched_message_replaces_its_fact_and_both_keys_are_recomputed(
+    conn: psycopg.Connection[Any], unique: str
+) -> None:
+    at = START + timedelta(hours=3)
+    first = MessageFact(f"{unique}-m", f"{unique}-u", at, "chat", ("travel",), (f"{unique}-c1",))
+    again = MessageFact(f"{unique}-m", f"{unique}-u", at, "email", ("refund",), (f"{unique}-c2",))
+    assert analytics.write_batch(conn, [first], []).messages_inserted == 1
+    assert analytics.write_batch(conn, [first], []).messages_inserted == 0  # a plain replay
+    assert analytics.write_batch(conn, [again], []).messages_inserted == 1
+    assert aggregates(conn) == recompute({again.message_id: again}, {})
+    # The old campaign and channel lost the message: their rows are gone, not stale.
+    campaigns = {r["campaign_id"] for r in analytics.read_table(conn, "campaign_performance")}
+    assert campaigns == {f"{unique}-c2"}
 
 
 def test_concurrent_writers_on_the_same_campaigns_stay_exact(

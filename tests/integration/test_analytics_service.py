@@ -148,6 +148,17 @@ def test_service_writes_exact_aggregates_dead_letters_replays_and_erases(
         assert analytics.user_engagement(conn, victim) is None
         pending = conn.execute("SELECT user_id FROM analytics_pending_erasures").fetchall()
         assert pending == [(victim,)]
+        after_erasure = aggregates(conn)
+
+    # Everything replayed once more, by yet another group: the erasure stays final (the
+    # ledger drops the victim's facts, all sent before the erasure).
+    again = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"group_prefix": f"again-{unique}"})}
+    )
+    run(analytics_service.worker(again), again, lambda s: s.records >= sent + 1)
+    with pg(settings) as conn:
+        assert aggregates(conn) == after_erasure
+        assert analytics.user_engagement(conn, victim) is None
 
 
 def test_postgres_down_30s_mid_stream_loses_nothing_and_ends_exact(

@@ -91,14 +91,14 @@ def test_a_message_fact_keeps_known_intents_once_and_its_utc_day() -> None:
     assert after.day == date(2026, 11, 29)
 
 
-def test_the_first_version_of_a_fact_wins_within_a_batch() -> None:
+def test_a_message_keeps_its_last_version_and_feedback_its_first_within_a_batch() -> None:
     p = plan(
         (ENRICHED, enriched(intents=("billing",))),
         (ENRICHED, enriched(intents=("refund",))),
         (FEEDBACK, feedback(kind=F.FEEDBACK_TYPE_CLICK)),
         (FEEDBACK, feedback(kind=F.FEEDBACK_TYPE_CONVERSION)),
     )
-    assert p.messages["m1"].intents == ("billing",)
+    assert p.messages["m1"].intents == ("refund",)
     assert p.feedback["f1"].kind == "click"
 
 
@@ -163,13 +163,22 @@ class FakeStore:
     def __init__(self, fail: bool = False, refuse: str | None = None) -> None:
         self.fail, self.refuse = fail, refuse
         self.calls: list[tuple[Any, ...]] = []
+        self.ledgers: list[dict[str, Any]] = []
 
-    def write(self, messages: Any, feedback: Any, erasures: Any = (), warehouse: Any = None) -> Any:
+    def write(
+        self,
+        messages: Any,
+        feedback: Any,
+        erasures: Any = (),
+        warehouse: Any = None,
+        ledger: Any = None,
+    ) -> Any:
         if self.fail:
             raise RetryableError("postgres: down")
         if self.refuse in {m.message_id for m in messages}:
             raise psycopg.DataError("invalid byte sequence")
         self.calls.append((messages, feedback, erasures, warehouse))
+        self.ledgers.append(ledger or {})
         return analytics.WriteResult(len(messages), len(feedback), 0, 0, 1, 1)
 
 
@@ -194,6 +203,9 @@ def test_the_handler_writes_then_dead_letters_and_signals_erasures() -> None:
     ((messages, feedbacks, erasures, warehouse),) = store.calls
     assert [m.message_id for m in messages] == ["m1"] and feedbacks == []
     assert erasures == ["u9"] and warehouse.startswith("sqlite:")
+    # The erasure goes to the ledger too, with its request id and a time.
+    ((request_id, erased_at),) = store.ledgers[0].values()
+    assert list(store.ledgers[0]) == ["u9"] and request_id == "r1" and erased_at.tzinfo
     assert [t for t, _ in sink.records] == ["dlq"]
     assert E.DeadLetter.FromString(sink.records[0][1]).original_value == b"junk"
     assert erased == [1]

@@ -2,10 +2,11 @@
 
 Loop (mpp.kafka.BatchLoop): consume ``conversations.enriched`` (``EnrichedMessage``),
 ``feedback.events`` (``FeedbackEvent``) and ``users.erasure`` (``ErasureRequest``); decode and
-sort the batch (``mpp.analytics.plan_batch``); in one PostgreSQL transaction erase, insert the
-facts (``ON CONFLICT DO NOTHING``: replays insert nothing) and recompute the aggregates of every
-key that changed (``mpp.analytics.write_batch``); then dead-letter the records it could not use;
-only then are the offsets committed.
+sort the batch (``mpp.analytics.plan_batch``); in one PostgreSQL transaction record the
+erasures in the ledger and erase, write the facts (replays write nothing; a re-enriched
+message replaces its fact; an erased user's facts sent before the erasure are dropped) and
+recompute the aggregates of every key that changed (``mpp.analytics.write_batch``); then
+dead-letter the records it could not use; only then are the offsets committed.
 
 PostgreSQL down: ``RetryableError``, and the loop retries the same batch with backoff,
 committing nothing meanwhile. The warehouse is synced by a thread of its own
@@ -68,7 +69,7 @@ def build_handler(
     def write_each(plan: analytics.Batch) -> tuple[int, int]:
         """The batch fact by fact, after PostgreSQL refused it whole: the facts it refuses
         are dead-lettered, the others written. Returns (messages, feedback) inserted."""
-        store.write([], [], list(plan.erasures), warehouse=warehouse)
+        store.write([], [], list(plan.erasures), warehouse=warehouse, ledger=plan.ledger)
         inserted = [0, 0]
         facts: list[tuple[str, str, Any]] = [
             *(("message", k, v) for k, v in plan.messages.items()),
@@ -101,6 +102,7 @@ def build_handler(
                     list(plan.feedback.values()),
                     list(plan.erasures),
                     warehouse=warehouse,
+                    ledger=plan.ledger,
                 )
                 inserted = (result.messages_inserted, result.feedback_inserted)
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
