@@ -4,6 +4,7 @@ reaches both."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +103,12 @@ def test_sqlite_and_bigquery_hold_the_same_numbers_as_postgres(
         more = workload(f"{unique}b", messages=40, seed=11, erase=0)
         for batch in more.batches(40):
             write(conn, batch)
+        # A message re-enriched (other intents, another campaign): its fact is replaced, and
+        # the sync carries the new version to both warehouses.
+        kept, _ = work.final_facts()
+        old = next(m for m in kept.values() if m.user_id != f"{unique}-u5")
+        new = dataclasses.replace(old, intents=("upgrade",), campaign_ids=(f"{unique}-c4",))
+        assert analytics.write_batch(conn, [new], []).messages_inserted == 1
         victim = f"{unique}-u5"
         analytics.write_batch(conn, [], [], [victim], warehouse=bigquery.id)
         analytics.write_batch(conn, [], [], [victim], warehouse=sqlite.id)
@@ -111,6 +118,12 @@ def test_sqlite_and_bigquery_hold_the_same_numbers_as_postgres(
         assert warehouse_tables(sqlite) == warehouse_tables(bigquery) == source
         assert victim not in {r["user_id"] for r in source["message_facts"]}
         assert conn.execute("SELECT count(*) FROM analytics_pending_erasures").fetchone() == (0,)
+        (row,) = [
+            r
+            for r in warehouse_tables(bigquery)["message_facts"]
+            if r["message_id"] == old.message_id
+        ]
+        assert list(row["intents"]) == ["upgrade"] and list(row["campaign_ids"]) == [f"{unique}-c4"]
 
 
 def test_erase_user_removes_the_user_from_postgres_and_the_warehouse_at_once(
