@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mpp.config import Settings
-from tests.e2e.pipeline import Pipeline
+from tests.e2e.pipeline import Pipeline, isolated_run
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -16,17 +16,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def pipeline(topic_settings: Settings, unique: str, tmp_path: Path) -> Iterator[Pipeline]:
-    milvus = topic_settings.milvus.model_copy(
-        update={
-            "messages_collection": f"messages_{unique}",
-            "campaigns_collection": f"campaigns_{unique}",
-        }
-    )
-    kafka = topic_settings.kafka.model_copy(update={"group_prefix": f"e2e-{unique}"})
-    settings = topic_settings.model_copy(update={"milvus": milvus, "kafka": kafka})
-    run = Pipeline(settings=settings, run_id=f"r{unique}", home=tmp_path)
-    try:
+    with isolated_run(topic_settings, unique, tmp_path) as run:
         yield run
-    finally:
-        run.stop()
-        run.cleanup()

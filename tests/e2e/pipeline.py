@@ -6,13 +6,50 @@ import json
 import random
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
+from mpp.config import Settings
 from mpp.pipeline import Pipeline, log
 
-__all__ = ["Pipeline", "Replay", "build_replay", "log"]
+__all__ = ["Pipeline", "Replay", "build_replay", "isolated_run", "log"]
+
+
+@contextmanager
+def isolated_run(
+    settings: Settings,
+    unique: str,
+    home: Path,
+    extra_env: dict[str, str] | None = None,
+    campaigns: bool = False,
+) -> Iterator[Pipeline]:
+    """A pipeline run on Milvus collections and consumer groups of its own (``settings``
+    brings the topics and, where the test has one, the PostgreSQL database); with
+    ``campaigns``, the default campaign catalog loaded into that database. The run's
+    services are stopped and its collections removed afterwards."""
+    milvus = settings.milvus.model_copy(
+        update={
+            "messages_collection": f"messages_{unique}",
+            "campaigns_collection": f"campaigns_{unique}",
+        }
+    )
+    kafka = settings.kafka.model_copy(update={"group_prefix": f"e2e-{unique}"})
+    settings = settings.model_copy(update={"milvus": milvus, "kafka": kafka})
+    if campaigns:
+        with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
+            upsert_campaigns(conn, parse_campaigns(default_campaigns_path()))
+    run = Pipeline(settings=settings, run_id=f"r{unique}", home=home, extra_env=extra_env or {})
+    try:
+        yield run
+    finally:
+        run.stop()
+        run.cleanup()
 
 
 @dataclass

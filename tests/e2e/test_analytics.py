@@ -15,14 +15,12 @@ import pytest
 
 from mpp import analytics
 from mpp.analytics import FeedbackFact, MessageFact
-from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
 from mpp.config import Settings
 from mpp.kafka import TrackedProducer, group_lag
-from mpp.pipeline import free_port
 from mpp.samples import chitchat_events
 from mpp.v1 import feedback_pb2 as F
 from mpp.warehouse.sqlite import SqliteWarehouse
-from tests.e2e.pipeline import Pipeline, build_replay, log
+from tests.e2e.pipeline import Pipeline, build_replay, isolated_run, log
 from tests.integration.test_analytics_postgres import KINDS, aggregates, recompute
 
 pytestmark = pytest.mark.timeout(600)
@@ -30,32 +28,13 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture
 def pipeline(database_settings: Settings, unique: str, tmp_path: Path) -> Iterator[Pipeline]:
-    milvus = database_settings.milvus.model_copy(
-        update={
-            "messages_collection": f"messages_{unique}",
-            "campaigns_collection": f"campaigns_{unique}",
-        }
-    )
-    kafka = database_settings.kafka.model_copy(update={"group_prefix": f"e2e-{unique}"})
-    settings = database_settings.model_copy(update={"milvus": milvus, "kafka": kafka})
-    with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
-        upsert_campaigns(conn, parse_campaigns(default_campaigns_path()))
-    run = Pipeline(
-        settings=settings,
-        run_id=f"r{unique}",
-        home=tmp_path,
-        extra_env={
-            "MPP_POSTGRES__DATABASE": settings.postgres.database,
-            "MPP_ANALYTICS__REPORT_PORT": str(free_port()),
-            "MPP_ANALYTICS__WAREHOUSE_SYNC_S": "2",
-            "MPP_WAREHOUSE__SQLITE_PATH": str(tmp_path / "warehouse.sqlite"),
-        },
-    )
-    try:
+    extra_env = {
+        "MPP_POSTGRES__DATABASE": database_settings.postgres.database,
+        "MPP_ANALYTICS__WAREHOUSE_SYNC_S": "2",
+        "MPP_WAREHOUSE__SQLITE_PATH": str(tmp_path / "warehouse.sqlite"),
+    }
+    with isolated_run(database_settings, unique, tmp_path, extra_env, campaigns=True) as run:
         yield run
-    finally:
-        run.stop()
-        run.cleanup()
 
 
 def wait(what: str, done: Callable[[], bool], timeout_s: float = 300) -> None:

@@ -9,14 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import psycopg
 import pytest
 
-from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
 from mpp.config import Settings
-from mpp.pipeline import STREAMING, Pipeline, free_port, log
+from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
+from tests.e2e.pipeline import isolated_run
 
 TRAVEL = [
     "I'm flying to Lisbon next month and need a cheap hotel near the beach",
@@ -37,37 +36,17 @@ FOOD = [
 
 @pytest.fixture
 def run(database_settings: Settings, unique: str, tmp_path: Path) -> Iterator[Pipeline]:
-    settings = database_settings
-    milvus = settings.milvus.model_copy(
-        update={
-            "messages_collection": f"messages_{unique}",
-            "campaigns_collection": f"campaigns_{unique}",
-        }
-    )
-    kafka = settings.kafka.model_copy(update={"group_prefix": f"e2e-{unique}"})
-    settings = settings.model_copy(update={"milvus": milvus, "kafka": kafka})
-    with psycopg.connect(settings.postgres.conninfo()) as conn:
-        upsert_campaigns(conn, parse_campaigns(default_campaigns_path()))
-    pipeline = Pipeline(
-        settings=settings,
-        run_id=f"r{unique}",
-        home=tmp_path,
-        extra_env={
-            "MPP_POSTGRES__DATABASE": settings.postgres.database,
-            "MPP_GRPC__PORT": str(free_port()),
-            "MPP_RECOMMENDER__AUTH_ENABLED": "false",
-            # This test checks what the answer says, not how fast a source is: on a machine
-            # busy with other work, a source may miss the default 0.25 s deadline.
-            "MPP_RECOMMENDER__MILVUS_TIMEOUT_S": "2",
-            "MPP_RECOMMENDER__NEO4J_TIMEOUT_S": "2",
-            "MPP_RECOMMENDER__POSTGRES_TIMEOUT_S": "2",
-        },
-    )
-    try:
-        yield pipeline
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()
+    extra_env = {
+        "MPP_POSTGRES__DATABASE": database_settings.postgres.database,
+        "MPP_RECOMMENDER__AUTH_ENABLED": "false",
+        # This test checks what the answer says, not how fast a source is: on a machine
+        # busy with other work, a source may miss the default 0.25 s deadline.
+        "MPP_RECOMMENDER__MILVUS_TIMEOUT_S": "2",
+        "MPP_RECOMMENDER__NEO4J_TIMEOUT_S": "2",
+        "MPP_RECOMMENDER__POSTGRES_TIMEOUT_S": "2",
+    }
+    with isolated_run(database_settings, unique, tmp_path, extra_env, campaigns=True) as run:
+        yield run
 
 
 def event(user: str, text: str, ts_ms: int, message_id: str | None = None) -> bytes:
@@ -81,7 +60,7 @@ def test_replayed_conversations_become_the_users_top_campaign_and_new_messages_c
     run: Pipeline,
 ) -> None:
     run.start(*STREAMING, "recommender")
-    port = run.extra_env["MPP_GRPC__PORT"]
+    port = run.grpc_port
     stub = RG.RecommenderStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
     traveller = f"{run.run_id}-traveller"
     start = int(time.time() * 1000) - 3_600_000
