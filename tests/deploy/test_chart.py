@@ -398,7 +398,7 @@ def test_service_monitor_scrapes_every_service(options_render: Rendered) -> None
         assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]}
 
 
-def test_replicas_beyond_the_partitions_are_refused(helm: Path) -> None:
+def test_worker_replicas_beyond_the_partitions_are_refused(helm: Path) -> None:
     too_many = run_helm(helm, "template", "r", str(CHART), "--set", "services.ingest.replicas=13")
     assert too_many.returncode != 0
     assert "services.ingest.replicas=13 exceeds kafka.topics.partitions=12" in too_many.stderr
@@ -412,8 +412,9 @@ def test_replicas_beyond_the_partitions_are_refused(helm: Path) -> None:
         "--set",
         "services.recommender.autoscaling.maxReplicas=20",
     )
-    assert hpa.returncode != 0
-    assert "autoscaling.maxReplicas=20" in hpa.stderr
+    # The recommender's API scales past the partitions (its follower only shares them out).
+    assert hpa.returncode == 0, hpa.stderr
+    assert "maxReplicas: 20" in hpa.stdout
     raised = run_helm(
         helm,
         "template",

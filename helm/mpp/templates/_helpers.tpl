@@ -228,11 +228,13 @@ MPP_RECOMMENDER__API_KEYS: {{ toJson . | b64enc | quote }}
 {{- end -}}
 
 {{/*
-The replicas a service may run at most: one consumer per partition, the rest would own nothing
-and never turn ready (a worker is ready once its consumer has partitions; so is the
-recommender, whose activity follower is a consumer group too).
+The replicas a worker may run at most: one consumer per partition, the rest would own nothing
+and sit idle (ready, since joining the group is what readiness waits for, but never given a
+record). The recommender is not capped: its API scales with its replicas, and its activity
+follower only shares the partitions out.
 */}}
 {{- define "mpp.checkReplicas" -}}
+{{- if ne .name "recommender" -}}
 {{- $partitions := int .root.Values.kafka.topics.partitions -}}
 {{- $replicas := int .svc.replicas -}}
 {{- $what := "replicas" -}}
@@ -241,6 +243,7 @@ recommender, whose activity follower is a consumer group too).
 {{- $what = "autoscaling.maxReplicas" -}}
 {{- end -}}
 {{- if gt $replicas $partitions -}}
-{{- fail (printf "services.%s.%s=%d exceeds kafka.topics.partitions=%d: the extra pods would own no partition and never turn ready. Lower it, or raise kafka.topics.partitions to the topics' real partition count." .name $what $replicas $partitions) -}}
+{{- fail (printf "services.%s.%s=%d exceeds kafka.topics.partitions=%d: the extra pods would own no partition and sit idle. Lower it, or raise kafka.topics.partitions to the topics' real partition count." .name $what $replicas $partitions) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
