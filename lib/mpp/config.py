@@ -343,6 +343,11 @@ class RecommenderSettings(BaseModel):
     # In-process copies of the catalog and popularity (not per user), refreshed this often.
     catalog_refresh_s: Annotated[float, Field(gt=0)] = 30.0
     popularity_refresh_s: Annotated[float, Field(gt=0)] = 10.0
+    # recommendation_log keeps this many days before the current UTC day (0: forever); the
+    # recommender deletes older rows at start and then every ``log_prune_every_s``. The daily
+    # cap needs only the current day.
+    log_retention_days: Annotated[int, Field(ge=0)] = 30
+    log_prune_every_s: Annotated[float, Field(gt=0)] = 3600.0
     # Campaign ids answered when nothing else can be (Postgres down and no cached answer);
     # empty: the live campaigns of the last catalog read.
     fallback_campaigns: list[str] = []

@@ -20,7 +20,8 @@ import pytest
 from confluent_kafka import Consumer
 from mpp_embedder.service import build_enricher
 from mpp_recommender.activity import ActivityFollower
-from mpp_recommender.core import InvalidArgument, Recommender
+from mpp_recommender.core import InvalidArgument, RecommendationLog, Recommender
+from mpp_recommender.sources import PostgresSource
 
 from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
 from mpp.config import Settings
@@ -438,3 +439,48 @@ def test_forget_user_leaves_no_trace_in_any_store(
     assert request.user_id == user and request.request_id == result.request_id
     # And the user is a stranger now.
     assert core.recommend(user, 5).strategy == "cold_start"
+
+
+def test_recommendation_log_keeps_its_retention_and_prunes_in_chunks(
+    database_settings: Settings,
+) -> None:
+    today = datetime.now(UTC).date()
+
+    def insert(conn: psycopg.Connection[Any], tag: str, days_ago: list[int]) -> None:
+        for i, ago in enumerate(days_ago):
+            day = today - timedelta(days=ago)
+            conn.execute(
+                "INSERT INTO recommendation_log (recommendation_id, campaign_id, user_id,"
+                " position, score, strategy, served_at, day) VALUES (%s, 'c', 'u', 0, 1,"
+                " 'personalized', %s, %s)",
+                (f"{tag}{i}", datetime(day.year, day.month, day.day, 12, tzinfo=UTC), day),
+            )
+
+    def kept(conn: psycopg.Connection[Any]) -> list[int]:
+        rows = conn.execute("SELECT day FROM recommendation_log ORDER BY day").fetchall()
+        return [(today - d).days for (d,) in rows]
+
+    postgres = PostgresSource(database_settings)
+    with psycopg.connect(database_settings.postgres.conninfo(), autocommit=True) as conn:
+        insert(conn, "a", [10, 8, 7, 1, 0])
+        # At start the log's thread deletes what is older than the retention: days before
+        # today - 7.
+        recommendation_log = RecommendationLog(postgres, retention_days=7, prune_every_s=3600)
+        try:
+            assert eventually(lambda: kept(conn) == [7, 1, 0], 10), kept(conn)
+            # Many old rows go in chunks, until none is left.
+            insert(conn, "b", [30, 20, 9, 9, 8])
+            recommendation_log.PRUNE_CHUNK = 2
+            assert recommendation_log.prune() == 5
+            assert kept(conn) == [7, 1, 0]
+        finally:
+            recommendation_log.close()
+        # Retention 0 keeps everything.
+        insert(conn, "c", [400])
+        forever = RecommendationLog(postgres, retention_days=0)
+        try:
+            assert forever.prune() == 0
+            assert kept(conn) == [400, 7, 1, 0]
+        finally:
+            forever.close()
+    postgres.close()

@@ -15,8 +15,8 @@
    is an error for the caller.
 
 What was served (computed answers, not cache hits) goes to ``recommendation_log`` from a
-background thread, an audit record; the daily frequency cap counts impressions (reported as
-feedback), see docs/recommender.md.
+background thread, an audit record kept ``log_retention_days``; the daily frequency cap counts
+impressions (reported as feedback), see docs/recommender.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -140,16 +140,57 @@ class _Call:
 
 
 class RecommendationLog:
-    """Writes what was served to ``recommendation_log`` from a background thread.
+    """Writes what was served to ``recommendation_log`` from a background thread, and deletes
+    rows older than the retention (``log_retention_days``) at start and every
+    ``log_prune_every_s``, in chunks so that no statement holds the table long.
 
-    Best effort: a failed batch is dropped with a warning (the log is an audit record).
+    Best effort: a failed batch is dropped with a warning (the log is an audit record); a
+    failed prune is tried again at the next round.
     """
 
-    def __init__(self, postgres: PostgresSource) -> None:
+    PRUNE_CHUNK = 5000
+
+    def __init__(
+        self, postgres: PostgresSource, retention_days: int = 0, prune_every_s: float = 3600.0
+    ) -> None:
         self._postgres = postgres
+        self._retention_days = retention_days
+        self._prune_every_s = prune_every_s
+        self._next_prune = time.monotonic()
         self._queue: queue.Queue[tuple[str, R.RecommendResponse] | None] = queue.Queue(100_000)
         self._thread = threading.Thread(target=self._run, name="recommendation-log", daemon=True)
         self._thread.start()
+
+    def prune(self, today: date | None = None) -> int:
+        """Delete the rows of days before ``today`` (UTC) minus the retention; returns how
+        many. Nothing when the retention is 0 (kept forever)."""
+        if self._retention_days <= 0:
+            return 0
+        cutoff = (today or datetime.now(UTC).date()) - timedelta(days=self._retention_days)
+        deleted = 0
+        with self._postgres.pool.connection() as conn:
+            while True:
+                count = conn.execute(
+                    "DELETE FROM recommendation_log WHERE ctid = ANY(ARRAY("
+                    "SELECT ctid FROM recommendation_log WHERE day < %s LIMIT %s))",
+                    (cutoff, self.PRUNE_CHUNK),
+                ).rowcount
+                deleted += count
+                if count < self.PRUNE_CHUNK:
+                    break
+        if deleted:
+            LOG_ROWS.labels("pruned").inc(deleted)
+            log.info("recommendation_log_pruned", rows=deleted, before=cutoff.isoformat())
+        return deleted
+
+    def _prune_when_due(self) -> None:
+        if self._retention_days <= 0 or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self._prune_every_s
+        try:
+            self.prune()
+        except Exception as exc:
+            log.warning("recommendation_log_prune_failed", error=str(exc)[:300])
 
     def add(self, user_id: str, answer: R.RecommendResponse) -> None:
         try:
@@ -168,7 +209,11 @@ class RecommendationLog:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            self._prune_when_due()
+            try:
+                first = self._queue.get(timeout=min(self._prune_every_s, 60.0))
+            except queue.Empty:
+                continue
             batch = [first]
             while len(batch) < 500:
                 try:
@@ -256,7 +301,7 @@ class Recommender:
         self.producer = producer or TrackedProducer(
             settings.kafka, service="recommender", **{"linger.ms": 0}
         )
-        self.log = RecommendationLog(self.postgres)
+        self.log = RecommendationLog(self.postgres, cfg.log_retention_days, cfg.log_prune_every_s)
         self._last: OrderedDict[str, bytes] = OrderedDict()
         self._last_lock = threading.Lock()
         # user_hash -> erasure time (epoch ms): sessions ignore older messages of these users.
