@@ -1,7 +1,9 @@
 """The campaign catalog: a file format marketers edit, validation, and the Postgres upsert.
 
 File format: JSON Lines (one campaign per line), a JSON array, or CSV with a header. Fields
-are those of ``mpp.v1.Campaign``; in CSV, ``tags`` and ``intents`` are ``|``-separated.
+are those of ``mpp.v1.Campaign``; in CSV, ``tags``, ``intents``, ``channels`` and ``locales``
+are ``|``-separated. ``channels`` and ``locales`` target a campaign (empty: anywhere); see
+``targets``.
 Loading is an upsert by ``campaign_id``: loading the same file twice changes nothing, and a
 campaign missing from the file is left as it is (deactivate it with ``"active": false``).
 """
@@ -20,6 +22,25 @@ import psycopg
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
 
 CAMPAIGN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# Channels and locales, on events (mpp.validation) and in campaign targeting: a lowercase
+# token; a BCP 47 language tag.
+CHANNEL_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,31}$"
+LOCALE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+
+
+def targets(channels: Iterable[str], locales: Iterable[str], channel: str, locale: str) -> bool:
+    """Whether a campaign targeted at ``channels`` and ``locales`` (empty: any) may be shown on
+    a request's ``channel`` and ``locale``. A request that does not say its channel (or
+    locale) sees only campaigns that do not restrict it. A campaign locale matches the same tag
+    and its more specific forms: "en" matches "en" and "en-GB", "en-GB" not "en-US"; case is
+    ignored."""
+    channels, locales = list(channels), list(locales)
+    if channels and channel.lower() not in channels:
+        return False
+    if not locales:
+        return True
+    wanted = locale.lower()
+    return any(wanted == tag or wanted.startswith(tag + "-") for tag in locales)
 
 
 class Campaign(BaseModel):
@@ -32,12 +53,23 @@ class Campaign(BaseModel):
     tags: list[str] = []
     intents: list[str] = []
     daily_frequency_cap: Annotated[int, Field(ge=0)] = 0
+    channels: list[Annotated[str, Field(pattern=CHANNEL_PATTERN)]] = []
+    locales: list[Annotated[str, Field(pattern=LOCALE_PATTERN)]] = []
 
     @field_validator("tags", "intents", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [part.strip() for part in v.split("|") if part.strip()]
+        return v
+
+    @field_validator("channels", "locales", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = cls._split(v)
+        if isinstance(v, list):
+            return sorted({item.strip().lower() for item in v if isinstance(item, str)})
         return v
 
     def is_live(self, now: datetime) -> bool:
@@ -115,6 +147,8 @@ def upsert_campaigns(conn: psycopg.Connection[Any], campaigns: Iterable[Campaign
             c.tags,
             c.intents,
             c.daily_frequency_cap,
+            c.channels,
+            c.locales,
         )
         for c in campaigns
     ]
@@ -122,20 +156,21 @@ def upsert_campaigns(conn: psycopg.Connection[Any], campaigns: Iterable[Campaign
         cur.executemany(
             """
             INSERT INTO campaigns (campaign_id, name, description, active, starts_at, ends_at,
-                                   tags, intents, daily_frequency_cap)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                   tags, intents, daily_frequency_cap, channels, locales)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (campaign_id) DO UPDATE SET
                 name = EXCLUDED.name, description = EXCLUDED.description,
                 active = EXCLUDED.active, starts_at = EXCLUDED.starts_at,
                 ends_at = EXCLUDED.ends_at, tags = EXCLUDED.tags, intents = EXCLUDED.intents,
-                daily_frequency_cap = EXCLUDED.daily_frequency_cap, updated_at = now()
+                daily_frequency_cap = EXCLUDED.daily_frequency_cap,
+                channels = EXCLUDED.channels, locales = EXCLUDED.locales, updated_at = now()
             WHERE (campaigns.name, campaigns.description, campaigns.active, campaigns.starts_at,
                    campaigns.ends_at, campaigns.tags, campaigns.intents,
-                   campaigns.daily_frequency_cap)
+                   campaigns.daily_frequency_cap, campaigns.channels, campaigns.locales)
                   IS DISTINCT FROM
                   (EXCLUDED.name, EXCLUDED.description, EXCLUDED.active, EXCLUDED.starts_at,
                    EXCLUDED.ends_at, EXCLUDED.tags, EXCLUDED.intents,
-                   EXCLUDED.daily_frequency_cap)
+                   EXCLUDED.daily_frequency_cap, EXCLUDED.channels, EXCLUDED.locales)
             """,
             rows,
         )

@@ -19,7 +19,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from mpp.catalog import CAMPAIGN_ID_PATTERN
+from mpp.catalog import CAMPAIGN_ID_PATTERN, CHANNEL_PATTERN, LOCALE_PATTERN
 from mpp.codecs import Rejection
 from mpp.config import IngestSettings
 from mpp.ids import derive_message_id
@@ -28,8 +28,8 @@ from mpp.v1 import events_pb2
 USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,127}$")
 MESSAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
-CHANNEL = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,31}$")
-LOCALE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+CHANNEL = re.compile(CHANNEL_PATTERN)
+LOCALE = re.compile(LOCALE_PATTERN)
 MAX_METADATA_KEYS = 32
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 1024

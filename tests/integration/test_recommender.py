@@ -264,6 +264,41 @@ def test_conversions_dismissals_and_the_daily_cap_remove_campaigns(
     assert logged == 4
 
 
+def test_a_campaign_targeted_at_a_channel_and_locale_is_answered_only_there(
+    world: World, core: Recommender
+) -> None:
+    user = world.user("targeted")
+    world.write(world.enriched(user, TRAVEL, 1_780_000_000_000))
+    assert core.recommend(user, 3, "chat", "en").items[0].campaign_id == "travel-summer"
+    # The marketer restricts the campaign to e-mail in English (the catalog file's fields).
+    campaigns = [
+        c.model_copy(update={"channels": ["email"], "locales": ["en"]})
+        if c.campaign_id == "travel-summer"
+        else c
+        for c in parse_campaigns(default_campaigns_path())
+    ]
+    with psycopg.connect(world.settings.postgres.conninfo()) as conn:
+        upsert_campaigns(conn, campaigns)
+    core.postgres.refresh_catalog(force=True)
+    core.cache.invalidate(user)
+
+    def ids(channel: str, locale: str) -> list[str]:
+        return [i.campaign_id for i in core.recommend(user, 15, channel, locale).items]
+
+    assert "travel-summer" not in ids("chat", "en")
+    assert ids("email", "en-GB")[0] == "travel-summer"
+    assert "travel-summer" not in ids("email", "fr")
+    assert "travel-summer" not in ids("", "")
+    # Each (limit, channel, locale) has its own cached answer: the e-mail one is not served
+    # to chat, and a second e-mail request is a hit.
+    assert core.recommend(user, 15, "email", "en-GB").cached
+    assert "travel-summer" not in ids("chat", "en")
+    with pytest.raises(InvalidArgument, match="channel"):
+        core.recommend(user, 5, "In App!", "")
+    with pytest.raises(InvalidArgument, match="locale"):
+        core.recommend(user, 5, "", "english")
+
+
 def test_a_new_message_on_the_enriched_topic_changes_the_answer_at_once(
     world: World, core: Recommender
 ) -> None:

@@ -146,6 +146,11 @@ def test_grpc_and_http_give_the_same_answer_behind_authentication(
     assert "ten" in errors(not_a_number)["limit"]
     bad_user = httpx.get(f"{service.http}/recommendations/bad%20user!", headers=headers)
     assert bad_user.status_code == 422 and "letters, digits" in errors(bad_user)["user_id"]
+    bad_locale = httpx.get(url, params={"locale": "english!"}, headers=headers)
+    assert bad_locale.status_code == 422 and "BCP 47" in errors(bad_locale)["locale"]
+    with pytest.raises(grpc.RpcError) as bad_channel:
+        stub.Recommend(R.RecommendRequest(user_id=user, channel="In App!"), metadata=auth)
+    assert "channel" in bad_channel.value.details()
     no_type = httpx.post(
         f"{service.http}/feedback", json={"user_id": user, "campaign_id": "x"}, headers=headers
     )

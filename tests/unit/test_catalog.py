@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from mpp.catalog import CatalogError, default_campaigns_path, parse_campaigns
+from mpp.catalog import CatalogError, default_campaigns_path, parse_campaigns, targets
 
 
 def test_default_catalog_is_valid_and_has_live_and_retired_campaigns() -> None:
@@ -40,3 +40,24 @@ def test_csv_lists_and_naive_dates(tmp_path: Path) -> None:
     path.write_text("campaign_id,name,starts_at\nc1,One,2026-01-01T00:00:00\n")
     with pytest.raises(CatalogError, match="starts_at"):
         parse_campaigns(path)
+
+
+def test_targeting_is_parsed_lowercased_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(
+        "campaign_id,name,channels,locales\n"
+        "promo,Promo,Email|push,en|pt-BR\n"
+        "bad,Bad,in app,english!\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CatalogError) as err:
+        parse_campaigns(path)
+    assert "channels" in str(err.value) and "locales" in str(err.value)
+    path.write_text(
+        "campaign_id,name,channels,locales\npromo,Promo,Email|push,en|pt-BR\n", encoding="utf-8"
+    )
+    (promo,) = parse_campaigns(path)
+    assert promo.channels == ["email", "push"] and promo.locales == ["en", "pt-br"]
+    assert targets(promo.channels, promo.locales, "push", "pt-BR")
+    assert not targets(promo.channels, promo.locales, "chat", "en")
+    assert not targets(promo.channels, promo.locales, "push", "de")

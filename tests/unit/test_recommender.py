@@ -86,6 +86,27 @@ def test_rules_keep_only_live_campaigns_never_excluded_within_their_cap() -> Non
     assert [r.campaign_id for r in kept] == ["live", "capped", "dismissed", "converted"]
 
 
+def test_rules_keep_campaigns_targeted_at_the_requests_channel_and_locale() -> None:
+    targeted = {
+        "anywhere": CampaignInfo("anywhere", "Anywhere"),
+        "email": CampaignInfo("email", "Email only", channels=("email",)),
+        "english": CampaignInfo("english", "English", locales=("en",)),
+        "uk-push": CampaignInfo("uk-push", "UK push", channels=("push",), locales=("en-gb",)),
+    }
+    items = [Ranked(c, 1.0, []) for c in targeted]
+
+    def kept(channel: str, locale: str) -> list[str]:
+        ranked = apply_rules(items, targeted, UserRules(), NOW, channel, locale)
+        return [r.campaign_id for r in ranked]
+
+    assert kept("", "") == ["anywhere"]
+    assert kept("email", "") == ["anywhere", "email"]
+    assert kept("chat", "en-US") == ["anywhere", "english"]
+    assert kept("push", "en-GB") == ["anywhere", "english", "uk-push"]
+    assert kept("push", "en-US") == ["anywhere", "english"]
+    assert kept("email", "fr") == ["anywhere", "email"]
+
+
 def test_user_vector_weighs_recent_messages_more() -> None:
     old, new = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
     day = 86_400_000

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14mpp/v1/catalog.proto\x12\x06mpp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x01\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12-\n\tstarts_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x0f\n\x07intents\x18\x08 \x03(\t\x12\x1b\n\x13\x64\x61ily_frequency_cap\x18\t \x01(\r\"(\n\x06Intent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xamples\x18\x02 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14mpp/v1/catalog.proto\x12\x06mpp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12-\n\tstarts_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65nds_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x0f\n\x07intents\x18\x08 \x03(\t\x12\x1b\n\x13\x64\x61ily_frequency_cap\x18\t \x01(\r\x12\x10\n\x08\x63hannels\x18\n \x03(\t\x12\x0f\n\x07locales\x18\x0b \x03(\t\"(\n\x06Intent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65xamples\x18\x02 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mpp.v1.catalog_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CAMPAIGN']._serialized_start=66
-  _globals['_CAMPAIGN']._serialized_end=300
-  _globals['_INTENT']._serialized_start=302
-  _globals['_INTENT']._serialized_end=342
+  _globals['_CAMPAIGN']._serialized_end=335
+  _globals['_INTENT']._serialized_start=337
+  _globals['_INTENT']._serialized_end=377
 # @@protoc_insertion_point(module_scope)

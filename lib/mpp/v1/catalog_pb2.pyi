@@ -32,6 +32,8 @@ class Campaign(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     INTENTS_FIELD_NUMBER: _builtins.int
     DAILY_FREQUENCY_CAP_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    LOCALES_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
     name: _builtins.str
     description: _builtins.str
@@ -49,6 +51,14 @@ class Campaign(_message.Message):
     def intents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Intents that make a user a good audience for the campaign."""
 
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Where the campaign may be shown: the request's channel must be one of these (empty: any
+        channel). Locales are language tags; "en" also matches "en-GB" (empty: any locale).
+        """
+
+    @_builtins.property
+    def locales(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -61,10 +71,12 @@ class Campaign(_message.Message):
         tags: _abc.Iterable[_builtins.str] | None = ...,
         intents: _abc.Iterable[_builtins.str] | None = ...,
         daily_frequency_cap: _builtins.int = ...,
+        channels: _abc.Iterable[_builtins.str] | None = ...,
+        locales: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ends_at", b"ends_at", "starts_at", b"starts_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "campaign_id", b"campaign_id", "daily_frequency_cap", b"daily_frequency_cap", "description", b"description", "ends_at", b"ends_at", "intents", b"intents", "name", b"name", "starts_at", b"starts_at", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "campaign_id", b"campaign_id", "channels", b"channels", "daily_frequency_cap", b"daily_frequency_cap", "description", b"description", "ends_at", b"ends_at", "intents", b"intents", "locales", b"locales", "name", b"name", "starts_at", b"starts_at", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

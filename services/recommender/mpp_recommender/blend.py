@@ -21,6 +21,8 @@ from datetime import datetime
 import numpy as np
 from numpy.typing import NDArray
 
+from mpp.catalog import targets
+
 
 @dataclass(frozen=True, slots=True)
 class Reason:
@@ -61,6 +63,12 @@ class CampaignInfo:
     ends_at: datetime | None = None
     intents: tuple[str, ...] = ()
     daily_frequency_cap: int = 0
+    # Targeting (mpp.catalog.targets): empty means any channel or locale.
+    channels: tuple[str, ...] = ()
+    locales: tuple[str, ...] = ()
+
+    def shown_on(self, channel: str, locale: str) -> bool:
+        return targets(self.channels, self.locales, channel, locale)
 
     def is_live(self, now: datetime) -> bool:
         return (
@@ -126,12 +134,17 @@ def apply_rules(
     catalog: Mapping[str, CampaignInfo],
     rules: UserRules,
     now: datetime,
+    channel: str = "",
+    locale: str = "",
 ) -> list[Ranked]:
-    """Drop what the business rules forbid; the order is kept."""
+    """Drop what the business rules forbid (not live, not targeted at the request's channel
+    and locale, converted or dismissed, capped for today); the order is kept."""
     kept = []
     for item in ranked:
         campaign = catalog.get(item.campaign_id)
         if campaign is None or not campaign.is_live(now):
+            continue
+        if not campaign.shown_on(channel, locale):
             continue
         if item.campaign_id in rules.excluded:
             continue

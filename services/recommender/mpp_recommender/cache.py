@@ -69,6 +69,14 @@ def answer_key(user_id: str) -> str:
     return f"mpp:rec:{user_id}"
 
 
+def answer_field(limit: int, channel: str = "", locale: str = "") -> str:
+    """The field of one kind of request in the user's answer hash: the limit, and the channel
+    and locale when the request gives them (targeting may change the answer)."""
+    if not channel and not locale:
+        return str(limit)
+    return f"{limit}|{channel.lower()}|{locale.lower()}"
+
+
 def last_key(user_id: str) -> str:
     return f"mpp:last:{user_id}"
 
@@ -171,12 +179,13 @@ class RedisCache:
 
     # -- answers -----------------------------------------------------------------------------
 
-    def get_answer(self, user_id: str, limit: int) -> bytes | None:
+    def get_answer(self, user_id: str, field: str) -> bytes | None:
+        """The cached answer of ``field`` (``answer_field``) for the user, or None."""
         if not self.breaker.allow():
             CACHE_CALLS.labels("error").inc()
             return None
         try:
-            raw = self._client.hget(answer_key(user_id), str(limit))
+            raw = self._client.hget(answer_key(user_id), field)
         except redis.RedisError as exc:
             self._fail("get_answer", exc)
             CACHE_CALLS.labels("error").inc()
@@ -185,13 +194,13 @@ class RedisCache:
         CACHE_CALLS.labels("hit" if raw is not None else "miss").inc()
         return raw  # type: ignore[return-value]
 
-    async def get_answer_async(self, user_id: str, limit: int) -> bytes | None:
+    async def get_answer_async(self, user_id: str, field: str) -> bytes | None:
         """``get_answer`` on the caller's event loop."""
         if not self.breaker.allow():
             CACHE_CALLS.labels("error").inc()
             return None
         try:
-            raw = await self._async.hget(answer_key(user_id), str(limit))
+            raw = await self._async.hget(answer_key(user_id), field)
         except (redis.RedisError, OSError) as exc:
             self._fail("get_answer", exc)
             CACHE_CALLS.labels("error").inc()
@@ -203,7 +212,7 @@ class RedisCache:
     def save(
         self,
         user_id: str,
-        limit: int,
+        field: str,
         answer: bytes,
         head: bytes,
         ttl_s: int,
@@ -223,7 +232,7 @@ class RedisCache:
                     complete_key(user_id),
                 ],
                 args=[
-                    str(limit),
+                    field,
                     answer,
                     ttl_s,
                     head,

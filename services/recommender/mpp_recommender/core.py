@@ -46,7 +46,7 @@ from mpp.kafka import DeliveryError, TrackedProducer
 from mpp.logs import get_logger
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
-from mpp.validation import USER_ID
+from mpp.validation import CHANNEL, LOCALE, USER_ID
 from mpp_recommender.blend import (
     CampaignInfo,
     Candidate,
@@ -56,7 +56,7 @@ from mpp_recommender.blend import (
     blend,
 )
 from mpp_recommender.breaker import CircuitBreaker, State
-from mpp_recommender.cache import RedisCache
+from mpp_recommender.cache import RedisCache, answer_field
 from mpp_recommender.sources import MilvusSource, Neo4jSource, PostgresSource, SourceAnswer
 
 log = get_logger(__name__)
@@ -128,6 +128,18 @@ def check_limit(limit: int, default: int) -> int:
             "limit", f"{limit} is out of range: use 1-{MAX_LIMIT}, or 0 for the default"
         )
     return limit or default
+
+
+def check_target(channel: str, locale: str) -> None:
+    """The request's channel and locale, as events carry them (mpp.validation)."""
+    if channel and not CHANNEL.match(channel):
+        raise InvalidArgument(
+            "channel", f"{channel[:40]!r} must be a short lowercase token like 'web' or 'in_app'"
+        )
+    if locale and not LOCALE.match(locale):
+        raise InvalidArgument(
+            "locale", f"{locale[:40]!r} must be a BCP 47 tag like 'en' or 'pt-BR'"
+        )
 
 
 @dataclass(slots=True)
@@ -344,28 +356,38 @@ class Recommender:
 
     # -- recommend ---------------------------------------------------------------------------
 
-    def recommend(self, user_id: str, limit: int = 0) -> R.RecommendResponse:
+    def recommend(
+        self, user_id: str, limit: int = 0, channel: str = "", locale: str = ""
+    ) -> R.RecommendResponse:
+        """The user's recommendations for a request shown on ``channel`` in ``locale`` (empty:
+        not said; only campaigns that do not restrict it are then answered)."""
         check_user_id(user_id)
         limit = check_limit(limit, self.cfg.default_limit)
-        raw = self.cache.get_answer(user_id, limit)
+        check_target(channel, locale)
+        raw = self.cache.get_answer(user_id, answer_field(limit, channel, locale))
         if raw is not None:
             answer = R.RecommendResponse.FromString(raw)
             answer.cached = True
             return answer
-        return self.compute(user_id, limit)
+        return self.compute(user_id, limit, channel, locale)
 
-    async def recommend_async(self, user_id: str, limit: int = 0) -> R.RecommendResponse:
+    async def recommend_async(
+        self, user_id: str, limit: int = 0, channel: str = "", locale: str = ""
+    ) -> R.RecommendResponse:
         """``recommend`` for the servers' event loop: a hit is one HGET on the loop; a miss
         is computed on the request threads."""
         check_user_id(user_id)
         limit = check_limit(limit, self.cfg.default_limit)
-        raw = await self.cache.get_answer_async(user_id, limit)
+        check_target(channel, locale)
+        raw = await self.cache.get_answer_async(user_id, answer_field(limit, channel, locale))
         if raw is not None:
             answer = R.RecommendResponse.FromString(raw)
             answer.cached = True
             return answer
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.requests, self.compute, user_id, limit)
+        return await loop.run_in_executor(
+            self.requests, self.compute, user_id, limit, channel, locale
+        )
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking call (feedback, erasure) on the request threads."""
@@ -412,7 +434,9 @@ class Recommender:
         except Exception:
             return None
 
-    def compute(self, user_id: str, limit: int) -> R.RecommendResponse:
+    def compute(
+        self, user_id: str, limit: int, channel: str = "", locale: str = ""
+    ) -> R.RecommendResponse:
         degraded: list[str] = []
         session = self.cache.session(user_id)
         if session.head is None:
@@ -428,7 +452,7 @@ class Recommender:
         degraded += [name for name, result in results.items() if result is None]
         postgres = results["postgres"]
         if postgres is None:
-            return self._fallback(user_id, limit, degraded)
+            return self._fallback(user_id, limit, degraded, channel, locale)
 
         popular, rules = postgres
         personal: dict[str, SourceAnswer] = {
@@ -444,9 +468,10 @@ class Recommender:
         sources["postgres"] = popular
         now = datetime.now(UTC)
         catalog = self.postgres.catalog
-        ranked = apply_rules(blend(sources, self.weights), catalog, rules, now)[:limit]
+        target = (channel, locale)
+        ranked = apply_rules(blend(sources, self.weights), catalog, rules, now, *target)[:limit]
         if len(ranked) < limit:
-            ranked += self._fillers(catalog, rules, now, ranked, limit)
+            ranked += self._fillers(catalog, rules, now, ranked, limit, *target)
         answer = self._answer(user_id, ranked, catalog, degraded, strategy)
         STRATEGIES.labels(strategy).inc()
         serialized = answer.SerializeToString()
@@ -454,7 +479,8 @@ class Recommender:
             ttl = DEGRADED_TTL_S if degraded else self.cfg.cache_ttl_s
             milvus = personal.get("milvus")
             read = milvus.recent if milvus is not None else None
-            self.cache.save(user_id, limit, serialized, session.head, ttl, read)
+            field = answer_field(limit, channel, locale)
+            self.cache.save(user_id, field, serialized, session.head, ttl, read)
         self._remember(user_id, serialized)
         self.log.add(user_id, answer)
         return answer
@@ -466,6 +492,8 @@ class Recommender:
         now: datetime,
         ranked: list[Ranked],
         limit: int,
+        channel: str = "",
+        locale: str = "",
     ) -> list[Ranked]:
         """Live campaigns the sources did not propose, so a new user still gets a full list."""
         taken = {r.campaign_id for r in ranked}
@@ -478,7 +506,7 @@ class Recommender:
             for c in sorted(catalog.values(), key=lambda c: c.campaign_id)
             if c.campaign_id not in taken
         ]
-        return apply_rules(rest, catalog, rules, now)[: limit - len(ranked)]
+        return apply_rules(rest, catalog, rules, now, channel, locale)[: limit - len(ranked)]
 
     def _answer(
         self,
@@ -524,15 +552,26 @@ class Recommender:
             while len(self._last) > LAST_ANSWERS_IN_PROCESS:
                 self._last.popitem(last=False)
 
-    def _fallback(self, user_id: str, limit: int, degraded: list[str]) -> R.RecommendResponse:
-        """PostgreSQL is down: the last answer computed for the user, else a static list."""
+    def _fallback(
+        self, user_id: str, limit: int, degraded: list[str], channel: str = "", locale: str = ""
+    ) -> R.RecommendResponse:
+        """PostgreSQL is down: the last answer computed for the user, else a static list; both
+        keep to the request's targeting as the last catalog read knows it."""
+        catalog = self.postgres.catalog
+
+        def shown(campaign_id: str) -> bool:
+            info = catalog.get(campaign_id)
+            return info is None or info.shown_on(channel, locale)
+
         raw = self.cache.get_last(user_id)
         if raw is None:
             with self._last_lock:
                 raw = self._last.get(user_id)
         if raw is not None:
             answer = R.RecommendResponse.FromString(raw)
-            del answer.items[limit:]
+            kept = [item for item in answer.items if shown(item.campaign_id)][:limit]
+            del answer.items[:]
+            answer.items.extend(kept)
             generated = answer.generated_at.ToDatetime(tzinfo=UTC).isoformat()
             for item in answer.items:
                 item.reasons.insert(
@@ -553,11 +592,10 @@ class Recommender:
             )
             answer.generated_at.GetCurrentTime()
             now = datetime.now(UTC)
-            catalog = self.postgres.catalog
             ids = self.cfg.fallback_campaigns or sorted(
                 c.campaign_id for c in catalog.values() if c.is_live(now)
             )
-            for campaign_id in ids[:limit]:
+            for campaign_id in [i for i in ids if shown(i)][:limit]:
                 info = catalog.get(campaign_id)
                 answer.items.append(
                     R.Recommendation(

@@ -67,7 +67,11 @@ class Servicer(RG.RecommenderServicer):
         self, request: R.RecommendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> R.RecommendResponse:
         return await self._handle(
-            "Recommend", context, self._core.recommend_async(request.user_id, request.limit)
+            "Recommend",
+            context,
+            self._core.recommend_async(
+                request.user_id, request.limit, request.channel, request.locale
+            ),
         )
 
     async def RecordFeedback(

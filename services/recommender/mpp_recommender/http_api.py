@@ -176,7 +176,7 @@ def create_app(
         """The campaigns for the user, best first, each with its reasons (same answer as the
         gRPC Recommend)."""
         started = time.perf_counter()
-        answer = await core.recommend_async(user_id, limit or default_limit)
+        answer = await core.recommend_async(user_id, limit or default_limit, channel, locale)
         body = json.dumps(answer_json(answer), separators=(",", ":")).encode()
         REQUEST_SECONDS.labels("http", "Recommend", "ok").observe(time.perf_counter() - started)
         return Response(body, media_type="application/json")

@@ -363,7 +363,8 @@ class Neo4jSource:
 # -- PostgreSQL ---------------------------------------------------------------------------------
 
 CATALOG_SQL = """
-SELECT campaign_id, name, active, starts_at, ends_at, intents, daily_frequency_cap
+SELECT campaign_id, name, active, starts_at, ends_at, intents, daily_frequency_cap, channels,
+       locales
 FROM campaigns
 """
 
@@ -480,6 +481,8 @@ class PostgresSource:
                     ends_at=r["ends_at"],
                     intents=tuple(r["intents"] or ()),
                     daily_frequency_cap=int(r["daily_frequency_cap"]),
+                    channels=tuple(r["channels"] or ()),
+                    locales=tuple(r["locales"] or ()),
                 )
                 for r in rows
             }
