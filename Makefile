@@ -31,8 +31,8 @@ unit: venv  ## Unit tests only (no servers)
 	@$(PY) -m pytest tests/unit -q
 
 lint: venv  ## ruff
-	@$(PY) -m ruff check lib services tests bench
-	@$(PY) -m ruff format --check lib services tests bench
+	@$(PY) -m ruff check lib services tests bench jobs dags
+	@$(PY) -m ruff format --check lib services tests bench jobs dags
 
 typecheck: venv  ## mypy --strict on the library and services
 	@$(PY) -m mypy

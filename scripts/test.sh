@@ -9,8 +9,8 @@ py=.venv/bin/python
 step() { printf '\n== %s\n' "$*"; }
 
 step "ruff"
-$py -m ruff check lib services tests bench
-$py -m ruff format --check lib services tests bench
+$py -m ruff check lib services tests bench jobs dags
+$py -m ruff format --check lib services tests bench jobs dags
 step "mypy"
 $py -m mypy
 step "stack up"

@@ -1,0 +1,175 @@
+"""marketing_personalization_pipeline: the platform's daily batch path on Kubernetes.
+
+Three KubernetesPodOperator tasks, one pod each, all from the platform's job image:
+
+1. ``embed_backfill``: ``spark-submit .../mpp_jobs/embed.py`` re-ingests the raw chat events of
+   the run's data interval ``[data_interval_start, data_interval_end)`` (UTC days) with the
+   stream's own validation and ids, embeds, tags and links them, writes enriched Parquet and
+   rejects (idempotent by message_id) and produces the EnrichedMessages to the enriched topic,
+   where the running writers upsert them into Milvus, Neo4j and the analytics facts;
+2. ``aggregate``: ``spark-submit .../mpp_jobs/aggregate.py`` recomputes the analytics
+   aggregates from PostgreSQL's facts with Spark, compares them with the serving tables read
+   in the same snapshot (the task fails on any difference) and replaces the warehouse's;
+3. ``warehouse_sync``: ``mpp analytics sync`` carries the new facts, the aggregates and any
+   pending erasure to the warehouse (BigQuery in production).
+
+Every task can be re-run: each one rewrites only what is not already right.
+
+Configuration, none of it read at import time (the file imports without a database, a
+network or the project's code):
+
+- Airflow Variables, rendered when a task runs: ``mpp_batch_image`` (the job image),
+  ``mpp_batch_namespace``, ``mpp_spark_master`` (``local[*]``: Spark inside the task's pod;
+  ``k8s://https://kubernetes.default.svc`` spreads executors over the cluster);
+- environment variables of the scheduler, read when the file is parsed, for what the operator
+  does not template: ``MPP_BATCH_SERVICE_ACCOUNT``, ``MPP_BATCH_ENV_SECRET`` (the Secret whose
+  keys become the pods' ``MPP_*`` settings: Kafka, PostgreSQL, warehouse credentials),
+  ``MPP_BATCH_CPU``, ``MPP_BATCH_MEMORY``, ``MPP_BATCH_IMAGE``/``MPP_BATCH_NAMESPACE`` (the
+  defaults of the two Variables);
+- DAG params, per run (``airflow dags trigger -c``): ``raw_events`` and ``enriched_output``
+  (object-store paths; ``{day}`` in them is replaced by the interval's first day),
+  ``embed_mode`` (``new`` or ``replace``).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk import DAG, Param
+from airflow.timetables.interval import CronDataIntervalTimetable
+from kubernetes.client import models as k8s
+
+DAG_ID = "marketing_personalization_pipeline"
+JOBS_DIR = "/app/jobs/mpp_jobs"
+
+IMAGE = os.environ.get("MPP_BATCH_IMAGE", "mpp-jobs:latest")
+NAMESPACE = os.environ.get("MPP_BATCH_NAMESPACE", "mpp")
+SERVICE_ACCOUNT = os.environ.get("MPP_BATCH_SERVICE_ACCOUNT", "mpp-batch")
+ENV_SECRET = os.environ.get("MPP_BATCH_ENV_SECRET", "mpp-batch-env")
+CPU = os.environ.get("MPP_BATCH_CPU", "2")
+MEMORY = os.environ.get("MPP_BATCH_MEMORY", "6Gi")
+
+# Rendered at run time: a Variable changes the next run without touching this file.
+IMAGE_T = "{{ var.value.get('mpp_batch_image', '" + IMAGE + "') }}"
+NAMESPACE_T = "{{ var.value.get('mpp_batch_namespace', '" + NAMESPACE + "') }}"
+MASTER_T = "{{ var.value.get('mpp_spark_master', 'local[*]') }}"
+FIRST_DAY = "{{ data_interval_start | ds }}"
+END_DAY = "{{ data_interval_end | ds }}"
+
+
+def _resources(cpu: str, memory: str) -> k8s.V1ResourceRequirements:
+    return k8s.V1ResourceRequirements(
+        requests={"cpu": cpu, "memory": memory}, limits={"memory": memory}
+    )
+
+
+def _spark_submit(job: str, *job_args: str) -> list[str]:
+    """spark-submit's arguments for one of the jobs in the image."""
+    return [
+        "--master",
+        MASTER_T,
+        "--conf",
+        "spark.sql.session.timeZone=UTC",
+        "--conf",
+        "spark.ui.enabled=false",
+        f"{JOBS_DIR}/{job}.py",
+        *job_args,
+    ]
+
+
+def _pod(
+    task_id: str, cmds: list[str], arguments: list[str], **kwargs: object
+) -> KubernetesPodOperator:
+    return KubernetesPodOperator(
+        task_id=task_id,
+        name=f"mpp-{task_id.replace('_', '-')}",
+        namespace=NAMESPACE_T,
+        image=IMAGE_T,
+        cmds=cmds,
+        arguments=arguments,
+        service_account_name=SERVICE_ACCOUNT,
+        env_from=[
+            k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=ENV_SECRET, optional=True))
+        ],
+        env_vars={"MPP_LOG_FORMAT": "json", "MPP_ENVIRONMENT": "production"},
+        container_resources=_resources(CPU, MEMORY),
+        labels={"app.kubernetes.io/part-of": "mpp", "mpp/task": task_id},
+        get_logs=True,
+        # A failed pod stays for `kubectl logs`; a successful one goes.
+        on_finish_action="delete_succeeded_pod",
+        startup_timeout_seconds=600,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Daily batch: re-embed the day's chat events, recompute and check the "
+    "analytics aggregates, sync the warehouse",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "mpp",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=5),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": timedelta(hours=3),
+    },
+    params={
+        "raw_events": Param(
+            "s3a://mpp-raw/conversations/day={day}/",
+            type="string",
+            description="raw chat events of the interval (JSON Lines or Parquet)",
+        ),
+        "enriched_output": Param(
+            "s3a://mpp-batch/enriched-messages/",
+            type="string",
+            description="Parquet output of the embedding job (enriched/ and rejects/)",
+        ),
+        "embed_mode": Param("new", enum=["new", "replace"]),
+    },
+    tags=["mpp", "spark", "batch"],
+    doc_md=__doc__,
+) as dag:
+    embed_backfill = _pod(
+        "embed_backfill",
+        ["spark-submit"],
+        _spark_submit(
+            "embed",
+            "--input",
+            "{{ params.raw_events.replace('{day}', data_interval_start | ds) }}",
+            "--output",
+            "{{ params.enriched_output }}",
+            "--from",
+            FIRST_DAY,
+            "--to",
+            END_DAY,
+            "--mode",
+            "{{ params.embed_mode }}",
+            "--campaigns",
+            "postgres",
+            "--kafka",
+        ),
+    )
+    aggregate = _pod(
+        "aggregate",
+        ["spark-submit"],
+        _spark_submit(
+            "aggregate",
+            "--facts",
+            "postgres",
+            "--compare-postgres",
+            "--write-warehouse",
+            "--logical-date",
+            "{{ logical_date | ds }}",
+        ),
+    )
+    warehouse_sync = _pod("warehouse_sync", ["mpp"], ["analytics", "sync"], retries=3)
+
+    embed_backfill >> aggregate >> warehouse_sync

@@ -1,0 +1,493 @@
+"""Batch embedding (backfill): raw chat events in, enriched messages and rejects out.
+
+The stream's own code does every step, so both paths accept the same events and produce the
+same records:
+
+1. each raw event (a JSON line, or a Parquet row turned into the same JSON object) is decoded
+   by ``mpp.codecs.decode_raw_event`` and validated, normalized and redacted by
+   ``mpp.validation.validate_event``, which derives the stable ``message_id``
+   (``mpp.ids``) exactly as the ingest service does; an event it refuses becomes a reject row
+   with the machine-readable reason (``ErrorCode`` name, field, detail) and the original line;
+2. valid messages of the date range ``[--from, --to)`` (UTC days of their timestamps), one per
+   message_id, are embedded, intent-tagged and campaign-linked in ``mapPartitions`` by the
+   embedder service's ``Enricher`` (``mpp_embedder.service.build_enricher``): the model loads
+   once per Python worker (Spark reuses workers, so once per executor core), never per row;
+3. the results are written idempotently by message_id:
+   - ``--output DIR`` (required: the rejects always land there): Parquet ``DIR/enriched``
+     (partitioned by ``day``) and ``DIR/rejects``.
+     ``--mode new`` (default) skips every message_id already there before embedding, so a
+     re-run embeds and writes nothing; ``--mode replace`` re-enriches the range and overwrites
+     its day partitions (after a model or catalog change);
+   - ``--kafka``: the ``EnrichedMessage`` protobufs of the rows written are produced to the
+     enriched topic (``MPP_KAFKA__TOPICS__ENRICHED``), keyed by user_id, so the running
+     vector-writer, graph-writer and analytics upsert them as they do the stream's. Kafka is
+     written and flushed before the Parquet output, which is the job's commit: a failed run is
+     re-run, and the writers' upserts absorb the repeat.
+
+The campaign catalog is read like the embedder service reads it (``--campaigns postgres``),
+or from a catalog file (``--campaigns FILE``, the ``mpp catalog load-campaigns`` formats), or
+left empty (``--campaigns none``: only the campaign an event names is linked).
+
+Run: ``spark-submit jobs/mpp_jobs/embed.py --input RAW --output OUT --from 2026-11-27``, or
+``python -m mpp_jobs.embed ...`` (Spark local mode). Prints a JSON summary as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if __package__ in (None, ""):  # spark-submit runs this file as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mpp_jobs.common import DateRange, add_spark_options, emit_summary, spark_session
+
+if TYPE_CHECKING:
+    from mpp_embedder.service import Enricher
+    from pyspark.sql import DataFrame, SparkSession
+
+# Texts handed to one Enricher.enrich call: large enough that padding stays small (each encode
+# call sorts its texts by length), small enough to keep a worker's memory flat.
+ENRICH_CHUNK = 512
+SERVICE = "batch-embed"
+
+
+def _spark_types() -> Any:
+    from pyspark.sql import types as T
+
+    return T
+
+
+def validated_schema() -> Any:
+    T = _spark_types()
+    return T.StructType(
+        [
+            T.StructField("ok", T.BooleanType(), False),
+            T.StructField("message_id", T.StringType(), True),
+            T.StructField("day", T.StringType(), True),
+            T.StructField("validated", T.BinaryType(), True),
+            T.StructField("reject_id", T.StringType(), True),
+            T.StructField("reason", T.StringType(), True),
+            T.StructField("field", T.StringType(), True),
+            T.StructField("detail", T.StringType(), True),
+            T.StructField("raw", T.StringType(), True),
+            T.StructField("source_file", T.StringType(), True),
+        ]
+    )
+
+
+def enriched_schema() -> Any:
+    T = _spark_types()
+    return T.StructType(
+        [
+            T.StructField("message_id", T.StringType(), False),
+            T.StructField("user_id", T.StringType(), False),
+            T.StructField("timestamp", T.TimestampType(), False),
+            T.StructField("timestamp_ms", T.LongType(), False),
+            T.StructField("text", T.StringType(), False),
+            T.StructField("channel", T.StringType(), False),
+            T.StructField("locale", T.StringType(), False),
+            T.StructField("event_campaign_id", T.StringType(), False),
+            T.StructField("message_id_derived", T.BooleanType(), False),
+            T.StructField("redactions", T.ArrayType(T.StringType()), False),
+            T.StructField("embedding", T.ArrayType(T.FloatType()), False),
+            T.StructField(
+                "intents",
+                T.ArrayType(
+                    T.StructType(
+                        [
+                            T.StructField("intent", T.StringType()),
+                            T.StructField("score", T.FloatType()),
+                        ]
+                    )
+                ),
+                False,
+            ),
+            T.StructField(
+                "campaigns",
+                T.ArrayType(
+                    T.StructType(
+                        [
+                            T.StructField("campaign_id", T.StringType()),
+                            T.StructField("score", T.FloatType()),
+                            T.StructField("source", T.StringType()),
+                        ]
+                    )
+                ),
+                False,
+            ),
+            T.StructField("model", T.StringType(), False),
+            T.StructField("dimension", T.IntegerType(), False),
+            T.StructField("enriched_at", T.TimestampType(), False),
+            # The EnrichedMessage itself: what --kafka sends, byte for byte.
+            T.StructField("enriched", T.BinaryType(), False),
+            T.StructField("day", T.StringType(), False),
+        ]
+    )
+
+
+def reject_id(raw: bytes) -> str:
+    """A rejected event's key: the same bytes are one reject however often they are read."""
+    return "r-" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+# -- step 1: validation (the ingest service's code) ------------------------------------------
+
+
+def validate_rows(
+    rows: Iterable[tuple[str | None, bytes]], rules: Any, now: datetime
+) -> Iterator[tuple[Any, ...]]:
+    """(source file, raw bytes) -> rows of ``validated_schema``: the ValidatedMessage, or the
+    Rejection's code, field and detail with the original line."""
+    from mpp.codecs import Rejection, decode_raw_event
+    from mpp.v1 import events_pb2
+    from mpp.validation import validate_event
+
+    for source, raw in rows:
+        if not raw.strip():
+            continue  # blank lines carry no event (ingest never sees them either)
+        try:
+            message = validate_event(decode_raw_event(raw), rules, now)
+        except Rejection as rejection:
+            code, field, detail = rejection.code, rejection.field, rejection.detail
+        except Exception as exc:  # a bug must not lose the record: it is rejected, as in ingest
+            code, field, detail = events_pb2.ERROR_CODE_PROCESSING_FAILED, "", repr(exc)
+        else:
+            message.ingested_at.FromDatetime(now)
+            day = message.timestamp.ToDatetime(tzinfo=UTC).date().isoformat()
+            yield (True, message.message_id, day, message.SerializeToString(), *([None] * 6))
+            continue
+        yield (
+            False,
+            None,
+            None,
+            None,
+            reject_id(raw),
+            events_pb2.ErrorCode.Name(code),  # type: ignore[arg-type]
+            field,
+            detail,
+            raw.decode("utf-8", errors="replace"),
+            source,
+        )
+
+
+def _parquet_event(row: dict[str, Any]) -> bytes:
+    """A Parquet row as the JSON object a producer would have sent (nulls left out)."""
+    record = {key: value for key, value in row.items() if value is not None}
+    return json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
+
+
+def read_raw(spark: SparkSession, path: str, fmt: str) -> Any:
+    """An RDD of (source file, raw event bytes)."""
+    if fmt == "auto":
+        fmt = "parquet" if path.rstrip("/").endswith(".parquet") or _has_parquet(path) else "json"
+    if fmt == "parquet":
+        from pyspark.sql import functions as F
+
+        T = _spark_types()
+        frame = spark.read.parquet(path)
+        columns = frame.columns
+        # Timestamps travel as epoch milliseconds (which the codec accepts): exact, and never
+        # shifted by a Python worker's local time zone.
+        selected = [
+            F.unix_millis(F.col(f.name)).alias(f.name)
+            if isinstance(f.dataType, T.TimestampType | T.TimestampNTZType)
+            else F.col(f.name)
+            for f in frame.schema.fields
+        ]
+        return frame.select("_metadata.file_path", *selected).rdd.map(
+            lambda r: (r[0], _parquet_event(dict(zip(columns, r[1:], strict=True))))
+        )
+    if fmt != "json":
+        raise ValueError(f"--input-format {fmt!r}: one of auto, json, parquet")
+    # Lines are kept byte for byte: a malformed line must become a reject, not vanish.
+    lines = spark.read.text(path).select("_metadata.file_path", "value")
+    return lines.rdd.map(lambda r: (r[0], r[1].encode("utf-8")))
+
+
+def _has_parquet(path: str) -> bool:
+    local = Path(path)
+    return local.is_dir() and any(local.rglob("*.parquet"))
+
+
+# -- step 2: enrichment (the embedder service's code) ----------------------------------------
+
+# One Enricher per Python worker process and configuration: Spark reuses its workers, so the
+# model is loaded once per worker, whatever the number of partitions it handles.
+_ENRICHERS: dict[str, Enricher] = {}
+
+
+def _enricher(embedder_config: str, campaigns: list[dict[str, Any]]) -> Enricher:
+    key = embedder_config + json.dumps(campaigns, sort_keys=True)
+    if key not in _ENRICHERS:
+        from mpp_embedder.service import build_enricher
+
+        from mpp.catalog import Campaign
+        from mpp.config import EmbedderSettings, Settings
+        from mpp.embedding import Embedder
+
+        cfg = EmbedderSettings.model_validate_json(embedder_config)
+        # One task per core: each worker encodes on its own thread, as one shard would.
+        embedder = Embedder(
+            cfg.model,
+            project_to_dim=cfg.project_to_dim,
+            batch_size=cfg.encode_batch_size,
+            device=cfg.device,
+            torch_threads=cfg.torch_threads or 1,
+            encode_workers=1,
+        )
+        enricher = build_enricher(Settings(embedder=cfg), embedder)
+        enricher.linker.update([Campaign.model_validate(c) for c in campaigns])
+        _ENRICHERS[key] = enricher
+    return _ENRICHERS[key]
+
+
+def enrich_rows(
+    rows: Iterable[Any], embedder_config: str, campaigns: list[dict[str, Any]]
+) -> Iterator[tuple[Any, ...]]:
+    """Rows with a ``validated`` ValidatedMessage -> rows of ``enriched_schema``."""
+    from mpp.v1 import events_pb2 as pb
+
+    enricher: Enricher | None = None
+    chunk: list[pb.ValidatedMessage] = []
+
+    def flush() -> Iterator[tuple[Any, ...]]:
+        nonlocal enricher
+        if enricher is None:
+            enricher = _enricher(embedder_config, campaigns)
+        for enriched in enricher.enrich(chunk):
+            yield _enriched_row(enriched)
+        chunk.clear()
+
+    for row in rows:
+        chunk.append(pb.ValidatedMessage.FromString(row["validated"]))
+        if len(chunk) >= ENRICH_CHUNK:
+            yield from flush()
+    if chunk:
+        yield from flush()
+
+
+def _enriched_row(enriched: Any) -> tuple[Any, ...]:
+    from mpp.v1 import events_pb2 as pb
+
+    m = enriched.message
+    at = m.timestamp.ToDatetime(tzinfo=UTC)
+    return (
+        m.message_id,
+        m.user_id,
+        at,
+        m.timestamp.ToMilliseconds(),
+        m.text,
+        m.channel,
+        m.locale,
+        m.campaign_id,
+        m.message_id_derived,
+        list(m.redactions),
+        list(enriched.embedding),
+        [(i.intent, i.score) for i in enriched.intents],
+        [
+            (c.campaign_id, c.score, pb.CampaignLinkSource.Name(c.source).rsplit("_", 1)[-1])
+            for c in enriched.campaigns
+        ],
+        enriched.model,
+        enriched.dimension,
+        enriched.enriched_at.ToDatetime(tzinfo=UTC),
+        enriched.SerializeToString(),
+        at.date().isoformat(),
+    )
+
+
+# -- step 3: idempotent outputs ---------------------------------------------------------------
+
+
+def _exists(spark: SparkSession, path: str) -> bool:
+    # Through Hadoop's FileSystem, so that object-store paths are answered too.
+    context: Any = spark.sparkContext
+    hadoop_path = context._jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(context._jsc.hadoopConfiguration())
+    return bool(fs.exists(hadoop_path))
+
+
+def _known_ids(spark: SparkSession, path: str, column: str) -> DataFrame | None:
+    if not _exists(spark, path):
+        return None
+    try:
+        return spark.read.parquet(path).select(column).distinct()
+    except Exception as exc:  # an empty folder (e.g. a run that wrote nothing yet)
+        if "UNABLE_TO_INFER_SCHEMA" in str(exc) or "Unable to infer schema" in str(exc):
+            return None
+        raise
+
+
+def produce_to_kafka(rows: Iterable[Any], kafka_json: str, topic: str) -> Iterator[int]:
+    """Send one partition's EnrichedMessages; ``flush`` raises if any was not acknowledged."""
+    from mpp.config import KafkaSettings
+    from mpp.kafka import TrackedProducer
+
+    producer = TrackedProducer(KafkaSettings.model_validate_json(kafka_json), SERVICE)
+    sent = 0
+    for row in rows:
+        producer.produce(topic, row["enriched"], key=row["user_id"])
+        sent += 1
+    producer.flush()
+    yield sent
+
+
+def load_campaigns(source: str) -> list[dict[str, Any]]:
+    """The campaign catalog as JSON-able dicts: from PostgreSQL (as the embedder service
+    reads it), a catalog file, or none."""
+    if source == "none":
+        return []
+    if source == "postgres":
+        from mpp_embedder.service import read_campaigns
+
+        from mpp.config import Settings
+
+        campaigns = read_campaigns(Settings())
+    else:
+        from mpp.catalog import parse_campaigns
+
+        campaigns = parse_campaigns(Path(source))
+    return [c.model_dump(mode="json") for c in campaigns]
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
+    """The whole job on ``spark``; returns the run's figures."""
+    from pyspark.sql import functions as F
+
+    from mpp.config import Settings
+    from mpp.validation import Rules
+
+    started = time.monotonic()
+    settings = Settings()
+    days = DateRange.parse(args.date_from, args.date_to)
+    now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError(f"--now {args.now!r} has no time zone; add Z or an offset like +01:00")
+    rules = Rules.from_settings(settings.ingest)
+    out = args.output.rstrip("/")
+
+    raw = read_raw(spark, args.input, args.input_format)
+    checked = spark.createDataFrame(
+        raw.mapPartitions(lambda rows: validate_rows(rows, rules, now)), validated_schema()
+    ).persist()
+
+    valid = checked.where(F.col("ok"))
+    in_range = valid
+    if days is not None:
+        in_range = valid.where(
+            (F.col("day") >= days.start.isoformat()) & (F.col("day") < days.end.isoformat())
+        )
+    # One row per message_id (a replayed event derives the same id); the smallest record
+    # wins, so that the choice does not depend on partitioning.
+    unique = in_range.groupBy("message_id").agg(
+        F.min("day").alias("day"), F.min("validated").alias("validated")
+    )
+    enriched_path = f"{out}/enriched"
+    todo = unique
+    if args.mode == "new":
+        known = _known_ids(spark, enriched_path, "message_id")
+        if known is not None:
+            todo = unique.join(known, "message_id", "left_anti")
+    todo = todo.repartition(args.partitions or spark.sparkContext.defaultParallelism, "message_id")
+
+    embedder_config = settings.embedder.model_dump_json()
+    campaigns = load_campaigns(args.campaigns)
+    enriched = spark.createDataFrame(
+        todo.rdd.mapPartitions(lambda rows: enrich_rows(rows, embedder_config, campaigns)),
+        enriched_schema(),
+    ).persist()
+    written = enriched.count()
+
+    produced = 0
+    if args.kafka and written:
+        kafka_json = settings.kafka.model_dump_json()
+        topic = settings.kafka.topics.enriched
+        produced = sum(
+            enriched.select("enriched", "user_id")
+            .rdd.mapPartitions(lambda rows: produce_to_kafka(rows, kafka_json, topic))
+            .collect()
+        )
+    if written or args.mode == "replace":
+        writer = enriched.write.partitionBy("day")
+        writer.mode("overwrite" if args.mode == "replace" else "append").parquet(enriched_path)
+
+    rejects = checked.where(~F.col("ok")).select(
+        "reject_id", "reason", "field", "detail", "raw", "source_file"
+    )
+    rejects = rejects.dropDuplicates(["reject_id"])
+    new_rejects = rejects
+    known_rejects = _known_ids(spark, f"{out}/rejects", "reject_id")
+    if known_rejects is not None:
+        new_rejects = rejects.join(known_rejects, "reject_id", "left_anti")
+    new_rejects = new_rejects.withColumn("rejected_at", F.lit(now)).persist()
+    rejected = new_rejects.count()
+    if rejected:
+        new_rejects.coalesce(1).write.mode("append").parquet(f"{out}/rejects")
+    reasons = {r["reason"]: r["count"] for r in new_rejects.groupBy("reason").count().collect()}
+
+    summary = {
+        "job": "embed",
+        "input": args.input,
+        "output": out,
+        "range": [days.start.isoformat(), days.end.isoformat()] if days else None,
+        "mode": args.mode,
+        "events_valid": valid.count(),
+        "messages_in_range": unique.count(),
+        "written": written,
+        "skipped_existing": unique.count() - written if args.mode == "new" else 0,
+        "produced": produced,
+        "rejected": rejected,
+        "reject_reasons": reasons,
+        "campaigns": len(campaigns),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    for frame in (checked, enriched, new_rejects):
+        frame.unpersist()
+    return summary
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mpp_jobs.embed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", required=True, help="raw events: JSON Lines or Parquet (a path)")
+    p.add_argument("--input-format", default="auto", choices=("auto", "json", "parquet"))
+    p.add_argument(
+        "--output", required=True, help="Parquet output folder (enriched/ and rejects/ inside)"
+    )
+    p.add_argument("--kafka", action="store_true", help="produce to the enriched topic too")
+    p.add_argument("--from", dest="date_from", help="first UTC day, e.g. 2026-11-27")
+    p.add_argument("--to", dest="date_to", help="day after the last (default: --from + 1)")
+    p.add_argument("--mode", default="new", choices=("new", "replace"))
+    p.add_argument(
+        "--campaigns", default="postgres", help="postgres (default), none, or a catalog file"
+    )
+    p.add_argument("--partitions", type=int, default=0, help="enrichment partitions")
+    p.add_argument("--now", help="validation clock (RFC 3339); default: the current time")
+    p.add_argument("--summary", help="also write the JSON summary to this file")
+    add_spark_options(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    spark = spark_session("mpp-batch-embed", args.master)
+    try:
+        emit_summary(run(spark, args), args.summary)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    # Run from the importable module, not __main__: Spark then ships its functions to the
+    # workers by reference, and the workers' model cache (_ENRICHERS) lives across tasks.
+    from mpp_jobs.embed import main as module_main
+
+    sys.exit(module_main())

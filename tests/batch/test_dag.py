@@ -1,0 +1,144 @@
+"""The Airflow DAG, loaded by Airflow itself (its own environment, a subprocess): no import
+error, the three KubernetesPodOperator tasks in order, and the pods they would launch (built
+offline, nothing contacts a cluster) run the jobs with arguments the jobs accept."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mpp_jobs import aggregate, embed
+
+from .conftest import BUILD_TIMEOUT_S, REPO, run_python
+
+DAG_ID = "marketing_personalization_pipeline"
+INTERVAL = ("2026-11-27T00:00:00+00:00", "2026-11-28T00:00:00+00:00")
+# The first test of a fresh machine builds Airflow's environment in its setup.
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S)
+
+
+def inspect(airflow_python: Path, tmp_path: Path, dags: Path, **env: str) -> dict[str, Any]:
+    import json
+
+    out = tmp_path / "dag.json"
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **env,
+    }
+    run_python(
+        airflow_python,
+        [str(REPO / "tests/batch/inspect_dag.py"), str(dags), DAG_ID, *INTERVAL, str(out)],
+        environment,
+        timeout_s=120,
+    )
+    return dict(json.loads(out.read_text()))
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return inspect(airflow_python, tmp_path_factory.mktemp("dag"), REPO / "dags")
+
+
+def _job_args(args: list[str], script: str) -> list[str]:
+    """The job's own arguments: what follows the script in spark-submit's command line."""
+    index = next(i for i, a in enumerate(args) if a.endswith(f"/mpp_jobs/{script}.py"))
+    return args[index + 1 :]
+
+
+def test_dag_loads_without_import_errors_and_is_scheduled_daily(dag: dict[str, Any]) -> None:
+    assert dag["import_errors"] == {}
+    assert DAG_ID in dag["dag_ids"]
+    assert dag["schedule"] == "CronDataIntervalTimetable"
+    assert dag["timetable_summary"] == "0 0 * * *"
+    assert dag["catchup"] is False
+    assert dag["max_active_runs"] == 1
+    # A run after midnight UTC covers the day before: [27th, 28th).
+    assert dag["inferred_interval"] == list(INTERVAL)
+
+
+def test_tasks_are_pod_operators_in_order(dag: dict[str, Any]) -> None:
+    tasks = dag["tasks"]
+    assert set(tasks) == {"embed_backfill", "aggregate", "warehouse_sync"}
+    for task in tasks.values():
+        assert task["operator"] == "KubernetesPodOperator"
+        assert task["module"] == "airflow.providers.cncf.kubernetes.operators.pod"
+        assert task["retries"] >= 2 and task["retry_delay_s"] >= 60
+        assert task["image"] == "mpp-jobs:latest"
+        assert task["namespace"] == "mpp"
+        assert task["service_account"] == "mpp-batch"
+        assert task["requests"] == {"cpu": "2", "memory": "6Gi"}
+        assert task["env_from"] == ["mpp-batch-env"]
+    assert tasks["embed_backfill"]["upstream"] == []
+    assert tasks["embed_backfill"]["downstream"] == ["aggregate"]
+    assert tasks["aggregate"]["upstream"] == ["embed_backfill"]
+    assert tasks["aggregate"]["downstream"] == ["warehouse_sync"]
+    assert tasks["warehouse_sync"]["upstream"] == ["aggregate"]
+    assert tasks["warehouse_sync"]["downstream"] == []
+
+
+def test_pods_run_the_jobs_with_the_interval_and_arguments_they_accept(
+    dag: dict[str, Any],
+) -> None:
+    tasks = dag["tasks"]
+    embed_task = tasks["embed_backfill"]
+    assert embed_task["command"] == ["spark-submit"]
+    assert embed_task["args"][:2] == ["--master", "local[*]"]
+    # The script the pod runs is this repository's job (the image copies jobs/ to /app/jobs).
+    script = next(a for a in embed_task["args"] if a.endswith(".py"))
+    assert (REPO / "jobs" / Path(script).relative_to("/app/jobs")).is_file()
+    args = embed.parser().parse_args(_job_args(embed_task["args"], "embed"))
+    assert (args.date_from, args.date_to) == ("2026-11-27", "2026-11-28")
+    assert args.input == "s3a://mpp-raw/conversations/day=2026-11-27/"
+    assert args.kafka and args.mode == "new" and args.campaigns == "postgres"
+
+    aggregate_task = tasks["aggregate"]
+    assert aggregate_task["command"] == ["spark-submit"]
+    args = aggregate.parser().parse_args(_job_args(aggregate_task["args"], "aggregate"))
+    assert args.facts == "postgres" and args.compare_postgres and args.write_warehouse
+    assert args.logical_date == "2026-11-27"
+
+    sync = tasks["warehouse_sync"]
+    assert [*sync["command"], *sync["args"]] == ["mpp", "analytics", "sync"]
+    # The project's own CLI has that command.
+    cli = ["-m", "mpp.cli", "analytics", "sync", "--help"]
+    help_ = run_python(Path(sys.executable), cli, dict(os.environ))
+    assert "warehouse" in help_.stdout
+
+
+def test_deployment_settings_come_from_the_environment(
+    airflow_python: Path, tmp_path: Path
+) -> None:
+    found = inspect(
+        airflow_python,
+        tmp_path,
+        REPO / "dags",
+        MPP_BATCH_IMAGE="registry.example/mpp-jobs:1.2.3",
+        MPP_BATCH_NAMESPACE="batch",
+        MPP_BATCH_SERVICE_ACCOUNT="spark",
+        MPP_BATCH_CPU="4",
+        MPP_BATCH_MEMORY="12Gi",
+    )
+    for task in found["tasks"].values():
+        assert task["image"] == "registry.example/mpp-jobs:1.2.3"
+        assert task["namespace"] == "batch"
+        assert task["service_account"] == "spark"
+        assert task["requests"] == {"cpu": "4", "memory": "12Gi"}
+
+
+def test_a_broken_dag_is_reported_as_an_import_error(airflow_python: Path, tmp_path: Path) -> None:
+    """The check above would catch a DAG that no longer imports: Airflow reports it."""
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    source = (REPO / "dags" / f"{DAG_ID}.py").read_text()
+    (folder / f"{DAG_ID}.py").write_text(
+        source.replace("embed_backfill >> aggregate", "embed_backfill >> aggregat")
+    )
+    found = inspect(airflow_python, tmp_path, folder)
+    assert DAG_ID not in found["dag_ids"]
+    assert any("aggregat" in error for error in found["import_errors"].values())
