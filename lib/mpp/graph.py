@@ -195,37 +195,6 @@ class MessageNode:
             intents=tuple(intents.items()),
         )
 
-    @staticmethod
-    def row_of(enriched: events_pb2.EnrichedMessage) -> dict[str, Any]:
-        """``from_enriched(enriched).parameters()`` without the MessageNode in between: the
-        graph-writer's hot path (a third of its own time went to building the dataclasses)."""
-        message = enriched.message
-        campaigns: dict[str, dict[str, Any]] = {}
-        for link in enriched.campaigns:
-            if link.campaign_id and link.campaign_id not in campaigns:
-                campaigns[link.campaign_id] = {
-                    "id": link.campaign_id,
-                    "score": float(link.score),
-                    "source": _SOURCES.get(link.source, "unspecified"),
-                }
-        intents: dict[str, dict[str, Any]] = {}
-        for scored in enriched.intents:
-            name = scored.intent
-            if name and name != UNKNOWN_INTENT and name not in intents:
-                intents[name] = {"name": name, "score": float(scored.score)}
-        return {
-            "message_id": message.message_id,
-            "user_id": message.user_id,
-            "ts": message.timestamp.ToMilliseconds(),
-            "text": message.text,
-            "channel": message.channel,
-            "locale": message.locale,
-            "model": enriched.model,
-            "campaign_id": message.campaign_id,
-            "campaigns": list(campaigns.values()),
-            "intents": list(intents.values()),
-        }
-
     def parameters(self) -> dict[str, Any]:
         """The row for MERGE_MESSAGES (plain maps and lists: what Bolt carries)."""
         return {
@@ -350,12 +319,7 @@ class GraphStore:
         Cypher may run every row's link cleanup before any row's link MERGE, so two versions
         of a message in one statement would keep the links of both. Returns the rows written.
         """
-        return self.merge_rows([r.parameters() for r in rows])
-
-    def merge_rows(self, rows: Sequence[dict[str, Any]]) -> int:
-        """``merge_messages`` of rows already in the statement's shape
-        (``MessageNode.parameters`` or ``MessageNode.row_of``)."""
-        latest = list({r["message_id"]: r for r in rows}.values())
+        latest = [r.parameters() for r in {r.message_id: r for r in rows}.values()]
         if not latest:
             return 0
         self.ensure_schema()

@@ -176,8 +176,6 @@ def test_message_node_skips_unknown_and_keeps_each_campaigns_best_link() -> None
     assert params["ts"] == 1_780_000_000_123
     assert params["campaigns"][0] == {"id": "c1", "score": 1.0, "source": "event"}
     assert params["intents"] == [{"name": "refund", "score": pytest.approx(0.2)}]
-    # The graph-writer's fast path builds the same row straight from the protobuf.
-    assert MessageNode.row_of(message) == params
 
 
 def test_seen_spans_give_each_user_the_batchs_earliest_and_latest_time() -> None:

@@ -30,7 +30,7 @@ plan_batch = partial(writers.plan_batch, check=check_enriched)
 
 
 def write(store: GraphStore, messages: Sequence[events_pb2.EnrichedMessage]) -> int:
-    return store.merge_rows([MessageNode.row_of(e) for e in messages])
+    return store.merge_messages([MessageNode.from_enriched(e) for e in messages])
 
 
 def worker(settings: Settings) -> Worker:
