@@ -17,35 +17,13 @@ from mpp_jobs import venvs
 from mpp import analytics
 from mpp.config import Settings
 from mpp.warehouse.sqlite import SqliteWarehouse
-from tests.integration.test_analytics_postgres import workload
+from tests.integration.test_analytics_postgres import aggregates as serving_tables
+from tests.integration.test_analytics_postgres import workload, write
 
 from .conftest import BUILD_TIMEOUT_S, last_json, run_python, settings_env
 
 # The first test of a fresh machine builds the jobs' environment in its setup.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(BUILD_TIMEOUT_S)]
-
-
-def write(conn: psycopg.Connection[Any], batch: list[tuple[str, Any]]) -> None:
-    """One batch through ``write_batch`` as the analytics service sends it: erasures, then
-    the facts read after them (a message's last version, a feedback event's first)."""
-    messages: dict[str, Any] = {}
-    feedback: dict[str, Any] = {}
-    erased: list[str] = []
-    for kind, item in batch:
-        if kind == "message":
-            messages.pop(item.message_id, None)
-            messages[item.message_id] = item
-        elif kind == "feedback":
-            feedback.setdefault(item.feedback_id, item)
-        else:
-            erased.append(item)
-            messages = {k: v for k, v in messages.items() if v.user_id != item}
-            feedback = {k: v for k, v in feedback.items() if v.user_id != item}
-    analytics.write_batch(conn, list(messages.values()), list(feedback.values()), erased)
-
-
-def serving_tables(conn: psycopg.Connection[Any]) -> dict[str, list[dict[str, Any]]]:
-    return {t: analytics.read_table(conn, t) for t in analytics.AGGREGATE_TABLES}
 
 
 def test_aggregation_job_equals_the_serving_tables_and_fills_the_warehouse(

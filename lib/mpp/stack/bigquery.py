@@ -13,11 +13,8 @@ unset), its gRPC API on the next port up by 10; data under ``.stack/bigquery/dat
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -25,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mpp.config import host_port
-from mpp.stack.base import Progress, Server, StackError, run_checked
+from mpp.stack.base import Progress, Server, run_checked
+from mpp.stack.venvs import ensure_venv, venv_path
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:19050"
-UV_VERSION = "0.13.8"
 # Imports the spatial extension that the duckdb-extension-spatial wheel ships into DuckDB.
 _INSTALL_SPATIAL = (
     "import duckdb; from duckdb_extensions import import_extension; "
@@ -50,9 +47,7 @@ class BigQueryServer(Server):
         return self.repo_root / "stack" / "bigquery" / "requirements.txt"
 
     def venv(self) -> Path:
-        digest = hashlib.sha256(self.requirements().read_bytes()).hexdigest()[:16]
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        return self.cache_dir / "venvs" / f"bqemulator-{digest}-py{version}"
+        return venv_path(self.cache_dir, "bqemulator", self.requirements(), sys.executable)
 
     def probe(self) -> str | None:
         # A real API call: list the datasets of the configured project.
@@ -70,41 +65,18 @@ class BigQueryServer(Server):
             return f"datasets.list answered {str(body)[:100]}"
         return None
 
-    def _uv(self) -> str:
-        pinned = self.cache_dir / "tools" / f"uv-{UV_VERSION}" / "bin" / "uv"
-        if pinned.exists():
-            return str(pinned)
-        found = shutil.which("uv")
-        if found is None:
-            raise StackError(
-                "bigquery: uv not found; run scripts/bootstrap.sh (it installs the pinned uv)"
-            )
-        return found
-
     def install(self, progress: Progress) -> None:
-        venv = self.venv()
-        if (venv / ".complete").exists():
-            return
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        # Two test sessions may start the stack at once: one builds, the other waits.
-        with (venv.parent / f"{venv.name}.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (venv / ".complete").exists():
-                self._build(venv, progress)
+        def install_spatial(venv: Path) -> None:
+            python = str(venv / "bin" / "python")
+            run_checked([python, "-c", _INSTALL_SPATIAL], "duckdb spatial install", env=self._env())
 
-    def _build(self, venv: Path, progress: Progress) -> None:
-        progress(f"bigquery: building the emulator's environment {venv} (once per machine)")
-        if venv.exists():
-            shutil.rmtree(venv)
-        uv = self._uv()
-        run_checked([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], "uv venv")
-        python = str(venv / "bin" / "python")
-        run_checked(
-            [uv, "pip", "install", "--quiet", "--python", python, "-r", str(self.requirements())],
-            "uv pip install (bigquery emulator)",
+        ensure_venv(
+            self.cache_dir,
+            "bqemulator",
+            self.requirements(),
+            lambda m: progress(f"bigquery: {m}"),
+            after=install_spatial,
         )
-        run_checked([python, "-c", _INSTALL_SPATIAL], "duckdb spatial install", env=self._env())
-        (venv / ".complete").write_text("ok\n")
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
