@@ -229,6 +229,21 @@ def seen_spans(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True, slots=True)
+class MergeBatch:
+    """MERGE_MESSAGES's parameters for a batch: each message once, as its last version (within
+    one statement Cypher may run every row's link cleanup before any row's link MERGE, so two
+    versions of a message would keep the links of both), and each user once."""
+
+    users: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, nodes: Sequence[MessageNode]) -> MergeBatch:
+        rows = [n.parameters() for n in {n.message_id: n for n in nodes}.values()]
+        return cls(seen_spans(rows), rows)
+
+
+@dataclass(frozen=True, slots=True)
 class GraphCounts:
     users: int
     messages: int
@@ -313,19 +328,19 @@ class GraphStore:
         self._schema_ready = True
 
     def merge_messages(self, rows: Sequence[MessageNode]) -> int:
-        """MERGE the batch in one statement and one transaction; idempotent.
-
-        A message listed twice is written once, as its last version: within one statement
-        Cypher may run every row's link cleanup before any row's link MERGE, so two versions
-        of a message in one statement would keep the links of both. Returns the rows written.
+        """MERGE the batch in one statement and one transaction; idempotent. A message listed
+        twice is written once, as its last version (``MergeBatch``). Returns the rows written.
         """
-        latest = [r.parameters() for r in {r.message_id: r for r in rows}.values()]
-        if not latest:
+        return self.merge_batch(MergeBatch.of(rows))
+
+    def merge_batch(self, batch: MergeBatch) -> int:
+        """``merge_messages`` of parameters built beforehand. Returns the rows written."""
+        if not batch.rows:
             return 0
         self.ensure_schema()
-        self._write("merge_messages", MERGE_MESSAGES, users=seen_spans(latest), rows=latest)
-        NEO4J_ROWS.labels("merge_messages").inc(len(latest))
-        return len(latest)
+        self._write("merge_messages", MERGE_MESSAGES, users=batch.users, rows=batch.rows)
+        NEO4J_ROWS.labels("merge_messages").inc(len(batch.rows))
+        return len(batch.rows)
 
     def delete_user(self, user_id: str) -> int:
         """Remove the user and their messages; idempotent. Returns the messages removed."""

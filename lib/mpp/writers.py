@@ -4,8 +4,10 @@ A batch mixes ``conversations.enriched`` (``EnrichedMessage``) and ``users.erasu
 (``ErasureRequest``) records. ``plan_batch`` decodes and sorts it without writing anything:
 messages deduplicated by message_id (the last record wins), a user's erasure dropping that
 user's messages read before it in the batch, and the records that cannot be used, each with its
-``Rejection``. ``build_handler`` then dead-letters the rejects, erases, writes; the loop
-commits only after that.
+``Rejection``. ``WriterHandler`` then dead-letters the rejects, erases, writes; the loop
+commits only after that. It is a ``mpp.kafka.StagedHandler``: the decoding, the dead letters,
+the erasure ledger and the store's rows (``prepare``) of the next batch overlap the store's
+writes (``apply``) of this one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from confluent_kafka import Message
 from google.protobuf.message import Message as Proto
@@ -23,7 +25,7 @@ from mpp.codecs import Rejection, decode
 from mpp.config import Settings, WriterSettings
 from mpp.deadletters import send_to_dlq
 from mpp.erasure import ErasureLedger
-from mpp.kafka import Handler, Sink, TrackedProducer
+from mpp.kafka import Sink, TrackedProducer
 from mpp.logs import get_logger
 from mpp.service import Worker
 from mpp.v1 import events_pb2, feedback_pb2
@@ -37,6 +39,8 @@ ERASED_DROPPED = Counter(
 # messages.
 MAX_ID_CHARS = 256
 P = TypeVar("P", bound=Proto)
+# A batch as the store takes it (MessageVector rows, a graph MERGE's parameters).
+R = TypeVar("R")
 Check = Callable[[events_pb2.EnrichedMessage], Rejection | None]
 
 
@@ -139,42 +143,74 @@ def plan_batch(
     return plan
 
 
-def build_handler(
-    settings: Settings,
-    service: str,
-    producer: Sink,
-    check: Check,
-    erase: Callable[[str], int],
-    write: Callable[[Sequence[events_pb2.EnrichedMessage]], object],
-    ledger: ErasureLedger | None = None,
-) -> Handler:
-    """The batch handler: plan, dead-letter, record and carry out erasures, drop messages of
-    erased users sent before their erasure (``mpp.erasure``), write. Store failures raise
-    ``RetryableError`` from ``erase``/``write``/the ledger, and the loop retries the batch."""
-    topics = settings.kafka.topics
-    log = get_logger(service)
+@dataclass
+class Prepared(Generic[R]):
+    """A batch ready for its store: who to erase, then the rows to write."""
 
-    def handle(batch: list[Message]) -> None:
-        plan = plan_batch(batch, topics.enriched, topics.erasure, check)
+    erasures: dict[str, str]
+    rows: R | None
+
+
+@dataclass
+class StoreWriter(Generic[R]):
+    """How a writer turns messages into its store's rows, and writes them."""
+
+    # The store's rows for the messages: CPU only, no I/O (it runs while the previous
+    # batch is being written).
+    rows: Callable[[Sequence[events_pb2.EnrichedMessage]], R]
+    write: Callable[[R], object]
+    erase: Callable[[str], int]
+
+
+class WriterHandler(Generic[R]):
+    """The batch handler: plan, dead-letter, record erasures and drop the messages of erased
+    users sent before their erasure (``mpp.erasure``), build the rows (``prepare``); erase,
+    write (``apply``). Store failures raise ``RetryableError`` from the ledger, ``erase`` or
+    ``write``, and the loop retries that step."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: str,
+        producer: Sink,
+        check: Check,
+        store: StoreWriter[R],
+        ledger: ErasureLedger | None = None,
+    ) -> None:
+        self._topics = settings.kafka.topics
+        self._service = service
+        self._producer = producer
+        self._check = check
+        self._store = store
+        self._ledger = ledger
+        self._log = get_logger(service)
+
+    def prepare(self, batch: list[Message]) -> Prepared[R]:
+        topics, ledger = self._topics, self._ledger
+        plan = plan_batch(batch, topics.enriched, topics.erasure, self._check)
         for msg, rejection in plan.rejected:
-            send_to_dlq(producer, topics.dlq, msg, rejection, service)
+            send_to_dlq(self._producer, topics.dlq, msg, rejection, self._service)
         if ledger is not None:
             ledger.record({user: (plan.erasures[user], at) for user, at in plan.erased_at.items()})
-        for user_id, request_id in plan.erasures.items():
-            removed = erase(user_id)
-            # The user id is not logged: the request id traces the erasure.
-            log.info("user_erased", request_id=request_id, removed=removed)
         messages = list(plan.messages.values())
         if ledger is not None and messages:
             messages = drop_erased(messages, ledger.erased_at(m.message.user_id for m in messages))
             if len(messages) < len(plan.messages):
-                ERASED_DROPPED.labels(service).inc(len(plan.messages) - len(messages))
-                log.info("erased_messages_dropped", count=len(plan.messages) - len(messages))
-        if messages:
-            write(messages)
-            log.debug("messages_written", rows=len(messages))
+                dropped = len(plan.messages) - len(messages)
+                ERASED_DROPPED.labels(self._service).inc(dropped)
+                self._log.info("erased_messages_dropped", count=dropped)
+        return Prepared(plan.erasures, self._store.rows(messages) if messages else None)
 
-    return handle
+    def apply(self, prepared: Prepared[R]) -> None:
+        for user_id, request_id in prepared.erasures.items():
+            removed = self._store.erase(user_id)
+            # The user id is not logged: the request id traces the erasure.
+            self._log.info("user_erased", request_id=request_id, removed=removed)
+        if prepared.rows is not None:
+            self._store.write(prepared.rows)
+
+    def __call__(self, batch: list[Message]) -> None:
+        self.apply(self.prepare(batch))
 
 
 def drop_erased(
@@ -203,20 +239,19 @@ def worker(
     service: str,
     store: Store,
     check: Check,
-    write: Callable[[Sequence[events_pb2.EnrichedMessage]], object],
-    writer: WriterSettings,
+    writer: StoreWriter[R],
+    batching: WriterSettings,
 ) -> Worker:
-    """A store writer: ``conversations.enriched`` and ``users.erasure`` in, ``write`` and
-    ``store.delete_user`` out, erasures recorded in the ledger; ready when the store and
-    PostgreSQL (the ledger) answer."""
+    """A store writer: ``conversations.enriched`` and ``users.erasure`` in, ``writer`` out,
+    erasures recorded in the ledger; ready when the store and PostgreSQL (the ledger) answer."""
     producer = TrackedProducer(settings.kafka, service=service)
     ledger = ErasureLedger(settings)
     return Worker(
         name=service,
         topics=[settings.kafka.topics.enriched, settings.kafka.topics.erasure],
-        handler=build_handler(settings, service, producer, check, store.delete_user, write, ledger),
-        batch_size=writer.batch_size,
-        max_wait_s=writer.max_wait_s,
+        handler=WriterHandler(settings, service, producer, check, writer, ledger),
+        batch_size=batching.batch_size,
+        max_wait_s=batching.max_wait_s,
         producer=producer,
         readiness=lambda: store.ping() or ledger.ping(),
     )

@@ -153,3 +153,104 @@ def test_stop_during_an_outage_exits_without_committing(
     assert time.monotonic() - stopped_at < 5
     assert len(attempts) >= 2
     assert committed(stack_settings.kafka, topic, group) == 0
+
+
+class Staged:
+    """A StagedHandler that records what ran when: each batch's ``prepare`` and ``apply``, and
+    how many batches the loop had committed when each write began."""
+
+    def __init__(self, loop_ref: list[BatchLoop], write_s: float = 0.1, failures: int = 0):
+        self.loop_ref = loop_ref
+        self.write_s = write_s
+        self.failures = failures
+        self.prepared: list[int] = []
+        self.applied: list[int] = []
+        self.attempts = 0
+        self.committed_at_write: list[int] = []
+        self.overlaps = 0
+        self.writing = threading.Event()
+        self.values: list[bytes] = []
+
+    def prepare(self, batch: list[Message]) -> tuple[int, list[bytes]]:
+        if self.writing.is_set():
+            self.overlaps += 1
+        self.prepared.append(len(self.prepared))
+        return self.prepared[-1], [m.value() or b"" for m in batch]
+
+    def apply(self, prepared: tuple[int, list[bytes]]) -> None:
+        index, values = prepared
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise RetryableError("store down")
+        self.committed_at_write.append(self.loop_ref[0].stats.batches)
+        self.writing.set()
+        time.sleep(self.write_s)
+        self.writing.clear()
+        self.applied.append(index)
+        self.values.extend(values)
+
+    def __call__(self, batch: list[Message]) -> None:
+        self.apply(self.prepare(batch))
+
+
+def staged_loop(settings: Settings, topic: str, group: str, handler: Staged) -> BatchLoop:
+    loop = BatchLoop(
+        settings.kafka,
+        "test",
+        group,
+        [topic],
+        handler,
+        batch_size=50,
+        max_wait_s=1.0,
+        max_backoff_s=0.5,
+    )
+    handler.loop_ref.append(loop)
+    return loop
+
+
+def test_a_staged_handler_prepares_the_next_batch_while_writing_and_commits_in_order(
+    stack_settings: Settings, unique: str
+) -> None:
+    topic, group = f"loop.{unique}", f"loop-{unique}"
+    _topic_with_records(stack_settings, topic, 300)
+    handler = Staged([])
+    loop = staged_loop(stack_settings, topic, group, handler)
+    run_until(loop, lambda: len(handler.values) >= 300)
+    assert sorted(int(v) for v in handler.values) == list(range(300))
+    # One write at a time, in the order the batches were read and prepared.
+    assert handler.applied == handler.prepared == list(range(len(handler.prepared)))
+    # Batch N's write began only once the N batches before it were committed.
+    assert handler.committed_at_write == list(range(len(handler.applied)))
+    # The next batch was prepared while a write was in flight.
+    assert handler.overlaps >= 1
+    assert committed(stack_settings.kafka, topic, group) == 300
+
+
+def test_a_staged_write_that_fails_is_retried_without_preparing_again(
+    stack_settings: Settings, unique: str
+) -> None:
+    topic, group = f"loop.{unique}", f"loop-{unique}"
+    _topic_with_records(stack_settings, topic, 120)
+    handler = Staged([], write_s=0.0, failures=2)
+    loop = staged_loop(stack_settings, topic, group, handler)
+    run_until(loop, lambda: len(handler.values) >= 120)
+    assert loop.stats.retries == 2
+    assert handler.attempts == len(handler.applied) + 2
+    # Each batch was prepared once, written once, nothing lost or doubled.
+    assert handler.applied == handler.prepared
+    assert sorted(int(v) for v in handler.values) == list(range(120))
+    assert committed(stack_settings.kafka, topic, group) == 120
+
+
+def test_stop_writes_and_commits_the_staged_batches_before_exiting(
+    stack_settings: Settings, unique: str
+) -> None:
+    topic, group = f"loop.{unique}", f"loop-{unique}"
+    _topic_with_records(stack_settings, topic, 300)
+    handler = Staged([], write_s=0.3)
+    loop = staged_loop(stack_settings, topic, group, handler)
+    # Stopped as soon as the first write is under way: the next batch is prepared by then.
+    run_until(loop, lambda: handler.overlaps >= 1)
+    assert handler.applied == handler.prepared, "a prepared batch was left unwritten"
+    assert 0 < len(handler.values) < 300
+    assert committed(stack_settings.kafka, topic, group) == len(handler.values)

@@ -12,17 +12,26 @@ The loop's contract (``BatchLoop``):
   without committing, so the batch is processed again after a restart;
 - SIGTERM or SIGINT finishes the current batch, commits it and exits; while a batch is being
   retried (a store is down) it exits at once without committing that batch.
+
+A ``StagedHandler`` (the store writers) splits its work in two: ``prepare`` (decoding, the
+dead letters, the rows: CPU in this process) and ``apply`` (the store's writes). The loop then
+prepares batch N+1 while the store writes batch N, in a thread of its own: the store's wait
+and this process's CPU overlap. Both steps still run one batch at a time and in order, and
+batch N is committed once its ``apply`` returned, before batch N+1's is started: the contract
+above holds unchanged. On SIGTERM the batch already prepared is written and committed too.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from confluent_kafka import (
     Consumer,
@@ -156,6 +165,36 @@ class TrackedProducer:
 Handler = Callable[[list[Message]], None]
 
 
+@runtime_checkable
+class StagedHandler(Protocol):
+    """A handler in two steps that the loop overlaps across batches (see the module's doc).
+
+    ``prepare`` must not write to the handler's store; it may produce (dead letters) and read.
+    Either step may raise ``RetryableError``. Calling the handler runs both, one after the
+    other, as a plain ``Handler``.
+    """
+
+    def prepare(self, batch: list[Message]) -> Any: ...
+
+    def apply(self, prepared: Any) -> None: ...
+
+    def __call__(self, batch: list[Message]) -> None: ...
+
+
+# What makes the loop retry a batch later: a store down, Kafka refusing, a record unacknowledged.
+RETRYABLE = (RetryableError, KafkaException, DeliveryError)
+
+
+@dataclass
+class _InFlight:
+    """A batch whose ``apply`` runs in the loop's writer thread."""
+
+    batch: list[Message]
+    prepared: Any
+    write: Future[None]
+    started: float
+
+
 def position(msg: Message) -> tuple[str, int, int]:
     """(topic, partition, offset) of a consumed record (never None for one without error)."""
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
@@ -231,13 +270,21 @@ class BatchLoop:
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self) -> LoopStats:
+        # What exists by now (modules, models, catalogs) lives as long as the process: the
+        # collector need not walk it again on every full collection.
+        gc.collect()
+        gc.freeze()
         self._consumer.subscribe(self.topics, on_assign=self._on_assign)
-        log.info("loop_started", topics=self.topics, batch_size=self.batch_size)
+        staged = isinstance(self.handler, StagedHandler)
+        log.info("loop_started", topics=self.topics, batch_size=self.batch_size, staged=staged)
         try:
-            while not self._stop.is_set():
-                batch = self._poll_batch()
-                if batch:
-                    self._process(batch)
+            if isinstance(self.handler, StagedHandler):
+                self._run_staged(self.handler)
+            else:
+                while not self._stop.is_set():
+                    batch = self._poll_batch()
+                    if batch:
+                        self._process(batch)
         finally:
             self._consumer.close()
             log.info("loop_stopped", batches=self.stats.batches, records=self.stats.records)
@@ -259,8 +306,10 @@ class BatchLoop:
                 if partition != "-1" and lag >= 0:
                     CONSUMER_LAG.labels(self.service, topic, partition).set(lag)
 
-    def _poll_batch(self) -> list[Message]:
-        messages = self._consumer.consume(self.batch_size, timeout=self.max_wait_s)
+    def _poll_batch(self, limit: int = 0, timeout_s: float | None = None) -> list[Message]:
+        messages = self._consumer.consume(
+            limit or self.batch_size, timeout=self.max_wait_s if timeout_s is None else timeout_s
+        )
         batch = []
         for msg in messages:
             err = msg.error()
@@ -274,24 +323,114 @@ class BatchLoop:
 
     def _process(self, batch: list[Message]) -> None:
         started = time.perf_counter()
+
+        def work() -> None:
+            self.handler(batch)
+            self._flush()
+
+        if self._with_retries(work, batch):
+            self._committed(batch, started)
+
+    def _run_staged(self, handler: StagedHandler) -> None:
+        """Prepare batch N+1 while batch N is written; commit N before writing N+1."""
+        with ThreadPoolExecutor(1, thread_name_prefix=f"{self.service}-write") as writer:
+            in_flight: _InFlight | None = None
+            while not self._stop.is_set():
+                batch = self._poll_beside(in_flight)
+                prepared, failure = None, None
+                started = time.perf_counter()
+                if batch:
+                    try:
+                        prepared = handler.prepare(batch)
+                    except RETRYABLE as exc:
+                        failure = exc
+                # The earlier batch is committed first, whatever becomes of this one.
+                if in_flight is not None and not self._finish(handler, in_flight):
+                    return
+                in_flight = None
+                if not batch:
+                    continue
+                if failure is not None:
+                    done, prepared = self._prepare_again(handler, batch, failure)
+                    if not done:
+                        return
+                in_flight = _InFlight(
+                    batch, prepared, writer.submit(handler.apply, prepared), started
+                )
+            if in_flight is not None:
+                self._finish(handler, in_flight)
+
+    def _poll_beside(self, in_flight: _InFlight | None) -> list[Message]:
+        """The next batch; while a write is in flight, only until it is done, so that a quiet
+        stream does not hold the written batch's commit for ``max_wait_s``."""
+        if in_flight is None:
+            return self._poll_batch()
+        batch: list[Message] = []
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.batch_size and time.monotonic() < deadline:
+            batch += self._poll_batch(self.batch_size - len(batch), timeout_s=0.02)
+            if in_flight.write.done():
+                break
+        return batch
+
+    def _prepare_again(
+        self, handler: StagedHandler, batch: list[Message], failure: Exception
+    ) -> tuple[bool, Any]:
+        """``prepare`` retried after ``failure``: (False, None) when stopped meanwhile."""
+        prepared: list[Any] = []
+        if self._with_retries(lambda: prepared.append(handler.prepare(batch)), batch, failure):
+            return True, prepared[-1]
+        return False, None
+
+    def _finish(self, handler: StagedHandler, in_flight: _InFlight) -> bool:
+        """Wait for the batch's write (retrying it if it failed), flush, commit. False when
+        the loop was stopped while retrying: the batch is not committed."""
+        try:
+            in_flight.write.result()
+            self._flush()
+        except RETRYABLE as exc:
+
+            def work() -> None:
+                handler.apply(in_flight.prepared)
+                self._flush()
+
+            if not self._with_retries(work, in_flight.batch, exc):
+                return False
+        self._committed(in_flight.batch, in_flight.started)
+        return True
+
+    def _flush(self) -> None:
+        if self.producer is not None:
+            self.producer.flush()
+
+    def _with_retries(
+        self, work: Callable[[], None], batch: list[Message], failure: Exception | None = None
+    ) -> bool:
+        """Run ``work`` until it succeeds, backing off (consumption paused) while it raises a
+        retryable error; ``failure`` is a first attempt's error. False when asked to stop
+        meanwhile: the batch is left uncommitted, to be read again after the restart."""
         backoff = 0.5
         while True:
-            try:
-                self.handler(batch)
-                if self.producer is not None:
-                    self.producer.flush()
-                break
-            except (RetryableError, KafkaException, DeliveryError) as exc:
-                if self._stop.is_set():
-                    # Asked to stop while a store is down: leave without committing; the
-                    # batch is read again after the restart.
-                    log.warning("stopped_during_retry", error=str(exc), records=len(batch))
-                    return
-                self.stats.retries += 1
-                BATCH_RETRIES.labels(self.service).inc()
-                log.warning("batch_retry", error=str(exc), records=len(batch), backoff_s=backoff)
-                self._wait_paused(backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
+            if failure is None:
+                try:
+                    work()
+                    return True
+                except RETRYABLE as exc:
+                    failure = exc
+            if self._stop.is_set():
+                # Asked to stop while a store is down: leave without committing; the batch is
+                # read again after the restart.
+                log.warning("stopped_during_retry", error=str(failure), records=len(batch))
+                return False
+            self.stats.retries += 1
+            BATCH_RETRIES.labels(self.service).inc()
+            log.warning("batch_retry", error=str(failure), records=len(batch), backoff_s=backoff)
+            self._wait_paused(backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)
+            failure = None
+
+    def _committed(self, batch: list[Message], started: float) -> None:
+        """Commit a batch whose writes succeeded; count it."""
         for topic, count in self._commit(batch).items():
             RECORDS_CONSUMED.labels(self.service, topic).inc(count)
         self.stats.batches += 1

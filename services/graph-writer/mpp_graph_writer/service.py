@@ -19,7 +19,7 @@ from functools import partial
 
 from mpp import writers
 from mpp.config import Settings
-from mpp.graph import GraphStore, MessageNode
+from mpp.graph import GraphStore, MergeBatch, MessageNode
 from mpp.service import Worker
 from mpp.v1 import events_pb2
 
@@ -29,12 +29,11 @@ check_enriched = writers.check_ids
 plan_batch = partial(writers.plan_batch, check=check_enriched)
 
 
-def write(store: GraphStore, messages: Sequence[events_pb2.EnrichedMessage]) -> int:
-    return store.merge_messages([MessageNode.from_enriched(e) for e in messages])
+def rows(messages: Sequence[events_pb2.EnrichedMessage]) -> MergeBatch:
+    return MergeBatch.of([MessageNode.from_enriched(e) for e in messages])
 
 
 def worker(settings: Settings) -> Worker:
     store = GraphStore(settings)
-    return writers.worker(
-        settings, SERVICE, store, check_enriched, partial(write, store), settings.graph_writer
-    )
+    writer = writers.StoreWriter(rows, store.merge_batch, store.delete_user)
+    return writers.worker(settings, SERVICE, store, check_enriched, writer, settings.graph_writer)

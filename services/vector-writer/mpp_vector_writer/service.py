@@ -51,12 +51,11 @@ def check_enriched(enriched: events_pb2.EnrichedMessage) -> Rejection | None:
 plan_batch = partial(writers.plan_batch, check=check_enriched)
 
 
-def write(store: VectorStore, messages: Sequence[events_pb2.EnrichedMessage]) -> int:
-    return store.upsert_messages([MessageVector.from_enriched(e) for e in messages])
+def rows(messages: Sequence[events_pb2.EnrichedMessage]) -> list[MessageVector]:
+    return [MessageVector.from_enriched(e) for e in messages]
 
 
 def worker(settings: Settings) -> Worker:
     store = VectorStore(settings)
-    return writers.worker(
-        settings, SERVICE, store, check_enriched, partial(write, store), settings.vector_writer
-    )
+    writer = writers.StoreWriter(rows, store.upsert_messages, store.delete_user)
+    return writers.worker(settings, SERVICE, store, check_enriched, writer, settings.vector_writer)
