@@ -9,11 +9,11 @@ SIGTERM/SIGINT stop both servers (in-flight requests finish, 5 s at most) and th
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from typing import Any
 
 import uvicorn
+import uvloop
 
 from mpp.config import Settings
 from mpp.logs import configure_logging, get_logger
@@ -86,7 +86,8 @@ def run(settings: Settings) -> int:
     core.start()
     follower = ActivityFollower(core).start() if cfg.follow_activity else None
     try:
-        asyncio.run(serve(settings, core, follower))
+        # uvloop: the event loop both servers share, in C (the hit path is mostly loop work).
+        uvloop.run(serve(settings, core, follower))
     finally:
         if follower is not None:
             follower.stop()
