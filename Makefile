@@ -2,6 +2,12 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 MPP := $(PY) -m mpp.cli
+# This checkout's code first. The environment is shared by every clone with the same uv.lock
+# (~/.cache/mpp/venvs), and its editable install points at whichever clone last ran
+# scripts/bootstrap.sh; without this, two clones at work at once would run each other's code.
+empty :=
+space := $(empty) $(empty)
+export PYTHONPATH := $(subst $(space),:,$(CURDIR)/lib $(patsubst %/,%,$(wildcard $(CURDIR)/services/*/)))
 
 .PHONY: help venv demo up down status test unit lint typecheck proto proto-check clean-stack
 
