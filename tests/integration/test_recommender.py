@@ -26,7 +26,7 @@ from mpp_recommender.sources import PostgresSource
 from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
 from mpp.config import Settings
 from mpp.embedding import Embedder
-from mpp.erasure import user_hash
+from mpp.erasure import record_erasure, user_hash
 from mpp.graph import GraphStore, MessageNode
 from mpp.intents import campaign_text
 from mpp.kafka import TrackedProducer
@@ -330,6 +330,38 @@ def test_a_new_message_on_the_enriched_topic_changes_the_answer_at_once(
         after = core.recommend(user, 5)
         food = next(i for i in after.items if i.campaign_id == "food-delivery")
         assert any(r.message_id == new.message.message_id for r in food.reasons)
+    finally:
+        follower.stop()
+
+
+def test_a_user_erased_by_another_replica_gets_no_older_message_back_in_the_session(
+    world: World, core: Recommender
+) -> None:
+    user = world.user("elsewhere")
+    follower = ActivityFollower(core).start()
+    try:
+        assert eventually(lambda: follower.ready, timeout_s=30)
+        # Another replica read the erasure: this one knows it only from the ledger.
+        with psycopg.connect(world.settings.postgres.conninfo(), autocommit=True) as conn:
+            record_erasure(conn, user, "req-elsewhere", datetime.fromtimestamp(1_780_000_050, UTC))
+        assert not core.is_erased(user, 1_780_000_000_000)
+        (old,) = world.enriched(user, [FOOD], 1_780_000_000_000)
+        (new,) = world.enriched(user, [TRAVEL[0]], 1_780_000_100_000)
+        producer = TrackedProducer(world.settings.kafka, service="test")
+        for message in (old, new):
+            producer.produce(
+                world.settings.kafka.topics.enriched, message.SerializeToString(), key=user
+            )
+        producer.flush()
+
+        def session_ids() -> list[str]:
+            return [m.message_id for m in core.cache.session(user).messages]
+
+        # Sent after the erasure, the new message is kept; the older one, in flight when the
+        # user was erased, is not written back.
+        assert eventually(lambda: session_ids() == [new.message.message_id], timeout_s=10)
+        assert follower.messages == 1
+        assert core.is_erased(user, 1_780_000_000_000)
     finally:
         follower.stop()
 

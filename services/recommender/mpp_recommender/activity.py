@@ -6,7 +6,10 @@ starting at the end of the topics (only new activity matters). For each batch:
   are dropped, in one MULTI: the next request recomputes with the new message, without waiting
   for the vector-writer or the graph-writer;
 - an erasure drops every key of the user, and later-read messages of that user sent before
-  the erasure are ignored.
+  the erasure are ignored. With several replicas, another one may have read the erasure (the
+  group splits the topics' partitions): the erasure ledger in PostgreSQL (``erased_users``,
+  recorded by ForgetUser and by every writer) is asked about each batch's users too, so that
+  no replica writes an erased user's in-flight message back into the shared session.
 
 Offsets are committed automatically: this is a cache feed, and a lost record only means an
 answer stays cached until its TTL.
@@ -21,6 +24,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from mpp.codecs import decode
+from mpp.erasure import ErasureLedger
 from mpp.logs import get_logger
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
@@ -57,6 +61,7 @@ class ActivityFollower:
                 "partition.assignment.strategy": "cooperative-sticky",
             }
         )
+        self._ledger = ErasureLedger(settings)
         self._stop = threading.Event()
         self._assigned = threading.Event()
         self._thread = threading.Thread(target=self._run, name="activity", daemon=True)
@@ -89,6 +94,7 @@ class ActivityFollower:
                     self.handle(batch)
         finally:
             self._consumer.close()
+            self._ledger.close()
 
     def handle(self, batch: list[Message]) -> None:
         sessions: dict[str, list[SessionMessage]] = defaultdict(list)
@@ -120,6 +126,8 @@ class ActivityFollower:
             if self._core.is_erased(message.user_id, message.timestamp.ToMilliseconds()):
                 continue
             sessions[message.user_id].append(session_message(enriched))
+        if sessions:
+            self._drop_erased_elsewhere(sessions)
         if sessions and self._core.milvus.store.dimension is None:
             # The first message tells the vectors' dimension: get Milvus ready off the
             # request path (the collections may not have existed when the service started).
@@ -137,3 +145,20 @@ class ActivityFollower:
                 self.erasures += len(erased)
         except Exception as exc:
             log.warning("activity_not_applied", users=len(sessions), error=str(exc))
+
+    def _drop_erased_elsewhere(self, sessions: dict[str, list[SessionMessage]]) -> None:
+        """Drop the messages of users erased by a request this replica did not read, sent at
+        or before it. PostgreSQL away: only what this replica read is known (logged)."""
+        try:
+            erased = self._ledger.erased_at(sessions)
+        except Exception as exc:
+            log.warning("erasure_ledger_unavailable", error=str(exc)[:300])
+            return
+        for user_id, at in erased.items():
+            at_ms = int(at.timestamp() * 1000)
+            self._core.note_erased(user_id, at_ms)
+            kept = [m for m in sessions[user_id] if m.ts_ms > at_ms]
+            if kept:
+                sessions[user_id] = kept
+            else:
+                del sessions[user_id]
