@@ -52,7 +52,7 @@ from mpp.graph import GraphStore, MessageNode
 from mpp.kafka import TrackedProducer, ensure_topics
 from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.samples import chitchat_events
-from mpp.service import Worker, build_loop
+from mpp.service import Worker, build_loop, freeze_startup_objects
 from mpp.stores import milvus_client, neo4j_driver
 from mpp.v1 import events_pb2 as E
 from mpp.validation import Rules, validate_event
@@ -87,12 +87,19 @@ def run_stage(settings: Settings, worker: Worker, records: int) -> float:
         commits.append((time.perf_counter(), loop.stats.records))
 
     loop._committed = timed_commit  # type: ignore[method-assign]
+    # As ``run_worker`` does before its loop (here the bench's own data is frozen with it).
+    freeze_startup_objects()
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
     while loop.stats.records < records:
         time.sleep(0.005)
     loop.stop()
     thread.join(60)
+    if len(commits) < 2:
+        raise SystemExit(
+            f"{worker.name}: all {records} records came in one batch, which is the warm-up; "
+            f"run with --events above its batch size ({worker.batch_size})"
+        )
     (first, warm_up), (end, done) = commits[0], commits[-1]
     return (done - warm_up) / (end - first)
 

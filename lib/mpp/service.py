@@ -7,6 +7,7 @@ the batch's writes, retry on ``RetryableError``, finish the batch on SIGTERM) is
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -50,6 +51,14 @@ def build_loop(settings: Settings, worker: Worker) -> BatchLoop:
     )
 
 
+def freeze_startup_objects() -> None:
+    """What exists once a service has started (modules, models, catalogs) lives as long as the
+    process: moved out of the collector's reach, full collections no longer walk it (they
+    cost the graph-writer about 13 µs a row over a loaded process)."""
+    gc.collect()
+    gc.freeze()
+
+
 def run_worker(settings: Settings, worker: Worker) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     configure_logging(settings, worker.name)
@@ -69,6 +78,7 @@ def run_worker(settings: Settings, worker: Worker) -> int:
         topics=list(worker.topics),
     )
     loop.install_signal_handlers()
+    freeze_startup_objects()
     try:
         loop.run()
     finally:

@@ -159,7 +159,6 @@ class StoreWriter(Generic[R]):
     # batch is being written).
     rows: Callable[[Sequence[events_pb2.EnrichedMessage]], R]
     write: Callable[[R], object]
-    erase: Callable[[str], int]
 
 
 class WriterHandler(Generic[R]):
@@ -174,14 +173,16 @@ class WriterHandler(Generic[R]):
         service: str,
         producer: Sink,
         check: Check,
-        store: StoreWriter[R],
+        writer: StoreWriter[R],
+        erase: Callable[[str], int],
         ledger: ErasureLedger | None = None,
     ) -> None:
         self._topics = settings.kafka.topics
         self._service = service
         self._producer = producer
         self._check = check
-        self._store = store
+        self._writer = writer
+        self._erase = erase
         self._ledger = ledger
         self._log = get_logger(service)
 
@@ -199,15 +200,15 @@ class WriterHandler(Generic[R]):
                 dropped = len(plan.messages) - len(messages)
                 ERASED_DROPPED.labels(self._service).inc(dropped)
                 self._log.info("erased_messages_dropped", count=dropped)
-        return Prepared(plan.erasures, self._store.rows(messages) if messages else None)
+        return Prepared(plan.erasures, self._writer.rows(messages) if messages else None)
 
     def apply(self, prepared: Prepared[R]) -> None:
         for user_id, request_id in prepared.erasures.items():
-            removed = self._store.erase(user_id)
+            removed = self._erase(user_id)
             # The user id is not logged: the request id traces the erasure.
             self._log.info("user_erased", request_id=request_id, removed=removed)
         if prepared.rows is not None:
-            self._store.write(prepared.rows)
+            self._writer.write(prepared.rows)
 
     def __call__(self, batch: list[Message]) -> None:
         self.apply(self.prepare(batch))
@@ -249,7 +250,9 @@ def worker(
     return Worker(
         name=service,
         topics=[settings.kafka.topics.enriched, settings.kafka.topics.erasure],
-        handler=WriterHandler(settings, service, producer, check, writer, ledger),
+        handler=WriterHandler(
+            settings, service, producer, check, writer, store.delete_user, ledger
+        ),
         batch_size=batching.batch_size,
         max_wait_s=batching.max_wait_s,
         producer=producer,

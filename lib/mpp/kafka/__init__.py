@@ -23,7 +23,6 @@ above holds unchanged. On SIGTERM the batch already prepared is written and comm
 
 from __future__ import annotations
 
-import gc
 import json
 import signal
 import threading
@@ -270,13 +269,13 @@ class BatchLoop:
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self) -> LoopStats:
-        # What exists by now (modules, models, catalogs) lives as long as the process: the
-        # collector need not walk it again on every full collection.
-        gc.collect()
-        gc.freeze()
         self._consumer.subscribe(self.topics, on_assign=self._on_assign)
-        staged = isinstance(self.handler, StagedHandler)
-        log.info("loop_started", topics=self.topics, batch_size=self.batch_size, staged=staged)
+        log.info(
+            "loop_started",
+            topics=self.topics,
+            batch_size=self.batch_size,
+            staged=isinstance(self.handler, StagedHandler),
+        )
         try:
             if isinstance(self.handler, StagedHandler):
                 self._run_staged(self.handler)

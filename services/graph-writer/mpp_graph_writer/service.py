@@ -35,5 +35,5 @@ def rows(messages: Sequence[events_pb2.EnrichedMessage]) -> MergeBatch:
 
 def worker(settings: Settings) -> Worker:
     store = GraphStore(settings)
-    writer = writers.StoreWriter(rows, store.merge_batch, store.delete_user)
+    writer = writers.StoreWriter(rows, store.merge_batch)
     return writers.worker(settings, SERVICE, store, check_enriched, writer, settings.graph_writer)

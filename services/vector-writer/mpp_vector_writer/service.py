@@ -57,5 +57,5 @@ def rows(messages: Sequence[events_pb2.EnrichedMessage]) -> list[MessageVector]:
 
 def worker(settings: Settings) -> Worker:
     store = VectorStore(settings)
-    writer = writers.StoreWriter(rows, store.upsert_messages, store.delete_user)
+    writer = writers.StoreWriter(rows, store.upsert_messages)
     return writers.worker(settings, SERVICE, store, check_enriched, writer, settings.vector_writer)
