@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -156,8 +157,8 @@ def test_stop_during_an_outage_exits_without_committing(
 
 
 class Staged:
-    """A StagedHandler that records what ran when: each batch's ``prepare`` and ``apply``, and
-    how many batches the loop had committed when each write began."""
+    """A StagedHandler that records what ran when: each batch's ``prepare`` and ``apply``, when
+    each write began and ended, and how many batches the loop had committed when it began."""
 
     def __init__(self, loop_ref: list[BatchLoop], write_s: float = 0.1, failures: int = 0):
         self.loop_ref = loop_ref
@@ -167,7 +168,9 @@ class Staged:
         self.applied: list[int] = []
         self.attempts = 0
         self.committed_at_write: list[int] = []
+        self.spans: list[tuple[float, float]] = []
         self.overlaps = 0
+        self.prepared_at_failure = 0
         self.writing = threading.Event()
         self.values: list[bytes] = []
 
@@ -180,12 +183,15 @@ class Staged:
     def apply(self, prepared: tuple[int, list[bytes]]) -> None:
         index, values = prepared
         self.attempts += 1
-        if self.attempts <= self.failures:
-            raise RetryableError("store down")
-        self.committed_at_write.append(self.loop_ref[0].stats.batches)
+        began, committed_then = time.monotonic(), self.loop_ref[0].stats.batches
         self.writing.set()
         time.sleep(self.write_s)
         self.writing.clear()
+        if self.attempts <= self.failures:
+            self.prepared_at_failure = self.prepared_at_failure or len(self.prepared)
+            raise RetryableError("store down")
+        self.spans.append((began, time.monotonic()))
+        self.committed_at_write.append(committed_then)
         self.applied.append(index)
         self.values.extend(values)
 
@@ -217,10 +223,12 @@ def test_a_staged_handler_prepares_the_next_batch_while_writing_and_commits_in_o
     loop = staged_loop(stack_settings, topic, group, handler)
     run_until(loop, lambda: len(handler.values) >= 300)
     assert sorted(int(v) for v in handler.values) == list(range(300))
-    # One write at a time, in the order the batches were read and prepared.
+    # One write at a time, in the order the batches were read and prepared: each began after
+    # the one before it had returned.
     assert handler.applied == handler.prepared == list(range(len(handler.prepared)))
-    # Batch N's write began only once the N batches before it were committed.
-    assert handler.committed_at_write == list(range(len(handler.applied)))
+    assert all(end <= began for (_, end), (began, _) in itertools.pairwise(handler.spans))
+    # When batch N's write began, at most the one write before it was not committed yet.
+    assert all(n - 1 <= done <= n for n, done in enumerate(handler.committed_at_write))
     # The next batch was prepared while a write was in flight.
     assert handler.overlaps >= 1
     assert committed(stack_settings.kafka, topic, group) == 300
@@ -231,13 +239,17 @@ def test_a_staged_write_that_fails_is_retried_without_preparing_again(
 ) -> None:
     topic, group = f"loop.{unique}", f"loop-{unique}"
     _topic_with_records(stack_settings, topic, 120)
-    handler = Staged([], write_s=0.0, failures=2)
+    handler = Staged([], write_s=0.05, failures=1)
     loop = staged_loop(stack_settings, topic, group, handler)
     run_until(loop, lambda: len(handler.values) >= 120)
-    assert loop.stats.retries == 2
-    assert handler.attempts == len(handler.applied) + 2
-    # Each batch was prepared once, written once, nothing lost or doubled.
+    assert loop.stats.retries == 1
+    assert handler.attempts == len(handler.applied) + 1
+    # The next batch was prepared, and queued for the writer, while the first write failed...
+    assert handler.prepared_at_failure >= 2
+    # ...and yet each batch was prepared once and written once, in order, nothing lost or
+    # doubled: the queued write waited for the failed one to be retried.
     assert handler.applied == handler.prepared
+    assert all(end <= began for (_, end), (began, _) in itertools.pairwise(handler.spans))
     assert sorted(int(v) for v in handler.values) == list(range(120))
     assert committed(stack_settings.kafka, topic, group) == 120
 

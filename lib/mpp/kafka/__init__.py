@@ -16,9 +16,13 @@ The loop's contract (``BatchLoop``):
 A ``StagedHandler`` (the store writers) splits its work in two: ``prepare`` (decoding, the
 dead letters, the rows: CPU in this process) and ``apply`` (the store's writes). The loop then
 prepares batch N+1 while the store writes batch N, in a thread of its own: the store's wait
-and this process's CPU overlap. Both steps still run one batch at a time and in order, and
-batch N is committed once its ``apply`` returned, before batch N+1's is started: the contract
-above holds unchanged. On SIGTERM the batch already prepared is written and committed too.
+and this process's CPU overlap. Both steps still run one batch at a time and in order. Batch
+N+1 waits, prepared, behind batch N's write, and its write starts as soon as N's returned;
+the loop commits N then, without holding N+1 back. A write that fails holds back the one
+queued behind it until the failed one was retried and committed. So the contract above holds
+unchanged: offsets are committed in order, each once its batch's write returned, and a crash
+replays at most the two batches not yet committed. On SIGTERM the batches already prepared are
+written and committed too.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -186,12 +191,33 @@ RETRYABLE = (RetryableError, KafkaException, DeliveryError)
 
 @dataclass
 class _InFlight:
-    """A batch whose ``apply`` runs in the loop's writer thread."""
+    """A batch whose ``apply`` runs (or waits to run) in the loop's writer thread."""
 
     batch: list[Message]
     prepared: Any
-    write: Future[None]
     started: float
+    write: Future[None] = field(default_factory=Future)
+
+
+# Batches handed to a staged handler's writer thread and not yet committed: the one being
+# written and the next one, so that the writer goes on without waiting for this thread.
+WRITES_QUEUED = 2
+
+
+class _Skipped(Exception):
+    """A staged write not attempted because a write queued before it failed."""
+
+
+def _write_in_order(handler: StagedHandler, item: _InFlight, halted: threading.Event) -> None:
+    """The writer thread's job: ``apply``, unless an earlier write failed (``halted``); the
+    loop then retries that one and writes this one after it, itself."""
+    if halted.is_set():
+        raise _Skipped
+    try:
+        handler.apply(item.prepared)
+    except BaseException:
+        halted.set()
+        raise
 
 
 def position(msg: Message) -> tuple[str, int, int]:
@@ -331,33 +357,49 @@ class BatchLoop:
             self._committed(batch, started)
 
     def _run_staged(self, handler: StagedHandler) -> None:
-        """Prepare batch N+1 while batch N is written; commit N before writing N+1."""
+        """Write in a thread of its own, one batch after the other, while this thread reads
+        and prepares the next batch; commit each batch once its write returned."""
+        halted = threading.Event()
+        in_flight: deque[_InFlight] = deque()
         with ThreadPoolExecutor(1, thread_name_prefix=f"{self.service}-write") as writer:
-            in_flight: _InFlight | None = None
             while not self._stop.is_set():
-                batch = self._poll_beside(in_flight)
-                prepared, failure = None, None
-                started = time.perf_counter()
-                if batch:
-                    try:
-                        prepared = handler.prepare(batch)
-                    except RETRYABLE as exc:
-                        failure = exc
-                # The earlier batch is committed first, whatever becomes of this one.
-                if in_flight is not None and not self._finish(handler, in_flight):
+                # At most one write left in flight, so that at most two are once this batch's
+                # is queued: the writer starts it as soon as the one before it ends.
+                if not self._finish_writes(handler, in_flight, halted, WRITES_QUEUED - 1):
                     return
-                in_flight = None
+                batch = self._poll_beside(in_flight[0] if in_flight else None)
                 if not batch:
                     continue
-                if failure is not None:
-                    done, prepared = self._prepare_again(handler, batch, failure)
+                item = _InFlight(batch, None, time.perf_counter())
+                try:
+                    item.prepared = handler.prepare(batch)
+                except RETRYABLE as exc:
+                    # The earlier batches are committed first, whatever becomes of this one.
+                    if not self._finish_writes(handler, in_flight, halted, 0):
+                        return
+                    done, item.prepared = self._prepare_again(handler, batch, exc)
                     if not done:
                         return
-                in_flight = _InFlight(
-                    batch, prepared, writer.submit(handler.apply, prepared), started
-                )
-            if in_flight is not None:
-                self._finish(handler, in_flight)
+                item.write = writer.submit(_write_in_order, handler, item, halted)
+                in_flight.append(item)
+            self._finish_writes(handler, in_flight, halted, 0)
+
+    def _finish_writes(
+        self,
+        handler: StagedHandler,
+        in_flight: deque[_InFlight],
+        halted: threading.Event,
+        keep: int,
+    ) -> bool:
+        """Commit the batches whose writes are done, oldest first, waiting for the oldest
+        until at most ``keep`` remain (none once a write failed: the writes queued behind it
+        are then made here, in order). False when stopped while retrying a write."""
+        while in_flight and (len(in_flight) > keep or in_flight[0].write.done() or halted.is_set()):
+            if not self._finish(handler, in_flight.popleft()):
+                return False
+        if not in_flight:
+            halted.clear()
+        return True
 
     def _poll_beside(self, in_flight: _InFlight | None) -> list[Message]:
         """The next batch; while a write is in flight, only until it is done, so that a quiet
@@ -384,15 +426,19 @@ class BatchLoop:
     def _finish(self, handler: StagedHandler, in_flight: _InFlight) -> bool:
         """Wait for the batch's write (retrying it if it failed), flush, commit. False when
         the loop was stopped while retrying: the batch is not committed."""
+
+        def work() -> None:
+            handler.apply(in_flight.prepared)
+            self._flush()
+
         try:
             in_flight.write.result()
             self._flush()
+        except _Skipped:
+            # Queued behind a write that failed: written here, after that one.
+            if not self._with_retries(work, in_flight.batch):
+                return False
         except RETRYABLE as exc:
-
-            def work() -> None:
-                handler.apply(in_flight.prepared)
-                self._flush()
-
             if not self._with_retries(work, in_flight.batch, exc):
                 return False
         self._committed(in_flight.batch, in_flight.started)
