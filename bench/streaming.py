@@ -48,7 +48,7 @@ from confluent_kafka import Consumer
 from mpp.codecs import decode, decode_raw_event, encode
 from mpp.config import Settings, Topics
 from mpp.embedding import Embedder, packaged_model_path
-from mpp.graph import GraphStore, MessageNode
+from mpp.graph import ROW, GraphStore, MessageNode, merge_row
 from mpp.kafka import TrackedProducer, ensure_topics
 from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.samples import chitchat_events
@@ -147,6 +147,20 @@ FOREACH (c IN row.campaigns |
     MERGE (k:Campaign {id: c.id})
     MERGE (m)-[r:ABOUT]->(k) SET r.score = c.score, r.source = c.source)
 """
+
+
+def bare_rows(enriched: list[E.EnrichedMessage]) -> list[dict[str, Any]]:
+    """The service's rows (``mpp.graph.merge_row``) as the plain call takes them: a map per
+    message, a map per link."""
+    rows = []
+    for e in enriched:
+        values = merge_row(e)
+        campaigns, intents = values[-2:]
+        row: dict[str, Any] = dict(zip(ROW, values, strict=True))
+        row["campaigns"] = [{"id": c, "score": s, "source": src} for c, s, src in campaigns]
+        row["intents"] = [{"name": name, "score": score} for name, score in intents]
+        rows.append(row)
+    return rows
 
 
 def bare_merge(settings: Settings, rows: list[dict[str, Any]], batch: int) -> None:
@@ -328,11 +342,7 @@ def main() -> None:
     # would favour whichever side of the comparison came later.
     warm_tag = f"warm{run}"
     graph_prefixes += [warm_tag, f"s{warm_tag}"]
-    bare_merge(
-        base,
-        [MessageNode.from_enriched(e).parameters() for e in rekeyed(enriched, warm_tag)],
-        base.graph_writer.batch_size,
-    )
+    bare_merge(base, bare_rows(rekeyed(enriched, warm_tag)), base.graph_writer.batch_size)
     nodes = [MessageNode.from_enriched(e) for e in rekeyed(enriched, f"s{warm_tag}")]
     for i in range(0, len(nodes), base.graph_writer.batch_size):
         graph.merge_messages(nodes[i : i + base.graph_writer.batch_size])
@@ -346,7 +356,7 @@ def main() -> None:
         tag = f"bare{runs[rep]}"
         graph_prefixes.append(tag)
         # The very rows the service sends, prepared outside the timing.
-        graph_rows = [MessageNode.from_enriched(e).parameters() for e in rekeyed(enriched, tag)]
+        graph_rows = bare_rows(rekeyed(enriched, tag))
         bare_rates.append(
             timed(
                 f"[{rep + 1}/{reps}] bare UNWIND MERGE",

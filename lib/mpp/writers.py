@@ -98,10 +98,12 @@ def check_ids(enriched: events_pb2.EnrichedMessage) -> Rejection | None:
     return None
 
 
-def decode_known(cls: type[P], value: bytes | None) -> P:
-    """``mpp.codecs.decode``, also refusing bytes that parse as nothing but unknown fields."""
+def decode_known(cls: type[P], value: bytes | None, usual: str = "") -> P:
+    """``mpp.codecs.decode``, also refusing bytes that parse as nothing but unknown fields.
+    ``usual`` names a message field that a valid record has: when it is set, the (costlier)
+    look at every field is skipped."""
     message = decode(cls, value)
-    if not message.ListFields():
+    if not (usual and message.HasField(usual)) and not message.ListFields():
         raise Rejection(
             events_pb2.ERROR_CODE_UNDECODABLE,
             "",
@@ -127,7 +129,7 @@ def plan_batch(
                     )
                 plan.erase(request)
             elif msg.topic() == enriched_topic:
-                enriched = decode_known(events_pb2.EnrichedMessage, msg.value())
+                enriched = decode_known(events_pb2.EnrichedMessage, msg.value(), usual="message")
                 rejection = check(enriched)
                 if rejection is not None:
                     raise rejection

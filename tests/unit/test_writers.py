@@ -15,7 +15,7 @@ from pymilvus.exceptions import MilvusException, ParamError
 
 from mpp import graph, vectors
 from mpp.deadletters import dead_letter
-from mpp.graph import CampaignEdge, MessageNode, seen_spans
+from mpp.graph import ROW, CampaignEdge, MergeBatch, MessageNode, merge_row, seen_spans
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
 from mpp.vectors import MessageVector, chunks
@@ -172,21 +172,37 @@ def test_message_node_skips_unknown_and_keeps_each_campaigns_best_link() -> None
         CampaignEdge("c1", 1.0, "event"),
         CampaignEdge("c2", 0.5, "similarity"),
     )
-    params = node.parameters()
-    assert params["ts"] == 1_780_000_000_123
-    assert params["campaigns"][0] == {"id": "c1", "score": 1.0, "source": "event"}
-    assert params["intents"] == [{"name": "refund", "score": pytest.approx(0.2)}]
+    row = node.row()
+    assert row == merge_row(message)
+    assert MessageNode.from_row(row) == node
+    assert row[ROW.index("ts")] == 1_780_000_000_123
+    assert row[ROW.index("campaigns")][0] == ["c1", 1.0, "event"]
+    assert row[ROW.index("intents")] == [["refund", pytest.approx(0.2)]]
+
+
+def test_a_merge_batch_keeps_each_messages_last_version_as_columns() -> None:
+    first = E.EnrichedMessage.FromString(enriched("m1", "u1"))
+    other = E.EnrichedMessage.FromString(enriched("m2", "u2"))
+    again = E.EnrichedMessage.FromString(enriched("m1", "u1"))
+    again.message.text = "edited"
+    batch = MergeBatch.of_enriched([first, other, again])
+    assert batch.size == 2
+    params = batch.parameters
+    assert set(params) == {"users", *ROW}
+    assert params["message_id"] == ["m1", "m2"] and params["text"][0] == "edited"
+    assert params["users"] == [
+        {"id": "u1", "first": 1_780_000_000_123, "last": 1_780_000_000_123},
+        {"id": "u2", "first": 1_780_000_000_123, "last": 1_780_000_000_123},
+    ]
+    # The driver writes repr() of the parameters into its debug line: each list is summed up.
+    assert repr(params["text"]) == "<2 values>"
+    # Built from nodes, the same batch.
+    assert MergeBatch.of([MessageNode.from_enriched(e) for e in (first, other, again)]) == batch
+    assert MergeBatch.of_enriched([]).size == 0
 
 
 def test_seen_spans_give_each_user_the_batchs_earliest_and_latest_time() -> None:
-    rows = [
-        {"user_id": "a", "ts": 5},
-        {"user_id": "b", "ts": 7},
-        {"user_id": "a", "ts": 2},
-        {"user_id": "a", "ts": 9},
-        {"user_id": "a", "ts": 4},
-    ]
-    assert seen_spans(rows) == [
+    assert seen_spans(["a", "b", "a", "a", "a"], [5, 7, 2, 9, 4]) == [
         {"id": "a", "first": 2, "last": 9},
         {"id": "b", "first": 7, "last": 7},
     ]

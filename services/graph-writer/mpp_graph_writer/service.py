@@ -19,7 +19,7 @@ from functools import partial
 
 from mpp import writers
 from mpp.config import Settings
-from mpp.graph import GraphStore, MergeBatch, MessageNode
+from mpp.graph import GraphStore, MergeBatch
 from mpp.service import Worker
 from mpp.v1 import events_pb2
 
@@ -30,7 +30,7 @@ plan_batch = partial(writers.plan_batch, check=check_enriched)
 
 
 def rows(messages: Sequence[events_pb2.EnrichedMessage]) -> MergeBatch:
-    return MergeBatch.of([MessageNode.from_enriched(e) for e in messages])
+    return MergeBatch.of_enriched(messages)
 
 
 def worker(settings: Settings) -> Worker:
