@@ -81,7 +81,7 @@ SCHEMA: list[LiteralString] = [
 # message time (setting them once per message cost about a tenth of the statement's time);
 # the messages then MATCH their user. The messages come as columns, one list per property,
 # indexed by the row number: a list of maps would carry every key again in every row, which
-# cost this process about 2 microseconds a row to pack and Neo4j about 5 to read (measured
+# cost this process about 2 microseconds a row to pack and Neo4j a few more to read (measured
 # alone on 8,000 chitchat messages, ``bench/streaming.py``'s rows). The two CALL blocks drop
 # the links a newer enrichment no longer has; FOREACH keeps one row per message (no
 # cardinality blow-up) while merging its links. A link is [campaign id, score, source] or
