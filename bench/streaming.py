@@ -19,8 +19,8 @@ statement):
   (same collection schema) in batches of the same size;
 - graph-writer: the service's loop vs one bare ``UNWIND ... MERGE`` statement per batch on the
   very rows the service sends (User, Message with its properties, SENT, the intents and
-  campaign links with theirs), as a user writes it: a map per message (what the driver's
-  manual shows), without the service's removal of links a re-enrichment dropped and without
+  campaign links with theirs), as a user writes it: a map per message (the usual form of a
+  batched write), without the service's removal of links a re-enrichment dropped and without
   the users' first and last message times. The service's own statement alone (its columns,
   built outside the timing) is printed too, so that the gain of its statement and the cost
   of the loop around it can be told apart;
@@ -51,7 +51,7 @@ from confluent_kafka import Consumer
 from mpp.codecs import decode, decode_raw_event, encode
 from mpp.config import Settings, Topics
 from mpp.embedding import Embedder, packaged_model_path
-from mpp.graph import ROW, GraphStore, MergeBatch, MessageNode, merge_row
+from mpp.graph import ROW, GraphStore, MergeBatch, merge_row
 from mpp.kafka import TrackedProducer, ensure_topics
 from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.samples import chitchat_events
@@ -350,9 +350,8 @@ def main() -> None:
     warm_tag = f"warm{run}"
     graph_prefixes += [warm_tag, f"s{warm_tag}"]
     bare_merge(base, bare_rows(rekeyed(enriched, warm_tag)), base.graph_writer.batch_size)
-    nodes = [MessageNode.from_enriched(e) for e in rekeyed(enriched, f"s{warm_tag}")]
-    for i in range(0, len(nodes), base.graph_writer.batch_size):
-        graph.merge_messages(nodes[i : i + base.graph_writer.batch_size])
+    for batch in chunked(rekeyed(enriched, f"s{warm_tag}"), base.graph_writer.batch_size):
+        graph.merge_batch(MergeBatch.of_enriched(batch))
     bare_rates, stage_rates, statement_rates = [], [], []
     for rep in range(reps):
         settings = isolated(base, runs[rep])
