@@ -33,8 +33,9 @@ if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
 fi
 # uv sync is a no-op when everything is installed; it re-points the editable install of this
-# project at this clone, so a cached environment serves any number of clones.
-UV_PROJECT_ENVIRONMENT="$venv" "$uv" sync --frozen --project "$root" --python "$python" \
+# project at this clone, so a cached environment serves any number of clones. --all-extras:
+# the developer gets every service's extra (the images take only their own, see Dockerfile).
+UV_PROJECT_ENVIRONMENT="$venv" "$uv" sync --frozen --all-extras --project "$root" --python "$python" \
   ${MPP_UV_QUIET:+--quiet}
 touch "$venv/.complete"
 

@@ -6,14 +6,18 @@ store classes (VectorStore, GraphStore...) wrap these with the platform's rules.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import neo4j
 import psycopg
 import redis
-from pymilvus import MilvusClient
 
 from mpp.config import Settings
+
+if TYPE_CHECKING:
+    # pymilvus is the milvus extra's (pyproject.toml): the services without vectors (ingest,
+    # graph-writer, analytics) have no pymilvus, and import this module all the same.
+    from pymilvus import MilvusClient
 
 
 def neo4j_driver(settings: Settings) -> neo4j.Driver:
@@ -41,6 +45,8 @@ def redis_client(settings: Settings) -> redis.Redis:
 
 
 def milvus_client(settings: Settings) -> MilvusClient:
+    from pymilvus import MilvusClient
+
     cfg = settings.milvus
     return MilvusClient(
         uri=cfg.uri,

@@ -54,14 +54,52 @@ def arg_defaults(found: list[Instruction]) -> dict[str, str]:
 
 
 def env_of_stage(found: list[Instruction], stage: int) -> dict[str, str]:
-    """ENV key=value pairs of one stage."""
+    """ENV key=value pairs of one stage and of the stages it is built FROM."""
     env: dict[str, str] = {}
-    for ins in found:
-        if ins.keyword == "ENV" and ins.stage == stage:
-            for token in shlex.split(ins.arguments):
-                name, _, value = token.partition("=")
-                env[name] = value
+    for index in reversed(stage_chain(found, stage)):
+        for ins in found:
+            if ins.keyword == "ENV" and ins.stage == index:
+                for token in shlex.split(ins.arguments):
+                    name, _, value = token.partition("=")
+                    env[name] = value
     return env
+
+
+@dataclass(frozen=True)
+class Stage:
+    index: int
+    base: str  # what FROM names: an image (maybe ${ARG}) or an earlier stage's name
+    name: str  # "" when the stage has no AS name
+
+
+def stages(found: list[Instruction]) -> list[Stage]:
+    """The FROM lines, in order: ``FROM [--platform=...] base [AS name]``."""
+    result = []
+    for ins in found:
+        if ins.keyword != "FROM":
+            continue
+        words = [w for w in ins.arguments.split() if not w.startswith("--")]
+        name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else ""
+        result.append(Stage(ins.stage, words[0], name))
+    return result
+
+
+def stage_chain(found: list[Instruction], stage: int) -> list[int]:
+    """``stage`` and then each stage it is built FROM, up to the one on an image."""
+    by_name = {s.name: s for s in stages(found) if s.name}
+    chain = [stage]
+    current = stages(found)[stage]
+    while current.base in by_name:
+        current = by_name[current.base]
+        chain.append(current.index)
+    return chain
+
+
+def target(found: list[Instruction], name: str) -> int:
+    """The index of the stage named ``name`` (a build target)."""
+    matches = [s.index for s in stages(found) if s.name == name]
+    assert len(matches) == 1, f"{len(matches)} stages named {name!r}"
+    return matches[0]
 
 
 def copy_sources(found: list[Instruction]) -> list[str]:

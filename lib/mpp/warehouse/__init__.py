@@ -170,10 +170,15 @@ class Warehouse(ABC):
 
 
 def sqlite_path(settings: Settings) -> Path:
-    from mpp.stack import stack_dir
-
     path = settings.warehouse.sqlite_path
-    return path if path.is_absolute() else stack_dir(settings) / path
+    if path.is_absolute():
+        return path
+    try:
+        from mpp.stack import stack_dir
+    except ModuleNotFoundError:  # an image: no local stack; MPP_STACK__DIR is absolute there
+        base = settings.stack.dir
+        return (base if base.is_absolute() else Path.cwd() / base) / path
+    return stack_dir(settings) / path
 
 
 def warehouse_id(settings: Settings) -> str:

@@ -1,0 +1,45 @@
+"""The CLI where the dev tooling is not installed (the images leave out mpp.stack, mpp.samples
+and mpp.pipeline, see pyproject.toml): operator commands work, dev commands say why not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+# Runs the CLI with the dev modules made unimportable, as in an image.
+WITHOUT_DEV_TOOLING = """
+import sys
+for name in ("mpp.stack", "mpp.samples", "mpp.pipeline", "torch", "matplotlib", "pymilvus"):
+    sys.modules[name] = None
+sys.argv = ["mpp", *sys.argv[1:]]
+from mpp.cli import main
+main()
+"""
+
+
+def mpp(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_DEV_TOOLING, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("args", [["db", "migrate", "--help"], ["topics", "ensure", "--help"]])
+def test_operator_commands_load_without_dev_tooling(args: list[str]) -> None:
+    result = mpp(*args)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["stack", "status"], ["services", "status"], ["images", "build"], ["demo"]]
+)
+def test_dev_commands_say_they_are_dev_tooling(args: list[str]) -> None:
+    result = mpp(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "dev tooling; not installed in images" in result.stderr
+    assert "Traceback" not in result.stderr
