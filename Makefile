@@ -9,7 +9,8 @@ empty :=
 space := $(empty) $(empty)
 export PYTHONPATH := $(subst $(space),:,$(CURDIR)/lib $(patsubst %/,%,$(wildcard $(CURDIR)/services/*/)))
 
-.PHONY: help venv demo up down status test unit lint typecheck proto proto-check clean-stack
+.PHONY: help venv demo up down status airflow airflow-down test unit lint typecheck proto proto-check clean-stack \
+	cluster cluster-down
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,6 +31,12 @@ down: venv  ## Stop the services and servers that `make demo`/`make up` started,
 status: venv  ## Probe every server of the stack and every service
 	@$(MPP) stack status; $(MPP) services status
 
+airflow: venv  ## Start the local Airflow 3 (UI and REST API on 127.0.0.1:18280), reusing what runs
+	@$(MPP) airflow up
+
+airflow-down: venv  ## Stop the Airflow processes that `make airflow` started, nothing else
+	@$(MPP) airflow down
+
 test: venv  ## Lint, type-check, start the stack, run every test
 	@bash scripts/test.sh
 
@@ -48,3 +55,9 @@ proto: venv  ## Regenerate lib/mpp/v1 from proto/
 
 clean-stack: down  ## Stop the stack and delete its data (.stack/)
 	rm -rf .stack
+
+cluster: venv  ## Start the local single-node Kubernetes cluster (root; first build ~15 min)
+	@$(MPP) cluster up
+
+cluster-down: venv  ## Stop the local cluster and remove its network setup, mounts and pods
+	@$(MPP) cluster down

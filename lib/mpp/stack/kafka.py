@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from mpp.config import Settings, host_port
 from mpp.stack.base import Progress, Server, StackError, run_checked
+from mpp.stack.cluster_config import HOST_GATEWAY, KAFKA_CLUSTER_PORT
 
 HEAP = ["-Xms256m", "-Xmx512m"]
 # The flags of Kafka's own kafka-run-class.sh, and fail fast rather than limp on OOM.
@@ -44,6 +45,28 @@ def java_binary() -> str:
             "openjdk-17-jre-headless) or set JAVA_HOME"
         )
     return found
+
+
+def with_cluster_listener(properties: str, host: str) -> str:
+    """Add the CLUSTER listener: bound on ``host``:19094, advertised to pods as 10.244.0.1.
+
+    Pods of the local cluster (mpp cluster up) bootstrap from 10.244.0.1:19094, which the
+    cluster's forwarder passes to this listener; the broker then names that same address in
+    its metadata, which pods can reach (the PLAINTEXT listener advertises 127.0.0.1).
+    """
+    listener = f"CLUSTER://{host}:{KAFKA_CLUSTER_PORT}"
+    advertised = f"CLUSTER://{HOST_GATEWAY}:{KAFKA_CLUSTER_PORT}"
+    lines = []
+    for line in properties.splitlines():
+        key, _, value = line.partition("=")
+        if key == "listeners" and "CLUSTER://" not in value:
+            line = f"{line},{listener}"
+        elif key == "advertised.listeners" and "CLUSTER://" not in value:
+            line = f"{line},{advertised}"
+        elif key == "listener.security.protocol.map" and "CLUSTER:" not in value:
+            line = f"{line},CLUSTER:PLAINTEXT"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 class KafkaServer(Server):
@@ -91,7 +114,7 @@ class KafkaServer(Server):
             .replace("@LOG_DIRS@", str(log_dirs.resolve()))
             .replace("127.0.0.1", host)
         )
-        self.properties.write_text(rendered)
+        self.properties.write_text(with_cluster_listener(rendered, host))
         if (log_dirs / "meta.properties").exists():
             return
         log_dirs.mkdir(parents=True, exist_ok=True)
