@@ -1,7 +1,10 @@
 """``mpp``: the operators' command line.
 
 mpp stack up|down|status       the local stack of real servers
-mpp cluster up|down|status     a real single-node Kubernetes cluster on this machine
+mpp cluster up|down|status     a real single-node Kubernetes cluster on this machine (dev)
+mpp images build [--import]    the services' images, built with buildah (dev)
+mpp deploy up|down|status      the Helm chart on that cluster, against the local stack (dev)
+mpp airflow up|down|status     a local Airflow 3 for the batch DAG (dev)
 mpp topics ensure|list         Kafka topics and their sizes
 mpp db migrate                 PostgreSQL schema migrations
 mpp catalog load-campaigns F   load or update the campaign catalog
@@ -16,18 +19,17 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mpp.config import Settings, get_settings
+from mpp.clikit import console, out, print_status, progress, settings
+from mpp.config import Settings
 
 try:
     from mpp.stack import SERVER_NAMES, Stack, StackError, State
@@ -57,29 +59,13 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(sample_app, name="sample")
-cluster_app = typer.Typer(
-    help="The local single-node Kubernetes cluster (needs root).", no_args_is_help=True
-)
-app.add_typer(cluster_app, name="cluster")
 analytics_app = typer.Typer(
     help="Analytics: reports, charts, the warehouse, erasure.", no_args_is_help=True
 )
 app.add_typer(analytics_app, name="analytics")
 
-console = Console(stderr=True)
-out = Console()
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValueError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _progress(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+_settings = settings
+_progress = progress
 
 
 def _only(value: str | None) -> tuple[str, ...]:
@@ -92,13 +78,7 @@ OnlyOption = Annotated[
 ]
 
 
-def _print_status(statuses: list) -> None:  # type: ignore[type-arg]
-    table = Table("server", "endpoint", "state", "pid", "log / detail")
-    for s in statuses:
-        color = "green" if s.state != State.DOWN else "red"
-        where = s.detail or (str(s.log_file) if s.log_file else "")
-        table.add_row(s.name, s.endpoint, f"[{color}]{s.state}[/{color}]", str(s.pid or ""), where)
-    out.print(table)
+_print_status = print_status
 
 
 @stack_app.command("up")
@@ -434,56 +414,6 @@ def _print_users(settings: Settings, limit: int) -> list[str]:
     return [str(r["user"]) for r in records]
 
 
-# -- cluster --------------------------------------------------------------------------------
-
-
-@cluster_app.command("up")
-def cluster_up() -> None:
-    """Build (once), start containerd, the control plane, kubelet, kube-proxy and CoreDNS."""
-    from mpp.stack.cluster import Cluster, kubeconfig_path
-
-    settings = _settings()
-    try:
-        statuses = Cluster(settings).up(_progress)
-    except StackError as exc:
-        console.print(f"[red]cluster up failed:[/red] {exc}")
-        console.print("(`mpp cluster down` stops what did start and undoes the network setup)")
-        raise typer.Exit(1) from exc
-    _print_status(statuses)
-    console.print(f"kubectl --kubeconfig {kubeconfig_path(settings)} get pods -A")
-
-
-@cluster_app.command("down")
-def cluster_down() -> None:
-    """Delete the pods, stop every cluster process, remove its network setup and mounts."""
-    from mpp.stack.cluster import Cluster
-
-    try:
-        stopped = Cluster(_settings()).down(_progress)
-    except StackError as exc:
-        console.print(f"[red]cluster down failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing (none was running)'}")
-
-
-@cluster_app.command("status")
-def cluster_status(
-    memory: Annotated[bool, typer.Option(help="Also show each component's RSS.")] = False,
-) -> None:
-    """Each component and the node's readiness; exit 1 if anything is down."""
-    from mpp.stack.cluster import Cluster
-
-    cluster = Cluster(_settings())
-    statuses = cluster.status()
-    _print_status(statuses)
-    if memory:
-        usage = cluster.memory_mib()
-        parts = ", ".join(f"{name} {mib:.0f}" for name, mib in usage.items())
-        out.print(f"RSS MiB: {parts}; total {sum(usage.values()):.0f}")
-    if any(s.state == State.DOWN for s in statuses):
-        raise typer.Exit(1)
-
-
 # -- analytics ------------------------------------------------------------------------------
 
 SinceOption = Annotated[
@@ -648,110 +578,20 @@ def analytics_erase(user_id: str) -> None:
     out.print_json(data={**asdict(result), "warehouse_pending": result.warehouse_pending})
 
 
-images_app = typer.Typer(
-    help="The services' images, built with buildah (no Docker engine; dev tooling).",
-    no_args_is_help=True,
-)
-app.add_typer(images_app, name="images")
-
-
-@images_app.command("build")
-def images_build(
-    services: Annotated[
-        list[str] | None,
-        typer.Argument(help="Services to build (default: all six).", show_default=False),
-    ] = None,
-    import_: Annotated[
-        bool,
-        typer.Option(
-            "--import/--no-import", help="Import the images into the cluster's containerd."
-        ),
-    ] = False,
-) -> None:
-    """Build each service's Dockerfile target as localhost/mpp/<service>:<tree hash>.
-
-    An unchanged tree reuses the cached image tars; --import loads them into containerd.
-    """
-    from mpp.stack.images import ImageError, build
+def _register_dev_commands() -> None:
+    """The dev tooling's commands (cluster, images, deploy, airflow), where it is installed."""
+    from mpp.devtools import is_dev_module
 
     try:
-        built = build(services or (), progress=_progress, import_images=import_)
-    except (ImageError, StackError) as exc:
-        console.print(f"[red]images build failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    table = Table("service", "image", "size", "archive")
-    for image in built:
-        table.add_row(image.service, image.ref, f"{image.size_bytes / 1e6:.0f} MB", str(image.tar))
-    out.print(table)
+        from mpp.stack.commands import register
+    except ModuleNotFoundError as exc:  # an image: the dev tooling is left out
+        if not is_dev_module(exc):
+            raise
+        return
+    register(app)
 
 
-airflow_app = typer.Typer(
-    help="A local Airflow 3 for the batch DAG (dags/), on loopback.", no_args_is_help=True
-)
-app.add_typer(airflow_app, name="airflow")
-AirflowPortOption = Annotated[
-    int, typer.Option("--port", help="The api-server's port (UI, REST API) on 127.0.0.1.")
-]
-
-
-@airflow_app.command("up")
-def airflow_up(
-    port: AirflowPortOption = 18280,
-    image: Annotated[
-        str | None, typer.Option(help="Variable mpp_batch_image (default: mpp-jobs:latest).")
-    ] = None,
-    namespace: Annotated[
-        str | None, typer.Option(help="Variable mpp_batch_namespace (default: mpp).")
-    ] = None,
-    spark_master: Annotated[
-        str | None, typer.Option(help="Variable mpp_spark_master (default: local[*]).")
-    ] = None,
-) -> None:
-    """Start Airflow's api-server, scheduler and dag-processor; reuses what runs.
-
-    Its database is `airflow` in the stack's PostgreSQL (started when down). Sets the DAG's
-    Variables (one not given keeps its value, else the DAG's default) and kubernetes_default.
-    """
-    from mpp.stack.airflow import Airflow
-
-    given = {
-        "mpp_batch_image": image,
-        "mpp_batch_namespace": namespace,
-        "mpp_spark_master": spark_master,
-    }
-    try:
-        airflow = Airflow(
-            _settings(), port=port, variables={k: v for k, v in given.items() if v is not None}
-        )
-        statuses = airflow.up(_progress)
-    except StackError as exc:
-        console.print(f"[red]airflow up failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    _print_status(statuses)
-    console.print(f"UI and REST API: {airflow.api_url}  (user admin, `mpp airflow status`)")
-
-
-@airflow_app.command("down")
-def airflow_down(port: AirflowPortOption = 18280) -> None:
-    """Stop the Airflow processes that `airflow up` started (and nothing else)."""
-    from mpp.stack.airflow import Airflow
-
-    stopped = Airflow(_settings(), port=port).down(_progress)
-    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing (none was ours)'}")
-
-
-@airflow_app.command("status")
-def airflow_status(port: AirflowPortOption = 18280) -> None:
-    """Probe Airflow's processes and print the login; exit 1 if any is down."""
-    from mpp.stack.airflow import Airflow
-
-    airflow = Airflow(_settings(), port=port)
-    statuses = airflow.status()
-    _print_status(statuses)
-    if airflow.password_file.exists():
-        out.print(f"{airflow.api_url}  user: admin  password: {airflow.password()}")
-    if any(s.state == State.DOWN for s in statuses):
-        raise typer.Exit(1)
+_register_dev_commands()
 
 
 def main() -> None:

@@ -1,0 +1,265 @@
+"""The dev tooling's commands: ``mpp cluster``, ``mpp images``, ``mpp deploy``, ``mpp airflow``.
+
+Registered on ``mpp`` (mpp.cli) where the dev tooling is installed; the images leave it out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from mpp.clikit import console, out, print_status, progress, settings
+from mpp.stack.base import StackError, State
+
+if TYPE_CHECKING:
+    from mpp.stack.deploy import Deployment
+
+_settings = settings
+_progress = progress
+_print_status = print_status
+
+cluster_app = typer.Typer(
+    help="The local single-node Kubernetes cluster (needs root).", no_args_is_help=True
+)
+images_app = typer.Typer(
+    help="The services' images, built with buildah (no Docker engine; dev tooling).",
+    no_args_is_help=True,
+)
+deploy_app = typer.Typer(
+    help="The Helm chart on the local cluster (release mpp, namespace mpp).", no_args_is_help=True
+)
+airflow_app = typer.Typer(
+    help="A local Airflow 3 for the batch DAG (dags/), on loopback.", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cluster_app, name="cluster")
+    app.add_typer(images_app, name="images")
+    app.add_typer(deploy_app, name="deploy")
+    app.add_typer(airflow_app, name="airflow")
+
+
+# -- cluster --------------------------------------------------------------------------------
+
+
+@cluster_app.command("up")
+def cluster_up() -> None:
+    """Build (once), start containerd, the control plane, kubelet, kube-proxy and CoreDNS."""
+    from mpp.stack.cluster import Cluster, kubeconfig_path
+
+    settings = _settings()
+    try:
+        statuses = Cluster(settings).up(_progress)
+    except StackError as exc:
+        console.print(f"[red]cluster up failed:[/red] {exc}")
+        console.print("(`mpp cluster down` stops what did start and undoes the network setup)")
+        raise typer.Exit(1) from exc
+    _print_status(statuses)
+    console.print(f"kubectl --kubeconfig {kubeconfig_path(settings)} get pods -A")
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Delete the pods, stop every cluster process, remove its network setup and mounts."""
+    from mpp.stack.cluster import Cluster
+
+    try:
+        stopped = Cluster(_settings()).down(_progress)
+    except StackError as exc:
+        console.print(f"[red]cluster down failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing (none was running)'}")
+
+
+@cluster_app.command("status")
+def cluster_status(
+    memory: Annotated[bool, typer.Option(help="Also show each component's RSS.")] = False,
+) -> None:
+    """Each component and the node's readiness; exit 1 if anything is down."""
+    from mpp.stack.cluster import Cluster
+
+    cluster = Cluster(_settings())
+    statuses = cluster.status()
+    _print_status(statuses)
+    if memory:
+        usage = cluster.memory_mib()
+        parts = ", ".join(f"{name} {mib:.0f}" for name, mib in usage.items())
+        out.print(f"RSS MiB: {parts}; total {sum(usage.values()):.0f}")
+    if any(s.state == State.DOWN for s in statuses):
+        raise typer.Exit(1)
+
+
+# -- images ---------------------------------------------------------------------------------
+
+
+@images_app.command("build")
+def images_build(
+    services: Annotated[
+        list[str] | None,
+        typer.Argument(help="Services to build (default: all six).", show_default=False),
+    ] = None,
+    import_: Annotated[
+        bool,
+        typer.Option(
+            "--import/--no-import", help="Import the images into the cluster's containerd."
+        ),
+    ] = False,
+) -> None:
+    """Build each service's Dockerfile target as localhost/mpp/<service>:<tree hash>.
+
+    An unchanged tree reuses the cached image tars; --import loads them into containerd.
+    """
+    from mpp.stack.images import ImageError, build
+
+    try:
+        built = build(services or (), progress=_progress, import_images=import_)
+    except (ImageError, StackError) as exc:
+        console.print(f"[red]images build failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table("service", "image", "size", "archive")
+    for image in built:
+        table.add_row(image.service, image.ref, f"{image.size_bytes / 1e6:.0f} MB", str(image.tar))
+    out.print(table)
+
+
+# -- airflow --------------------------------------------------------------------------------
+AirflowPortOption = Annotated[
+    int, typer.Option("--port", help="The api-server's port (UI, REST API) on 127.0.0.1.")
+]
+
+
+@airflow_app.command("up")
+def airflow_up(
+    port: AirflowPortOption = 18280,
+    image: Annotated[
+        str | None, typer.Option(help="Variable mpp_batch_image (default: mpp-jobs:latest).")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Variable mpp_batch_namespace (default: mpp).")
+    ] = None,
+    spark_master: Annotated[
+        str | None, typer.Option(help="Variable mpp_spark_master (default: local[*]).")
+    ] = None,
+) -> None:
+    """Start Airflow's api-server, scheduler and dag-processor; reuses what runs.
+
+    Its database is `airflow` in the stack's PostgreSQL (started when down). Sets the DAG's
+    Variables (one not given keeps its value, else the DAG's default) and kubernetes_default.
+    """
+    from mpp.stack.airflow import Airflow
+
+    given = {
+        "mpp_batch_image": image,
+        "mpp_batch_namespace": namespace,
+        "mpp_spark_master": spark_master,
+    }
+    try:
+        airflow = Airflow(
+            _settings(), port=port, variables={k: v for k, v in given.items() if v is not None}
+        )
+        statuses = airflow.up(_progress)
+    except StackError as exc:
+        console.print(f"[red]airflow up failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_status(statuses)
+    console.print(f"UI and REST API: {airflow.api_url}  (user admin, `mpp airflow status`)")
+
+
+@airflow_app.command("down")
+def airflow_down(port: AirflowPortOption = 18280) -> None:
+    """Stop the Airflow processes that `airflow up` started (and nothing else)."""
+    from mpp.stack.airflow import Airflow
+
+    stopped = Airflow(_settings(), port=port).down(_progress)
+    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing (none was ours)'}")
+
+
+@airflow_app.command("status")
+def airflow_status(port: AirflowPortOption = 18280) -> None:
+    """Probe Airflow's processes and print the login; exit 1 if any is down."""
+    from mpp.stack.airflow import Airflow
+
+    airflow = Airflow(_settings(), port=port)
+    statuses = airflow.status()
+    _print_status(statuses)
+    if airflow.password_file.exists():
+        out.print(f"{airflow.api_url}  user: admin  password: {airflow.password()}")
+    if any(s.state == State.DOWN for s in statuses):
+        raise typer.Exit(1)
+
+
+# -- deploy ---------------------------------------------------------------------------------
+
+
+@deploy_app.command("up")
+def deploy_up(
+    build: Annotated[
+        bool, typer.Option(help="Build and import the images first (cached when unchanged).")
+    ] = True,
+) -> None:
+    """Install or upgrade the chart on the local cluster, against the local stack; wait until
+    every Deployment is Ready."""
+    from mpp.stack import Stack
+    from mpp.stack.deploy import Deployment
+    from mpp.stack.images import ImageError, image_ref
+    from mpp.stack.images import build as build_images
+
+    settings = _settings()
+    try:
+        Stack(settings).up(_progress)
+        if build:
+            build_images(progress=_progress, import_images=True)
+        deployment = Deployment(settings)
+        deployment.up(_progress, tag=image_ref("ingest").rsplit(":", 1)[1])
+    except (StackError, ImageError) as exc:
+        console.print(f"[red]deploy up failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_pods(deployment)
+
+
+@deploy_app.command("down")
+def deploy_down() -> None:
+    """Uninstall the release (its pods gone before this returns)."""
+    from mpp.stack.deploy import Deployment
+
+    try:
+        removed = Deployment(_settings()).down(_progress)
+    except StackError as exc:
+        console.print(f"[red]deploy down failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print("uninstalled" if removed else "nothing to uninstall")
+
+
+@deploy_app.command("status")
+def deploy_status() -> None:
+    """The release's pods; exit 1 if one is not Ready."""
+    from mpp.stack.deploy import Deployment
+
+    deployment = Deployment(_settings())
+    try:
+        deployment.require_cluster()
+    except StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if not _print_pods(deployment):
+        raise typer.Exit(1)
+
+
+def _print_pods(deployment: Deployment) -> bool:
+    """The pods of the release, one row each; whether all are Ready."""
+    table = Table("pod", "image", "phase", "ready")
+    all_ready = True
+    pods = deployment.pods()
+    for pod in pods:
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in pod["status"].get("conditions", [])
+        )
+        all_ready = all_ready and ready
+        image = pod["spec"]["containers"][0]["image"]
+        table.add_row(pod["metadata"]["name"], image, pod["status"]["phase"], str(ready))
+    out.print(table)
+    return bool(pods) and all_ready
