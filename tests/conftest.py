@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
@@ -56,9 +57,8 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
-@pytest.fixture
-def topic_settings(stack_settings: Settings, unique: str) -> Settings:
-    """The stack's settings with topics of this test's own (created), so tests never share."""
+def with_topics(settings: Settings, unique: str) -> Settings:
+    """``settings`` with topics of their own (created), named after ``unique``."""
     from mpp.config import Topics
     from mpp.kafka import ensure_topics
 
@@ -69,9 +69,35 @@ def topic_settings(stack_settings: Settings, unique: str) -> Settings:
             if isinstance(value, str)
         }
     )
-    kafka = stack_settings.kafka.model_copy(update={"topics": topics})
+    kafka = settings.kafka.model_copy(update={"topics": topics})
     ensure_topics(kafka)
-    return stack_settings.model_copy(update={"kafka": kafka})
+    return settings.model_copy(update={"kafka": kafka})
+
+
+@contextmanager
+def with_database(settings: Settings, unique: str) -> Iterator[Settings]:
+    """``settings`` with a PostgreSQL database of their own, migrated; dropped afterwards."""
+    import psycopg
+
+    from mpp.db import migrate
+
+    name = f"mpp_test_{unique}"
+    admin = settings.postgres.conninfo()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    postgres = settings.postgres.model_copy(update={"database": name})
+    migrate(postgres.conninfo())
+    try:
+        yield settings.model_copy(update={"postgres": postgres})
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def topic_settings(stack_settings: Settings, unique: str) -> Settings:
+    """The stack's settings with topics of this test's own (created), so tests never share."""
+    return with_topics(stack_settings, unique)
 
 
 @pytest.fixture
@@ -80,18 +106,5 @@ def database_settings(topic_settings: Settings, unique: str) -> Iterator[Setting
 
     Aggregates over whole tables (analytics, popularity) can then be compared exactly.
     """
-    import psycopg
-
-    from mpp.db import migrate
-
-    name = f"mpp_test_{unique}"
-    admin = topic_settings.postgres.conninfo()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    postgres = topic_settings.postgres.model_copy(update={"database": name})
-    migrate(postgres.conninfo())
-    try:
-        yield topic_settings.model_copy(update={"postgres": postgres})
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with with_database(topic_settings, unique) as settings:
+        yield settings

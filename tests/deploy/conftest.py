@@ -76,8 +76,20 @@ class Rendered:
         return {key: base64.b64decode(value).decode() for key, value in raw.items()}
 
 
-def template(helm: Path, *values_files: str, set_values: tuple[str, ...] = ()) -> Rendered:
+# The Prometheus Operator's CRD, as a cluster that has it reports it (the chart renders a
+# ServiceMonitor only there).
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+
+
+def template(
+    helm: Path,
+    *values_files: str,
+    set_values: tuple[str, ...] = (),
+    api_versions: tuple[str, ...] = (),
+) -> Rendered:
     args = ["template", RELEASE, str(CHART), "--namespace", "mpp"]
+    for api in api_versions:
+        args += ["--api-versions", api]
     for name in values_files:
         args += ["-f", str(CI_VALUES / name)]
     for assignment in set_values:
@@ -100,7 +112,7 @@ def default_render(helm: Path) -> Rendered:
 
 @pytest.fixture(scope="session")
 def options_render(helm: Path) -> Rendered:
-    return template(helm, "options-values.yaml")
+    return template(helm, "options-values.yaml", api_versions=(SERVICE_MONITOR_API,))
 
 
 @pytest.fixture(scope="session")

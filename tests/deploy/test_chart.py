@@ -398,6 +398,14 @@ def test_service_monitor_scrapes_every_service(options_render: Rendered) -> None
         assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]}
 
 
+def test_no_service_monitor_without_its_crd(render: Callable[..., Rendered]) -> None:
+    """A cluster without the Prometheus Operator would refuse the object ("no matches for
+    kind"); the pods keep their prometheus.io annotations instead."""
+    rendered = render("options-values.yaml")
+    assert rendered.of_kind("ServiceMonitor") == []
+    assert rendered.of_kind("Deployment")
+
+
 def test_worker_replicas_beyond_the_partitions_are_refused(helm: Path) -> None:
     too_many = run_helm(helm, "template", "r", str(CHART), "--set", "services.ingest.replicas=13")
     assert too_many.returncode != 0

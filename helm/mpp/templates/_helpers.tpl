@@ -59,12 +59,17 @@ app.kubernetes.io/component: {{ .name }}
 {{- end -}}
 {{- end -}}
 
+{{- /* A service's image (dict "root" $ "name" SERVICE): its own services.<name>.image when
+set, else <image.repository>/<name>:<image.tag or appVersion>; a digest wins over a tag. */}}
 {{- define "mpp.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- $root := .root -}}
+{{- $svc := index $root.Values.services .name -}}
+{{- $own := $svc.image | default dict -}}
+{{- $repository := $own.repository | default (printf "%s/%s" $root.Values.image.repository .name) -}}
+{{- if $own.digest -}}
+{{- printf "%s@%s" $repository $own.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- printf "%s:%s" $repository ($own.tag | default $root.Values.image.tag | default $root.Chart.AppVersion) -}}
 {{- end -}}
 {{- end -}}
 
