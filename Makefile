@@ -10,7 +10,7 @@ space := $(empty) $(empty)
 export PYTHONPATH := $(subst $(space),:,$(CURDIR)/lib $(patsubst %/,%,$(wildcard $(CURDIR)/services/*/)))
 
 .PHONY: help venv demo up down status airflow airflow-down test unit lint typecheck proto proto-check clean-stack \
-	cluster cluster-down
+	cluster cluster-down images deploy deploy-down
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +25,7 @@ up: venv  ## Start the local stack (real servers on loopback), reusing what runs
 	@$(MPP) stack up
 
 down: venv  ## Stop the services and servers that `make demo`/`make up` started, nothing else
+	@$(MPP) airflow down
 	@$(MPP) services down
 	@$(MPP) stack down
 
@@ -61,3 +62,12 @@ cluster: venv  ## Start the local single-node Kubernetes cluster (root; first bu
 
 cluster-down: venv  ## Stop the local cluster and remove its network setup, mounts and pods
 	@$(MPP) cluster down
+
+images: venv  ## Build the six services' images with buildah and load them into the local cluster
+	@$(MPP) images build --import
+
+deploy: cluster  ## Install the Helm chart on the local cluster against the local stack (images built first)
+	@$(MPP) deploy up
+
+deploy-down: venv  ## Uninstall the chart from the local cluster
+	@$(MPP) deploy down

@@ -106,6 +106,26 @@ def test_schema_rejects_a_wrong_value_at_render_time(helm: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ("services:\n  ingest:\n    replicas: two\n", "replicas"),
+        ("storeEndpoints:\n  enabled: true\n  adresses: [10.0.0.1]\n  ports: {}\n", "adresses"),
+        ("networkPolicy:\n  stores:\n    kafka: {peers: [], ports: [0]}\n", "ports"),
+        ("services:\n  embedder:\n    image: {digest: latest}\n", "digest"),
+    ],
+)
+def test_a_values_file_with_a_wrong_type_or_key_fails_naming_it(
+    helm: Path, tmp_path: Path, values: str, named: str
+) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(values)
+    result = run_helm(helm, "template", "r", str(CHART), "-f", str(path))
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert named in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
     ("schema_path", "setting"),
     [
         (("config", "environment"), ("environment",)),

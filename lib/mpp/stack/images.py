@@ -30,7 +30,9 @@ from mpp.stack.services import SERVICES
 
 REPO = Path(__file__).resolve().parents[3]
 # The files of the tree that an image is built from (the build context, see .dockerignore).
-TREE_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock", "README.md")
+# README.md is in the context too, but only as the wheel's long description: an edit of the
+# docs changes no image's behaviour, so it does not make a new tag (and a rebuild).
+TREE_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock")
 TREE_DIRS = ("lib", "services")
 # Dev tooling that the wheel leaves out (pyproject.toml, tool.hatch.build.targets.wheel):
 # it changes no image.
