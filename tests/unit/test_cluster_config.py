@@ -61,6 +61,10 @@ def test_kubelet_config_fits_cgroup_v1_and_keeps_most_of_the_node() -> None:
     assert config["clusterDNS"] == ["10.96.0.10"] and config["clusterDomain"] == "cluster.local"
     assert config["systemReserved"]["cpu"] == "100m"
     assert config["authentication"]["anonymous"]["enabled"] is False
+    # Imported images cannot be pulled again: the kubelet never garbage-collects them, and a
+    # busy disk does not evict pods while a gigabyte is left.
+    assert config["imageGCHighThresholdPercent"] == 100
+    assert config["evictionHard"]["imagefs.available"] == "1Gi"
 
 
 def test_apiserver_flags() -> None:

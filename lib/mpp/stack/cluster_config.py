@@ -309,14 +309,19 @@ def kubelet_config(pki: Pki, socket: Path) -> str:
         # A little for the control plane beside the pods; allocatable stays ~1.9 CPUs.
         "systemReserved": {"cpu": "100m", "memory": "256Mi"},
         "enforceNodeAllocatable": ["pods"],
+        # Absolute floors, not percentages: on a large, busy disk (image builds beside the
+        # cluster) 5% is gigabytes that the builds may legitimately use.
         "evictionHard": {
             "memory.available": "100Mi",
-            "nodefs.available": "5%",
-            "imagefs.available": "5%",
+            "nodefs.available": "1Gi",
+            "imagefs.available": "1Gi",
             "nodefs.inodesFree": "5%",
         },
-        "imageGCHighThresholdPercent": 95,
-        "imageGCLowThresholdPercent": 90,
+        # No image garbage collection: every image here was imported (`mpp images build
+        # --import`, the pause image) and cannot be pulled again; a full disk during a build
+        # made the kubelet delete them. Old builds are pruned by the importer instead.
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
         "maxPods": 110,
         "serializeImagePulls": False,
         "shutdownGracePeriod": "0s",

@@ -261,6 +261,7 @@ def ensure_base(tool: Buildah, progress: Progress) -> str:
             ["mmdebstrap", *MMDEBSTRAP_ARGS, SUITE, str(partial), *apt_sources()], "mmdebstrap", log
         )
         partial.rename(tar)
+    tar.with_suffix(".size").write_text(str(tar.stat().st_size))
     progress(f"importing the base into buildah as {ref}")
     result = subprocess.run(
         tool.argv("from", "--pull=never", "scratch"), capture_output=True, text=True, check=False
@@ -344,10 +345,18 @@ def build_one(
     partial.unlink(missing_ok=True)
     _run(tool.argv("push", ref, f"docker-archive:{partial}:{ref}"), "buildah push", log)
     partial.rename(tar)
-    for old in images_dir().glob(f"{service}-*.tar"):  # earlier trees' archives of the service
-        if old != tar and old.name[len(service) + 1 : -len(".tar")].isalnum():
+    tar.with_suffix(".size").write_text(str(tar.stat().st_size))
+    for old in images_dir().glob(f"{service}-*.*"):  # earlier trees' archives of the service
+        tag_part = old.name[len(service) + 1 :].split(".")[0]
+        if old.suffix in {".tar", ".size"} and old.stem != tar.stem and tag_part.isalnum():
             old.unlink()
-            tool.ok("rmi", f"localhost/mpp/{service}:{old.name[len(service) + 1 : -len('.tar')]}")
+    listed = subprocess.run(
+        tool.argv("images", "--format", "{{.Name}}:{{.Tag}}"),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    for name in listed.stdout.split():  # earlier trees' images of the service
+        if name.startswith(f"localhost/mpp/{service}:") and name != ref:
+            tool.ok("rmi", name)
     seconds = time.monotonic() - start
     return BuiltImage(service, ref, tar, tar.stat().st_size, seconds, False)
 
@@ -366,34 +375,66 @@ def build(
     wanted = sorted(services or SERVICES, key=lambda s: (s == "embedder", list(SERVICES).index(s)))
     tag = tree_tag(root)
     built: list[BuiltImage] = []
-    missing = [s for s in wanted if not (images_dir() / f"{s}-{tag}.tar").exists()]
+    if import_images:
+        from mpp.stack.cluster import image_present, import_image, prune_images
+    in_cluster = {s for s in wanted if import_images and image_present(image_ref(s, root))}
+    missing = [
+        s for s in wanted if s not in in_cluster and not (images_dir() / f"{s}-{tag}.tar").exists()
+    ]
     tool = buildah() if missing else None
     base = ensure_base(tool, progress) if tool is not None else base_ref()
     if tool is not None:
         progress(f"buildah storage: {tool.root} ({tool.driver})")
+        prune_stale_layers(tool, root, progress)
     for service in wanted:
-        if tool is None:
-            tar = images_dir() / f"{service}-{tag}.tar"
-            ref = f"localhost/mpp/{service}:{tag}"
+        ref = f"localhost/mpp/{service}:{tag}"
+        tar = images_dir() / f"{service}-{tag}.tar"
+        if service in in_cluster:
+            progress(f"{service}: {ref} already in the cluster's containerd")
+            built.append(BuiltImage(service, ref, tar, recorded_size(tar), 0.0, True))
+            continue
+        if tool is None or tar.exists():
             progress(f"{service}: {ref} cached ({tar})")
-            built.append(BuiltImage(service, ref, tar, tar.stat().st_size, 0.0, True))
+            built.append(BuiltImage(service, ref, tar, recorded_size(tar), 0.0, True))
         else:
             built.append(build_one(tool, service, base, tag, root, progress))
         image = built[-1]
         how = "cached" if image.cached else f"built in {image.seconds:.0f} s"
         progress(f"{service}: {image.ref} {image.size_bytes / 1e6:.0f} MB ({how})")
         if import_images:
-            from mpp.stack.cluster import image_present, import_image
-
-            if image_present(image.ref):
-                progress(f"{service}: already in the cluster's containerd")
-            else:
-                progress(f"{service}: importing {image.tar.name} into the cluster's containerd")
-                import_image(image.tar)
+            progress(f"{service}: importing {image.tar.name} into the cluster's containerd")
+            import_image(image.tar)
+            # The cluster holds it now, and buildah's storage can write it again: the archive
+            # would only be a third copy (the embedder's is 6.5 GB).
+            image.tar.unlink()
     if import_images:
-        from mpp.stack.cluster import prune_images
-
         prune_images({image.ref for image in built}, [f"localhost/mpp/{s}:" for s in wanted])
-    if tool is not None:  # layers of earlier trees that no image uses any more
-        tool.ok("rmi", "--prune")
     return built
+
+
+def recorded_size(tar: Path) -> int:
+    """The size of an image's archive, as written when it was pushed (0 if unknown)."""
+    try:
+        return int(tar.with_suffix(".size").read_text())
+    except (OSError, ValueError):
+        return tar.stat().st_size if tar.exists() else 0
+
+
+def deps_key(root: Path = REPO) -> str:
+    """What the dependency layers are built from: the Dockerfile, the lock and the base."""
+    digest = hashlib.sha256(base_key().encode())
+    for name in ("Dockerfile", "pyproject.toml", "uv.lock"):
+        digest.update(hashlib.sha256((root / name).read_bytes()).digest())
+    return digest.hexdigest()[:12]
+
+
+def prune_stale_layers(tool: Buildah, root: Path, progress: Progress) -> None:
+    """When the dependencies changed, drop the untagged layers of earlier builds (buildah's
+    layer cache: the embedder's alone is several GB). Same dependencies: keep them, so that a
+    code change rebuilds only the project's layer."""
+    marker = images_dir() / "deps-key"
+    key = deps_key(root)
+    if marker.exists() and marker.read_text().strip() != key:
+        progress("images: the dependencies changed; dropping the earlier builds' cached layers")
+        tool.ok("rmi", "--prune")
+    marker.write_text(key)
