@@ -177,9 +177,10 @@ def overlay_works(root: Path) -> bool:
 class Cluster:
     """The local cluster's processes and host setup; up, down and status."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, state_dir: Path | None = None) -> None:
         self.settings = settings
-        self.dir = cluster_dir(settings)
+        # Another checkout's state dir: to clear what a cluster that was killed left behind.
+        self.dir = state_dir or cluster_dir(settings)
         self.run_dir = self.dir / "run"
         self.log_dir = self.dir / "logs"
         self.conf_dir = self.dir / "config"
@@ -402,6 +403,18 @@ class Cluster:
             Status("node", self.node, state, None, None, "Ready" if ready is None else ready)
         )
         return statuses
+
+    def containerd_answers(self) -> bool:
+        """Whether a containerd listens on the cluster's socket (whoever started it)."""
+        probe = socket.socket(socket.AF_UNIX)
+        probe.settimeout(2)
+        try:
+            probe.connect(str(CONTAINERD_SOCKET))
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        return True
 
     def other_owner(self) -> str | None:
         """The state dir of another clone whose cluster holds this machine, if any."""

@@ -83,7 +83,17 @@ def bring_up(cluster: Cluster, progress: Progress) -> list[Status]:
         progress("cluster: reused (every component runs and the node is Ready)")
         return cluster.status()
     other = cluster.other_owner()
-    if other is not None and CONTAINERD_SOCKET.exists():
+    if CONTAINERD_STATE.exists() and not cluster.containerd_answers():
+        # A cluster whose processes were killed (a session or CI run that ended, a reboot
+        # of the processes but not of /run): its mounts, pod namespaces, veths, rules and
+        # sysctls are still there, and stale pod addresses would clash with new ones.
+        owner = Path(other) if other is not None else cluster.dir
+        progress(f"cluster: the cluster of {owner} is not running; clearing what it left")
+        from mpp.stack.cluster import Cluster
+        from mpp.stack.cluster_down import tear_down
+
+        tear_down(Cluster(cluster.settings, state_dir=owner), progress)
+    elif other is not None and CONTAINERD_SOCKET.exists():
         raise StackError(
             f"another checkout's cluster runs on this machine ({other}); one cluster fits a "
             f"machine: run `mpp cluster down` there first"
