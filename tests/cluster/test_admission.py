@@ -15,7 +15,7 @@ import yaml
 
 from mpp.config import Settings
 from mpp.stack.base import StackError
-from mpp.stack.deploy import Deployment, helm_binary, kubectl_binary
+from mpp.stack.deploy import Deployment, helm_binary
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -32,23 +32,8 @@ def dry_run(stack_settings: Settings) -> Iterator[Deployment]:
 
 
 def kubectl_apply(deployment: Deployment, manifests: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            str(kubectl_binary()),
-            "--kubeconfig",
-            str(deployment.kubeconfig),
-            "apply",
-            "--dry-run=server",
-            "-n",
-            deployment.namespace,
-            "-f",
-            "-",
-        ],
-        input=manifests,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return deployment.kubectl_with_input(
+        manifests, "apply", "--dry-run=server", "-n", deployment.namespace, "-f", "-"
     )
 
 

@@ -225,20 +225,19 @@ class Deployment:
         self.apply(manifest)
 
     def apply(self, manifest: Mapping[str, Any]) -> None:
-        subprocess.run(
-            [
-                str(kubectl_binary()),
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "apply",
-                "-f",
-                "-",
-            ],
-            input=json.dumps(manifest),
+        applied = self.kubectl_with_input(json.dumps(manifest), "apply", "-f", "-")
+        if applied.returncode != 0:
+            raise StackError(f"kubectl apply failed: {applied.stderr.strip()}")
+
+    def kubectl_with_input(self, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """kubectl with ``text`` on its standard input; the caller reads the outcome."""
+        return subprocess.run(
+            [str(kubectl_binary()), "--kubeconfig", str(self.kubeconfig), *args],
+            input=text,
             capture_output=True,
             text=True,
-            timeout=60,
-            check=True,
+            timeout=120,
+            check=False,
         )
 
     def up(self, progress: Progress, tag: str, timeout_s: int = 900) -> None:
