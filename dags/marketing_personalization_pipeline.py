@@ -20,15 +20,23 @@ network or the project's code):
 
 - Airflow Variables, rendered when a task runs: ``mpp_batch_image`` (the job image),
   ``mpp_batch_namespace``, ``mpp_spark_master`` (``local[*]``: Spark inside the task's pod;
-  ``k8s://https://kubernetes.default.svc`` spreads executors over the cluster);
+  ``k8s://https://kubernetes.default.svc`` spreads executors over the cluster),
+  ``mpp_batch_cpu`` and ``mpp_batch_memory`` (each pod's CPU request and memory request and
+  limit: lower them for a small cluster), ``mpp_environment`` (the pods' ``MPP_ENVIRONMENT``,
+  ``production``: the stores' passwords are required);
 - environment variables of the scheduler, read when the file is parsed, for what the operator
   does not template: ``MPP_BATCH_SERVICE_ACCOUNT``, ``MPP_BATCH_ENV_SECRET`` (the Secret whose
-  keys become the pods' ``MPP_*`` settings: Kafka, PostgreSQL, warehouse credentials),
-  ``MPP_BATCH_CPU``, ``MPP_BATCH_MEMORY``, ``MPP_BATCH_IMAGE``/``MPP_BATCH_NAMESPACE`` (the
-  defaults of the two Variables);
+  keys become the pods' ``MPP_*`` settings: Kafka, PostgreSQL, warehouse credentials; the
+  chart's ``batch.enabled`` makes it and the account), and the defaults of the Variables:
+  ``MPP_BATCH_IMAGE``, ``MPP_BATCH_NAMESPACE``, ``MPP_BATCH_CPU`` (2), ``MPP_BATCH_MEMORY`` (6Gi);
 - DAG params, per run (``airflow dags trigger -c``): ``raw_events`` and ``enriched_output``
   (object-store paths; ``{day}`` in them is replaced by the interval's first day),
   ``embed_mode`` (``new`` or ``replace``).
+
+Every pod passes the ``restricted`` Pod Security Standard: user 10001 (the image's), no
+privilege escalation, no capabilities, the runtime's seccomp profile, and a read-only root
+filesystem with emptyDir volumes on ``/tmp`` (Spark's local dirs, HOME) and ``/var/lib/mpp``
+(``MPP_STACK__DIR``, the working directory).
 """
 
 from __future__ import annotations
@@ -56,6 +64,11 @@ MEMORY = os.environ.get("MPP_BATCH_MEMORY", "6Gi")
 IMAGE_T = "{{ var.value.get('mpp_batch_image', '" + IMAGE + "') }}"
 NAMESPACE_T = "{{ var.value.get('mpp_batch_namespace', '" + NAMESPACE + "') }}"
 MASTER_T = "{{ var.value.get('mpp_spark_master', 'local[*]') }}"
+CPU_T = "{{ var.value.get('mpp_batch_cpu', '" + CPU + "') }}"
+# production refuses to run without the stores' passwords; a local stack without them sets
+# the Variable to development.
+ENVIRONMENT_T = "{{ var.value.get('mpp_environment', 'production') }}"
+MEMORY_T = "{{ var.value.get('mpp_batch_memory', '" + MEMORY + "') }}"
 FIRST_DAY = "{{ data_interval_start | ds }}"
 END_DAY = "{{ data_interval_end | ds }}"
 
@@ -64,6 +77,28 @@ def _resources(cpu: str, memory: str) -> k8s.V1ResourceRequirements:
     return k8s.V1ResourceRequirements(
         requests={"cpu": cpu, "memory": memory}, limits={"memory": memory}
     )
+
+
+# The restricted Pod Security Standard, and a read-only root: what the job image writes goes to
+# the two emptyDir volumes below.
+USER_ID = 10001  # the job image's user (jobs/Dockerfile)
+RUNTIME_DEFAULT = k8s.V1SeccompProfile(type="RuntimeDefault")
+POD_SECURITY = k8s.V1PodSecurityContext(
+    run_as_non_root=True,
+    run_as_user=USER_ID,
+    run_as_group=USER_ID,
+    fs_group=USER_ID,
+    seccomp_profile=RUNTIME_DEFAULT,
+)
+CONTAINER_SECURITY = k8s.V1SecurityContext(
+    run_as_non_root=True,
+    run_as_user=USER_ID,
+    allow_privilege_escalation=False,
+    capabilities=k8s.V1Capabilities(drop=["ALL"]),
+    read_only_root_filesystem=True,
+    seccomp_profile=RUNTIME_DEFAULT,
+)
+SCRATCH = {"tmp": "/tmp", "work": "/var/lib/mpp"}  # noqa: S108 - an emptyDir, not the host's
 
 
 def _spark_submit(job: str, *job_args: str) -> list[str]:
@@ -94,8 +129,16 @@ def _pod(
         env_from=[
             k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=ENV_SECRET, optional=True))
         ],
-        env_vars={"MPP_LOG_FORMAT": "json", "MPP_ENVIRONMENT": "production"},
-        container_resources=_resources(CPU, MEMORY),
+        env_vars={"MPP_LOG_FORMAT": "json", "MPP_ENVIRONMENT": ENVIRONMENT_T},
+        container_resources=_resources(CPU_T, MEMORY_T),
+        security_context=POD_SECURITY,
+        container_security_context=CONTAINER_SECURITY,
+        volumes=[
+            k8s.V1Volume(name=name, empty_dir=k8s.V1EmptyDirVolumeSource()) for name in SCRATCH
+        ],
+        volume_mounts=[
+            k8s.V1VolumeMount(name=name, mount_path=path) for name, path in SCRATCH.items()
+        ],
         labels={"app.kubernetes.io/part-of": "mpp", "mpp/task": task_id},
         get_logs=True,
         # A failed pod stays for `kubectl logs`; a successful one goes.

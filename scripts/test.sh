@@ -22,5 +22,7 @@ step "cluster up"
 $py -m mpp.cli cluster up
 step "images"
 $py -m mpp.cli images build --import
+step "job image"
+$py -m mpp.stack.job_image --import
 step "pytest"
 $py -m pytest "$@"

@@ -4,12 +4,13 @@ DagBag, renders each task's templates for one data interval and builds its pod o
 what it found as one JSON object for tests/batch/test_dag.py.
 
 Usage: python inspect_dag.py DAGS_FOLDER DAG_ID INTERVAL_START INTERVAL_END OUT_JSON
-(a file, since Airflow logs on stdout)
+(a file, since Airflow logs on stdout); INSPECT_VARIABLES='{"name": "value"}' sets Variables.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ from typing import Any
 def main(folder: str, dag_id: str, start: str, end: str) -> dict[str, Any]:
     import pendulum
     from airflow.dag_processing.dagbag import DagBag
+    from kubernetes.client import ApiClient
 
     bag = DagBag(dag_folder=folder)
     report: dict[str, Any] = {
@@ -83,6 +85,8 @@ def main(folder: str, dag_id: str, start: str, end: str) -> dict[str, Any]:
                 e.secret_ref.name for e in container.env_from or [] if e.secret_ref is not None
             ],
             labels=dict(pod.metadata.labels or {}),
+            # The whole pod as the API server would get it (tests/cluster admit it there).
+            pod=ApiClient().sanitize_for_serialization(pod),
         )
         tasks[task.task_id] = entry
     report["tasks"] = tasks
@@ -90,10 +94,14 @@ def main(folder: str, dag_id: str, start: str, end: str) -> dict[str, Any]:
 
 
 class _Defaults:
-    """``var.value.get(name, default)`` answering the default, as with no Variable set."""
+    """``var.value.get(name, default)`` answering the default, as with no Variable set, or the
+    value INSPECT_VARIABLES (a JSON object) gives, as with that Variable set."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = json.loads(os.environ.get("INSPECT_VARIABLES", "{}"))
 
     def get(self, name: str, default: Any = None) -> Any:
-        return default
+        return self.values.get(name, default)
 
 
 if __name__ == "__main__":

@@ -74,12 +74,45 @@ def test_tasks_are_pod_operators_in_order(dag: dict[str, Any]) -> None:
         assert task["service_account"] == "mpp-batch"
         assert task["requests"] == {"cpu": "2", "memory": "6Gi"}
         assert task["env_from"] == ["mpp-batch-env"]
+        _assert_restricted(task["pod"])
     assert tasks["embed_backfill"]["upstream"] == []
     assert tasks["embed_backfill"]["downstream"] == ["aggregate"]
     assert tasks["aggregate"]["upstream"] == ["embed_backfill"]
     assert tasks["aggregate"]["downstream"] == ["warehouse_sync"]
     assert tasks["warehouse_sync"]["upstream"] == ["aggregate"]
     assert tasks["warehouse_sync"]["downstream"] == []
+
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _assert_restricted(pod: dict[str, Any]) -> None:
+    """What the restricted Pod Security Standard asks of a pod (tests/cluster/test_batch_pods.py
+    has the API server admit it), and the writable scratch a read-only root needs."""
+    spec = pod["spec"]
+    assert spec["securityContext"] == {
+        "fsGroup": 10001,
+        "runAsGroup": 10001,
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    (container,) = spec["containers"]
+    assert container["securityContext"] == RESTRICTED_CONTAINER
+    assert {v["name"]: v for v in spec["volumes"]} == {
+        "tmp": {"name": "tmp", "emptyDir": {}},
+        "work": {"name": "work", "emptyDir": {}},
+    }
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts == {"/tmp": "tmp", "/var/lib/mpp": "work"}
+    assert not spec.get("hostNetwork") and "hostPath" not in str(spec["volumes"])
 
 
 def test_pods_run_the_jobs_with_the_interval_and_arguments_they_accept(
@@ -129,6 +162,39 @@ def test_deployment_settings_come_from_the_environment(
         assert task["namespace"] == "batch"
         assert task["service_account"] == "spark"
         assert task["requests"] == {"cpu": "4", "memory": "12Gi"}
+        assert task["limits"] == {"memory": "12Gi"}
+        _assert_restricted(task["pod"])
+
+
+def test_resources_come_from_airflow_variables(airflow_python: Path, tmp_path: Path) -> None:
+    """The Variables mpp_batch_cpu and mpp_batch_memory, rendered when the task runs, win over
+    the environment's defaults (a small cluster lowers them without a new deployment)."""
+    found = inspect(
+        airflow_python,
+        tmp_path,
+        REPO / "dags",
+        MPP_BATCH_CPU="4",
+        INSPECT_VARIABLES='{"mpp_batch_cpu": "500m", "mpp_batch_memory": "1536Mi"}',
+    )
+    for task in found["tasks"].values():
+        assert task["requests"] == {"cpu": "500m", "memory": "1536Mi"}
+        assert task["limits"] == {"memory": "1536Mi"}
+        assert task["env"]["MPP_ENVIRONMENT"] == "production"
+
+
+def test_pods_run_in_production_unless_a_variable_says_otherwise(
+    dag: dict[str, Any], airflow_python: Path, tmp_path: Path
+) -> None:
+    for task in dag["tasks"].values():
+        assert task["env"] == {"MPP_LOG_FORMAT": "json", "MPP_ENVIRONMENT": "production"}
+    found = inspect(
+        airflow_python,
+        tmp_path,
+        REPO / "dags",
+        INSPECT_VARIABLES='{"mpp_environment": "development"}',
+    )
+    for task in found["tasks"].values():
+        assert task["env"]["MPP_ENVIRONMENT"] == "development"
 
 
 def test_a_broken_dag_is_reported_as_an_import_error(airflow_python: Path, tmp_path: Path) -> None:
