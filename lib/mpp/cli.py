@@ -578,8 +578,22 @@ def analytics_erase(user_id: str) -> None:
     out.print_json(data={**asdict(result), "warehouse_pending": result.warehouse_pending})
 
 
+DEV_COMMANDS = ("cluster", "images", "deploy", "airflow")
+
+
+def _dev_only(name: str) -> Any:
+    def command(ctx: typer.Context) -> None:
+        from mpp.devtools import dev_only_message
+
+        console.print(f"[red]{dev_only_message(f'mpp {name}')}[/red]")
+        raise typer.Exit(2)
+
+    return command
+
+
 def _register_dev_commands() -> None:
-    """The dev tooling's commands (cluster, images, deploy, airflow), where it is installed."""
+    """The dev tooling's commands (cluster, images, deploy, airflow) where it is installed;
+    in an image, each says that it is dev tooling."""
     from mpp.devtools import is_dev_module
 
     try:
@@ -587,6 +601,12 @@ def _register_dev_commands() -> None:
     except ModuleNotFoundError as exc:  # an image: the dev tooling is left out
         if not is_dev_module(exc):
             raise
+        for name in DEV_COMMANDS:
+            app.command(
+                name,
+                help="Dev tooling: not installed in images.",
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            )(_dev_only(name))
         return
     register(app)
 
