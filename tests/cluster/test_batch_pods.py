@@ -82,21 +82,7 @@ def batch_namespace(database_settings_module: Settings) -> Iterator[Deployment]:
 def kubectl(
     deployment: Deployment, *args: str, stdin: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [
-            str(kubectl_binary()),
-            "--kubeconfig",
-            str(deployment.kubeconfig),
-            "-n",
-            deployment.namespace,
-            *args,
-        ],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = deployment.kubectl_with_input(stdin or "", "-n", deployment.namespace, *args)
     if check:
         assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
     return result
