@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mpp.stack.base import Progress, StackError
+from mpp.stack.base import Progress, StackError, apt_install
 from mpp.stack.services import SERVICES
 
 REPO = Path(__file__).resolve().parents[3]
@@ -230,11 +230,17 @@ def _probe_overlay() -> bool:
         overlay.ok("rm", container)
 
 
-def buildah() -> Buildah:
-    """overlay if it works on this machine (probed once, remembered), else vfs;
-    MPP_BUILDAH_DRIVER=overlay|vfs decides instead."""
-    if shutil.which("buildah") is None:
-        raise ImageError("buildah is not installed (apt-get install buildah mmdebstrap)")
+# The image builders, from Debian's packages (installed once per machine when missing).
+BUILD_TOOLS = {"buildah": "buildah", "mmdebstrap": "mmdebstrap"}
+
+
+def buildah(progress: Progress) -> Buildah:
+    """buildah, installed first when missing (with mmdebstrap, which makes the base); its
+    storage driver is overlay if that works on this machine (probed once, remembered), else
+    vfs; MPP_BUILDAH_DRIVER=overlay|vfs decides instead."""
+    missing = sorted({pkg for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool) is None})
+    if missing:
+        apt_install(missing, progress)
     forced = os.environ.get("MPP_BUILDAH_DRIVER")
     if forced:
         return Buildah(forced)
@@ -381,7 +387,7 @@ def build(
     missing = [
         s for s in wanted if s not in in_cluster and not (images_dir() / f"{s}-{tag}.tar").exists()
     ]
-    tool = buildah() if missing else None
+    tool = buildah(progress) if missing else None
     base = ensure_base(tool, progress) if tool is not None else base_ref()
     if tool is not None:
         progress(f"buildah storage: {tool.root} ({tool.driver})")

@@ -142,7 +142,7 @@ def build(
     if cached:
         progress(f"{NAME}: {ref} cached ({tar})")
     else:
-        tool = buildah()
+        tool = buildah(progress)
         base = ensure_base(tool, progress)
         log = images_dir() / "logs" / f"{NAME}-{tag}.log"
         if not tool.has_image(ref):
