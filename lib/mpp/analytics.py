@@ -36,10 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from confluent_kafka import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg.rows import dict_row
 
-from mpp.codecs import Rejection
+from mpp.codecs import Rejection, event_time
 from mpp.config import Settings
 from mpp.erasure import record_erasure
 from mpp.kafka import RetryableError
@@ -177,18 +176,6 @@ def _check_text(field_name: str, value: str) -> None:
         )
 
 
-def _check_time(field_name: str, timestamp: Timestamp) -> None:
-    try:
-        timestamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError, OSError) as exc:
-        raise Rejection(
-            events_pb2.ERROR_CODE_TIMESTAMP_INVALID,
-            field_name,
-            f"{field_name} ({timestamp.seconds} s since 1970) is not a date between the years"
-            f" 1 and 9999: {exc}",
-        ) from exc
-
-
 def message_fact(value: bytes | None) -> MessageFact:
     """The fact of a ``conversations.enriched`` record; raises Rejection when unusable."""
     enriched = decode_known(events_pb2.EnrichedMessage, value)
@@ -201,7 +188,7 @@ def message_fact(value: bytes | None) -> MessageFact:
             "message.timestamp",
             "message.timestamp is not set; ingest always sets it",
         )
-    _check_time("message.timestamp", message.timestamp)
+    event_time(message.timestamp, "message.timestamp")
     fact = MessageFact.from_enriched(enriched)
     _check_text("message.channel", fact.channel)
     for name, items in (("intents", fact.intents), ("campaigns", fact.campaign_ids)):
@@ -229,7 +216,7 @@ def feedback_fact(value: bytes | None) -> FeedbackFact:
             "timestamp",
             "feedback timestamp is not set; set when the user saw or acted on the campaign",
         )
-    _check_time("timestamp", event.timestamp)
+    event_time(event.timestamp, "timestamp")
     _check_text("channel", event.channel)
     _check_text("recommendation_id", event.recommendation_id)
     return FeedbackFact.from_event(event)
@@ -247,7 +234,7 @@ def erased_user(value: bytes | None) -> tuple[str, str, datetime]:
         )
     _check_text("user_id", request.user_id)
     requested_at = (
-        request.requested_at.ToDatetime(tzinfo=UTC)
+        event_time(request.requested_at, "requested_at")
         if request.HasField("requested_at")
         else datetime.now(UTC)
     )

@@ -6,6 +6,12 @@ can), so the two are told apart without a header. In JSON, ``timestamp`` is an R
 with a time zone or epoch milliseconds (a number or a string of digits). Unknown JSON fields
 are refused rather than ignored, so that a misspelt field (``userId``) is seen, not dropped.
 
+Event times are taken from ``EARLIEST`` (the Unix epoch) up to ``LATEST`` (2200), on every path
+where one enters (raw events, feedback, erasure requests): a time outside is a unit or clock
+mistake, and refusing it early keeps every later conversion (time zones, Python's datetime,
+the warehouse) far from its limits. ``parse_timestamp``, ``checked_utc`` and ``event_time``
+hold that rule.
+
 Every other topic carries protobuf only; ``encode`` writes deterministic bytes.
 """
 
@@ -13,10 +19,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from mpp.v1 import events_pb2
 
@@ -33,6 +40,13 @@ _JSON_FIELDS = {
     "metadata",
 }
 _OPTIONAL_STRINGS = ("message_id", "campaign_id", "channel", "locale")
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)  # excluded
+_EARLIEST_S = 0
+_LATEST_S = int((LATEST - EARLIEST).total_seconds())
+_LATEST_MS = _LATEST_S * 1000
+_RANGE = f"event times go from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)"
 
 
 @dataclass(frozen=True)
@@ -66,27 +80,67 @@ def decode(cls: type[M], value: bytes | None) -> M:
         ) from exc
 
 
+def checked_utc(at: datetime) -> datetime:
+    """``at`` (timezone-aware) in UTC; raises ValueError when it has no zone or lies outside
+    [EARLIEST, LATEST). Never raises OverflowError, even at the year 1 or 9999 with an offset."""
+    if at.utcoffset() is None:
+        raise ValueError(f"{at.isoformat()} has no time zone; add Z or an offset like +01:00")
+    # Subtracting two aware datetimes moves neither into UTC, so nothing can overflow here.
+    since = at - EARLIEST
+    if not timedelta(0) <= since < LATEST - EARLIEST:
+        raise ValueError(f"{at.isoformat()} is out of range: {_RANGE}")
+    return EARLIEST + since
+
+
+def event_time(timestamp: Timestamp, field: str) -> datetime:
+    """A protobuf Timestamp as an aware UTC datetime; raises Rejection(TIMESTAMP_INVALID) naming
+    ``field`` when it is not a valid Timestamp or lies outside [EARLIEST, LATEST)."""
+    seconds, nanos = timestamp.seconds, timestamp.nanos
+    if not 0 <= nanos < 1_000_000_000:
+        raise Rejection(
+            events_pb2.ERROR_CODE_TIMESTAMP_INVALID,
+            field,
+            f"{field} has nanos={nanos}; a Timestamp's nanos are 0 to 999999999",
+        )
+    if not _EARLIEST_S <= seconds < _LATEST_S:
+        hint = "; is it in milliseconds instead of seconds?" if seconds >= _LATEST_S else ""
+        raise Rejection(
+            events_pb2.ERROR_CODE_TIMESTAMP_INVALID,
+            field,
+            f"{field} ({seconds} s since 1970) is out of range: {_RANGE}{hint}",
+        )
+    return timestamp.ToDatetime(tzinfo=UTC)
+
+
 def parse_timestamp(value: Any) -> datetime:
-    """RFC 3339 with a zone, or epoch milliseconds; always returns an aware UTC datetime."""
+    """RFC 3339 with a zone, or epoch milliseconds; always returns an aware UTC datetime in
+    [EARLIEST, LATEST). Raises ValueError (never OverflowError) on anything else."""
     if isinstance(value, bool):
         raise ValueError("a boolean is not a timestamp")
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        digits = value.strip()
+        # More digits than any millisecond count in range: refused before int() reads them
+        # (int() itself gives up past 4300 digits, with a less helpful message).
+        if len(digits) > len(str(_LATEST_MS)):
+            raise ValueError(f"epoch milliseconds {digits[:24]}... are out of range: {_RANGE}")
+        value = int(digits)
     if isinstance(value, int):
-        try:
-            return datetime.fromtimestamp(value / 1000, tz=UTC)
-        except (OverflowError, OSError, ValueError) as exc:
-            raise ValueError(f"epoch milliseconds {value} are out of range") from exc
+        if not 0 <= value < _LATEST_MS:
+            raise ValueError(
+                f"epoch milliseconds {value} are out of range: {_RANGE} "
+                f"(0 to {_LATEST_MS - 1}); are they in micro- or nanoseconds?"
+            )
+        return EARLIEST + timedelta(milliseconds=value)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError as exc:
             raise ValueError(
-                f"{value!r} is not RFC 3339; use e.g. 2026-11-28T16:00:00Z or epoch ms"
+                f"{value[:80]!r} is not RFC 3339; use e.g. 2026-11-28T16:00:00Z or epoch ms"
             ) from exc
         if parsed.tzinfo is None:
-            raise ValueError(f"{value!r} has no time zone; add Z or an offset like +01:00")
-        return parsed.astimezone(UTC)
+            raise ValueError(f"{value[:80]!r} has no time zone; add Z or an offset like +01:00")
+        return checked_utc(parsed)
     raise ValueError(
         f"expected an RFC 3339 string or epoch milliseconds, got {type(value).__name__}"
     )
@@ -96,11 +150,26 @@ def _schema_error(field: str, detail: str) -> Rejection:
     return Rejection(events_pb2.ERROR_CODE_SCHEMA_INVALID, field, detail)
 
 
-def _from_json(value: bytes) -> events_pb2.RawConversationEvent:
+def loads_untrusted(value: bytes | str) -> Any:
+    """``json.loads`` for bytes from outside; raises Rejection(UNDECODABLE) on whatever it
+    cannot read: bad syntax or encoding, an integer of more than 4300 digits (a ValueError),
+    or nesting deeper than the recursion limit (a RecursionError, e.g. 100,000 ``[``)."""
     try:
-        data = json.loads(value)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Rejection(events_pb2.ERROR_CODE_UNDECODABLE, "", f"invalid JSON: {exc}") from exc
+        return json.loads(value)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
+        raise Rejection(
+            events_pb2.ERROR_CODE_UNDECODABLE, "", f"invalid JSON: {str(exc)[:200]}"
+        ) from exc
+    except RecursionError as exc:
+        raise Rejection(
+            events_pb2.ERROR_CODE_UNDECODABLE,
+            "",
+            "invalid JSON: arrays or objects nested too deeply to read",
+        ) from exc
+
+
+def _from_json(value: bytes) -> events_pb2.RawConversationEvent:
+    data = loads_untrusted(value)
     if not isinstance(data, dict):
         raise _schema_error("", f"expected a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - _JSON_FIELDS)

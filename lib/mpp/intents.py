@@ -105,7 +105,7 @@ class IntentCatalog:
 
 
 def _check_name(where: str, field: str, value: Any, problems: list[str]) -> str | None:
-    if not isinstance(value, str) or not INTENT_NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not INTENT_NAME_PATTERN.fullmatch(value):
         problems.append(
             f"{where}: {field}: {value!r} is not an intent name (1-100 printable characters, "
             "no surrounding spaces)"

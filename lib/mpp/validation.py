@@ -10,6 +10,16 @@ Order of work, and why:
    switching redaction on or off never changes an id;
 3. PII is redacted last: e-mail addresses, card numbers (13 to 19 digits passing the Luhn
    check) and phone numbers become ``[email]``, ``[card]``, ``[phone]``.
+
+Ids and tokens are matched whole with ``fullmatch``: with ``match``, the ``$`` of a pattern
+also matches just before a final newline, so "u1" followed by a newline would pass as a user
+id. The pattern strings keep ``^...$`` because pydantic compiles them with Rust's regex
+engine, where ``$`` is the end of the text (and the ``Z`` escape of Python's ``re`` is unknown).
+
+Redaction takes time linear in the text, since a message may be written to make a regex
+engine backtrack: the card and phone patterns repeat a bounded number of times from a start
+their look-behinds allow once per run of digits, and ``email_spans`` tries e-mail addresses
+from the start of each run of the characters they are made of, not from every character.
 """
 
 from __future__ import annotations
@@ -20,13 +30,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mpp.catalog import CAMPAIGN_ID_PATTERN, CHANNEL_PATTERN, LOCALE_PATTERN
-from mpp.codecs import Rejection
+from mpp.codecs import Rejection, event_time
 from mpp.config import IngestSettings
 from mpp.ids import derive_message_id
 from mpp.v1 import events_pb2
 
-USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,127}$")
-MESSAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,127}$"
+MESSAGE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+# Use these with fullmatch (see the module's docstring).
+USER_ID = re.compile(USER_ID_PATTERN)
+MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
 CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
 CHANNEL = re.compile(CHANNEL_PATTERN)
 LOCALE = re.compile(LOCALE_PATTERN)
@@ -36,7 +49,13 @@ MAX_METADATA_VALUE_CHARS = 1024
 
 _WHITESPACE = re.compile(r"\s+")
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+# ``EMAIL.sub`` alone would retry the unbounded local part from every character of a long run
+# of local characters (letters, digits, dots...), quadratic in the run's length; email_spans
+# finds the same matches in linear time.
+_EMAIL_LOCAL = r"[A-Za-z0-9._%+\-]"
+EMAIL = re.compile(_EMAIL_LOCAL + r"+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+# The same, starting only where a run of local characters starts.
+_EMAIL_AT_RUN_START = re.compile(f"(?<!{_EMAIL_LOCAL}){EMAIL.pattern}")
 # 13-19 digits, optionally grouped by single spaces or dashes.
 CARD_CANDIDATE = re.compile(r"(?<![\d\-])\d(?:[ \-]?\d){12,18}(?![\d\-])")
 # International (+CC ...) or national numbers with at least 9 digits, separators allowed.
@@ -71,6 +90,23 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def email_spans(text: str) -> list[tuple[int, int]]:
+    """The (start, end) of each match that ``EMAIL.finditer`` gives, in time linear in the text.
+
+    A match's local part cannot contain an ``@`` and runs up to the match's ``@``, so whether a
+    start succeeds depends only on the run of local characters it is in: trying the first
+    character of each run is enough (``_EMAIL_AT_RUN_START``). The one other start that
+    ``finditer`` tries is the end of the previous match, which may lie inside a run
+    (``a@b.com.c@d.org``): that one is tried with ``EMAIL.match`` before searching further.
+    """
+    spans: list[tuple[int, int]] = []
+    found = _EMAIL_AT_RUN_START.search(text)
+    while found is not None:
+        spans.append(found.span())
+        found = EMAIL.match(text, found.end()) or _EMAIL_AT_RUN_START.search(text, found.end())
+    return spans
+
+
 def redact_pii(text: str) -> tuple[str, list[str]]:
     """Replace e-mail addresses, card numbers and phone numbers; returns the kinds found."""
     kinds: list[str] = []
@@ -80,7 +116,12 @@ def redact_pii(text: str) -> tuple[str, list[str]]:
             kinds.append(kind)
         return f"[{kind}]"
 
-    text = EMAIL.sub(lambda m: mark("email"), text)
+    parts: list[str] = []
+    done = 0
+    for start, end in email_spans(text):
+        parts += [text[done:start], mark("email")]
+        done = end
+    text = "".join([*parts, text[done:]])
 
     def card(match: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", match.group(0))
@@ -130,7 +171,7 @@ def validate_event(
     user_id = event.user_id.strip()
     if not user_id:
         raise _invalid(E.ERROR_CODE_USER_ID_MISSING, "user_id", "user_id is required")
-    if not USER_ID.match(user_id):
+    if not USER_ID.fullmatch(user_id):
         raise _invalid(
             E.ERROR_CODE_USER_ID_INVALID,
             "user_id",
@@ -157,10 +198,7 @@ def validate_event(
             "timestamp",
             "timestamp is required: RFC 3339 with a zone, or epoch milliseconds",
         )
-    try:
-        timestamp = event.timestamp.ToDatetime(tzinfo=now.tzinfo)
-    except (ValueError, OverflowError) as exc:
-        raise _invalid(E.ERROR_CODE_TIMESTAMP_INVALID, "timestamp", str(exc)) from exc
+    timestamp = event_time(event.timestamp, "timestamp")
     if timestamp < rules.oldest:
         raise _invalid(
             E.ERROR_CODE_TIMESTAMP_TOO_OLD,
@@ -180,7 +218,7 @@ def validate_event(
     out.timestamp.CopyFrom(event.timestamp)
 
     if event.HasField("message_id"):
-        if not MESSAGE_ID.match(event.message_id):
+        if not MESSAGE_ID.fullmatch(event.message_id):
             raise _invalid(
                 E.ERROR_CODE_FIELD_INVALID,
                 "message_id",
@@ -192,7 +230,7 @@ def validate_event(
         out.message_id = derive_message_id(user_id, event.timestamp.ToMilliseconds(), text)
         out.message_id_derived = True
     if event.HasField("campaign_id") and event.campaign_id:
-        if not CAMPAIGN_ID.match(event.campaign_id):
+        if not CAMPAIGN_ID.fullmatch(event.campaign_id):
             raise _invalid(
                 E.ERROR_CODE_FIELD_INVALID,
                 "campaign_id",
@@ -202,7 +240,7 @@ def validate_event(
         out.campaign_id = event.campaign_id
     if event.HasField("channel") and event.channel:
         channel = event.channel.strip().lower()
-        if not CHANNEL.match(channel):
+        if not CHANNEL.fullmatch(channel):
             raise _invalid(
                 E.ERROR_CODE_FIELD_INVALID,
                 "channel",
@@ -210,7 +248,7 @@ def validate_event(
             )
         out.channel = channel
     if event.HasField("locale") and event.locale:
-        if not LOCALE.match(event.locale):
+        if not LOCALE.fullmatch(event.locale):
             raise _invalid(
                 E.ERROR_CODE_FIELD_INVALID,
                 "locale",

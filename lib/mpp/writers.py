@@ -21,7 +21,7 @@ from confluent_kafka import Message
 from google.protobuf.message import Message as Proto
 from prometheus_client import Counter
 
-from mpp.codecs import Rejection, decode
+from mpp.codecs import Rejection, decode, event_time
 from mpp.config import Settings, WriterSettings
 from mpp.deadletters import send_to_dlq
 from mpp.erasure import ErasureLedger
@@ -62,12 +62,13 @@ class Plan:
         self.messages[enriched.message.message_id] = enriched
 
     def erase(self, request: feedback_pb2.ErasureRequest) -> None:
-        self.erasures[request.user_id] = request.request_id
+        """Raises Rejection, changing nothing, when the request's time is out of range."""
         requested = (
-            request.requested_at.ToDatetime(tzinfo=UTC)
+            event_time(request.requested_at, "requested_at")
             if request.HasField("requested_at")
             else datetime.now(UTC)
         )
+        self.erasures[request.user_id] = request.request_id
         self.erased_at[request.user_id] = max(
             requested, self.erased_at.get(request.user_id, requested)
         )
@@ -130,6 +131,8 @@ def plan_batch(
                 plan.erase(request)
             elif msg.topic() == enriched_topic:
                 enriched = decode_known(events_pb2.EnrichedMessage, msg.value(), usual="message")
+                # Checked here so that comparing it with an erasure's time cannot raise later.
+                event_time(enriched.message.timestamp, "message.timestamp")
                 rejection = check(enriched)
                 if rejection is not None:
                     raise rejection

@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import Message
-from mpp_analytics import service
+from fastapi.testclient import TestClient
+from mpp_analytics import service, web
 from mpp_analytics.charts import activity_chart, campaign_chart
 
 from mpp import analytics
@@ -50,6 +51,7 @@ def feedback(
     campaign_id: str = "c1",
     kind: int = F.FEEDBACK_TYPE_CLICK,
     timestamp: bool = True,
+    raw_seconds: int | None = None,
 ) -> bytes:
     event = F.FeedbackEvent(
         feedback_id=feedback_id,
@@ -57,13 +59,18 @@ def feedback(
         campaign_id=campaign_id,
         type=kind,  # type: ignore[arg-type]
     )
-    if timestamp:
+    if raw_seconds is not None:
+        event.timestamp.seconds = raw_seconds  # unchecked, as a producer could send it
+    elif timestamp:
         event.timestamp.FromMilliseconds(1_780_000_000_000)
     return event.SerializeToString()
 
 
-def erasure(user_id: str) -> bytes:
-    return F.ErasureRequest(user_id=user_id, request_id="r1").SerializeToString()
+def erasure(user_id: str, raw_seconds: int | None = None) -> bytes:
+    request = F.ErasureRequest(user_id=user_id, request_id="r1")
+    if raw_seconds is not None:
+        request.requested_at.seconds = raw_seconds
+    return request.SerializeToString()
 
 
 def batch(*items: tuple[str, bytes]) -> list[Message]:
@@ -141,6 +148,28 @@ def test_an_erasure_drops_the_users_earlier_facts_but_not_later_ones() -> None:
             enriched(raw_seconds=253_402_300_800),
             "ERROR_CODE_TIMESTAMP_INVALID",
             "message.timestamp",
+        ),
+        # Years 1 and 2200, and before 1970: valid protobuf Timestamps, not event times.
+        (
+            ENRICHED,
+            enriched(raw_seconds=-62_135_596_800),
+            "ERROR_CODE_TIMESTAMP_INVALID",
+            "message.timestamp",
+        ),
+        (
+            ENRICHED,
+            enriched(raw_seconds=7_258_118_400),
+            "ERROR_CODE_TIMESTAMP_INVALID",
+            "message.timestamp",
+        ),
+        (FEEDBACK, feedback(raw_seconds=-1), "ERROR_CODE_TIMESTAMP_INVALID", "timestamp"),
+        (FEEDBACK, feedback(raw_seconds=2**62), "ERROR_CODE_TIMESTAMP_INVALID", "timestamp"),
+        (ERASURE, erasure("u9", raw_seconds=-1), "ERROR_CODE_TIMESTAMP_INVALID", "requested_at"),
+        (
+            ERASURE,
+            erasure("u9", raw_seconds=253_402_300_800),
+            "ERROR_CODE_TIMESTAMP_INVALID",
+            "requested_at",
         ),
         (ENRICHED, enriched(user_id="u\x00"), "ERROR_CODE_FIELD_INVALID", "message.user_id"),
         (ENRICHED, enriched(intents=("a\x00b",)), "ERROR_CODE_FIELD_INVALID", "intents"),
@@ -270,3 +299,40 @@ def test_jsonable_writes_utc_iso_times_and_days() -> None:
         "d": "2026-01-02",
         "n": 1,
     }
+
+
+@pytest.fixture
+def report_client(monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, list[str]]:
+    """The report app with no PostgreSQL: the connection is a placeholder and the queries for
+    one user or one campaign are fakes that record the id they were asked for."""
+    asked: list[str] = []
+
+    def user_engagement(conn: Any, user_id: str) -> dict[str, Any] | None:
+        asked.append(user_id)
+        return {"user_id": user_id, "messages": 1} if user_id == "u1" else None
+
+    def campaign_daily(conn: Any, campaign_ids: list[str], since: Any) -> list[dict[str, Any]]:
+        asked.extend(campaign_ids)
+        return []
+
+    monkeypatch.setattr(analytics, "user_engagement", user_engagement)
+    monkeypatch.setattr(analytics, "campaign_daily", campaign_daily)
+    app = web.create_app(Settings())
+    app.dependency_overrides[web.connection] = lambda: object()
+    return TestClient(app), asked
+
+
+def test_report_path_ids_with_a_newline_or_an_encoded_slash_are_refused(
+    report_client: tuple[TestClient, list[str]],
+) -> None:
+    client, asked = report_client
+    assert client.get("/api/users/u1").json() == {"user_id": "u1", "messages": 1}
+    assert client.get("/api/users/u2").status_code == 404
+    assert client.get("/api/campaigns/c1/daily").json() == []
+    assert asked == ["u1", "u2", "c1"]
+    for path in ("/api/users/u1%0A", "/api/users/u1%0Ax", "/api/campaigns/c1%0A/daily"):
+        assert client.get(path).status_code == 422, path
+    # An encoded slash is a slash once decoded: no route has that many segments.
+    for path in ("/api/users/u1%2Fx", "/api/campaigns/c1%2Fx/daily"):
+        assert client.get(path).status_code == 404, path
+    assert asked == ["u1", "u2", "c1"]

@@ -72,6 +72,7 @@ def test_jsonl_errors_name_the_line_and_the_field(tmp_path: Path) -> None:
                 json.dumps({"intent": "unknown", "examples": ["x"]}),
                 json.dumps({"intent": "travel", "examples": ["again"]}),
                 json.dumps({"intent": "pets", "examples": ["dog", ""]}),
+                json.dumps({"intent": "pets\n", "examples": ["a trailing newline"]}),
             ]
         ),
     )
@@ -84,6 +85,7 @@ def test_jsonl_errors_name_the_line_and_the_field(tmp_path: Path) -> None:
     assert f"{path}:5: intent: 'unknown' is reserved" in message
     assert f"{path}:6: intent: 'travel' already defined on line 1" in message
     assert f"{path}:7: examples[1]: expected a non-empty string" in message
+    assert f"{path}:8: intent: 'pets\\n' is not an intent name" in message
 
 
 def test_csv_in_the_banking77_layout_groups_rows_by_category(tmp_path: Path) -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
+from confluent_kafka import Message
+from fastapi.testclient import TestClient
+from mpp_recommender.activity import ActivityFollower
 from mpp_recommender.auth import MISSING_KEYS, ApiKeys, bearer
 from mpp_recommender.blend import (
     CampaignInfo,
@@ -22,13 +26,20 @@ from mpp_recommender.blend import (
 )
 from mpp_recommender.breaker import CircuitBreaker
 from mpp_recommender.cache import SessionMessage
-from mpp_recommender.core import InvalidArgument, check_limit, check_user_id
-from mpp_recommender.http_api import answer_json
+from mpp_recommender.core import (
+    InvalidArgument,
+    check_feedback,
+    check_limit,
+    check_target,
+    check_user_id,
+)
+from mpp_recommender.http_api import answer_json, create_app
 from mpp_recommender.sources import popularity_candidates, rules_from_rows
 from pydantic import SecretStr
 
-from mpp.config import RecommenderSettings
+from mpp.config import RecommenderSettings, Settings, Topics
 from mpp.erasure import user_hash
+from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -222,3 +233,159 @@ def test_answer_json_has_every_field_of_the_response() -> None:
 def test_user_hash_is_sha256_hex_of_the_utf8_id() -> None:
     assert user_hash("é") == hashlib.sha256("é".encode()).hexdigest()
     assert len(user_hash("u1")) == 64
+
+
+def test_ids_and_targets_with_a_trailing_newline_are_refused() -> None:
+    assert check_user_id("u1") == "u1"
+    with pytest.raises(InvalidArgument) as info:
+        check_user_id("u1\n")
+    assert info.value.field == "user_id"
+    check_target("web", "en")
+    for channel, locale in (("web\n", ""), ("", "en\n")):
+        with pytest.raises(InvalidArgument):
+            check_target(channel, locale)
+
+
+def _feedback(**fields: Any) -> F.FeedbackEvent:
+    base: dict[str, Any] = {"user_id": "u1", "campaign_id": "c1", "type": F.FEEDBACK_TYPE_CLICK}
+    return F.FeedbackEvent(**{**base, **fields})
+
+
+def test_check_feedback_completes_the_event_and_names_bad_fields() -> None:
+    now_s = NOW.timestamp()
+    event = _feedback()
+    assert check_feedback(event, now_s) == ("click", NOW)
+    assert event.timestamp.ToMilliseconds() == int(now_s * 1000)
+    assert event.feedback_id.startswith("f-")
+    for bad, field in (
+        (_feedback(campaign_id="c1\n"), "feedback.campaign_id"),
+        (_feedback(user_id="u1\n"), "feedback.user_id"),
+    ):
+        with pytest.raises(InvalidArgument) as info:
+            check_feedback(bad, now_s)
+        assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(-1, 0), (-62_135_596_800, 0), (7_258_118_400, 0), (253_402_300_800, 0), (2**62, 0), (1, -1)],
+)
+def test_feedback_times_out_of_range_are_invalid_arguments(seconds: int, nanos: int) -> None:
+    event = _feedback()
+    event.timestamp.seconds, event.timestamp.nanos = seconds, nanos
+    with pytest.raises(InvalidArgument) as info:
+        check_feedback(event, NOW.timestamp())
+    assert info.value.field == "feedback.timestamp"
+
+
+class StubCore:
+    """What the HTTP layer calls, with the real checks and no store behind them."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def recommend_async(
+        self, user_id: str, limit: int = 0, channel: str = "", locale: str = ""
+    ) -> R.RecommendResponse:
+        check_user_id(user_id)
+        self.asked.append(user_id)
+        return R.RecommendResponse(user_id=user_id, strategy="cold_start")
+
+    def record_feedback(self, feedback: F.FeedbackEvent) -> str:
+        check_feedback(feedback, NOW.timestamp())
+        self.asked.append(feedback.user_id)
+        return feedback.feedback_id
+
+    def forget_user(self, user_id: str, reason: str = "", requested_by: str = "") -> Any:
+        check_user_id(user_id)
+        self.asked.append(user_id)
+        return R.ForgetUserResponse(request_id="r")
+
+
+@pytest.fixture
+def http() -> tuple[TestClient, StubCore]:
+    core = StubCore()
+    settings = Settings(recommender=RecommenderSettings(auth_enabled=False))
+    app = create_app(settings, core, lambda: {"status": "ready"})  # type: ignore[arg-type]
+    return TestClient(app), core
+
+
+def test_http_path_ids_with_a_newline_or_an_encoded_slash_are_refused(
+    http: tuple[TestClient, StubCore],
+) -> None:
+    client, core = http
+    assert client.get("/recommendations/u1").json()["user_id"] == "u1"
+    assert client.delete("/users/u1").json()["request_id"] == "r"
+    for response in (
+        client.get("/recommendations/u1%0A"),
+        client.get("/recommendations/u1%0Ax"),
+        client.delete("/users/u1%0A"),
+    ):
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "user_id"
+    assert client.get("/recommendations/u1%2Fx").status_code == 404
+    assert client.delete("/users/u1%2Fx").status_code == 404
+    assert core.asked == ["u1", "u1"]
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "9999-12-31T23:59:59-05:00",  # past the year 9999 once in UTC
+        "0001-01-01T00:00:00+01:00",  # before the year 1 once in UTC
+        "0001-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+    ],
+)
+def test_http_feedback_times_out_of_range_are_422(
+    http: tuple[TestClient, StubCore], timestamp: str
+) -> None:
+    client, core = http
+    body = {"user_id": "u1", "campaign_id": "c1", "type": "click", "timestamp": timestamp}
+    response = client.post("/feedback", json=body)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "timestamp"
+    assert core.asked == []
+    body["timestamp"] = "2026-06-01T13:00:00+01:00"
+    assert client.post("/feedback", json=body).status_code == 200
+
+
+def test_http_deeply_nested_json_is_a_client_error(http: tuple[TestClient, StubCore]) -> None:
+    client, _ = http
+    body = b'{"metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = client.post("/feedback", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def delete_users(self, users: list[str]) -> None:
+        self.deleted.extend(users)
+
+
+class _ErasureCore:
+    def __init__(self) -> None:
+        self.cache = _Cache()
+        self.noted: list[tuple[str, int]] = []
+
+    def note_erased(self, user_id: str, at_ms: int) -> None:
+        self.noted.append((user_id, at_ms))
+
+
+def test_the_activity_follower_skips_erasures_with_times_out_of_range() -> None:
+    # Built without __init__: no Kafka consumer, no ledger; handle() needs neither here.
+    follower = object.__new__(ActivityFollower)
+    core = _ErasureCore()
+    follower._core, follower._topics = core, Topics()  # type: ignore[assignment]
+    follower.messages = follower.erasures = 0
+
+    def erasure(user_id: str, seconds: int) -> Message:
+        request = F.ErasureRequest(user_id=user_id, request_id="r")
+        request.requested_at.seconds = seconds
+        return Message(topic=Topics().erasure, value=request.SerializeToString())
+
+    follower.handle([erasure("bad", 2**62), erasure("old", -1), erasure("ok", 1_780_000_000)])
+    assert core.noted == [("ok", 1_780_000_000_000)]
+    assert core.cache.deleted == ["ok"]

@@ -1,3 +1,5 @@
+import random
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -6,7 +8,20 @@ from mpp.codecs import Rejection
 from mpp.config import IngestSettings
 from mpp.ids import derive_message_id
 from mpp.v1 import events_pb2 as E
-from mpp.validation import Rules, luhn_valid, normalize_text, redact_pii, validate_event
+from mpp.validation import (
+    CAMPAIGN_ID,
+    CHANNEL,
+    EMAIL,
+    LOCALE,
+    MESSAGE_ID,
+    USER_ID,
+    Rules,
+    email_spans,
+    luhn_valid,
+    normalize_text,
+    redact_pii,
+    validate_event,
+)
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 RULES = Rules.from_settings(IngestSettings(max_message_chars=50))
@@ -136,3 +151,96 @@ def test_too_old_detail_suggests_seconds_vs_milliseconds() -> None:
             RULES,
             NOW,
         )
+
+
+@pytest.mark.parametrize(
+    ("field", "good", "bad", "code"),
+    [
+        ("message_id", "evt-42", "evt-42\n", E.ERROR_CODE_FIELD_INVALID),
+        ("campaign_id", "c1", "c1\n", E.ERROR_CODE_FIELD_INVALID),
+        ("locale", "en", "en\n", E.ERROR_CODE_FIELD_INVALID),
+        ("user_id", "u1", "u1\nu2", E.ERROR_CODE_USER_ID_INVALID),
+    ],
+)
+def test_ids_with_a_newline_are_refused(field: str, good: str, bad: str, code: int) -> None:
+    fields: dict[str, object] = {"user_id": "u1", "message": "m"}
+    accepted = validate_event(_event(**{**fields, field: good}), RULES, NOW)
+    assert getattr(accepted, field) == good
+    with pytest.raises(Rejection) as info:
+        validate_event(_event(**{**fields, field: bad}), RULES, NOW)
+    assert (info.value.code, info.value.field) == (code, field)
+
+
+def test_the_id_patterns_match_whole_strings() -> None:
+    for pattern, good in (
+        (USER_ID, "u1"),
+        (MESSAGE_ID, "m1"),
+        (CAMPAIGN_ID, "c1"),
+        (CHANNEL, "web"),
+        (LOCALE, "en"),
+    ):
+        assert pattern.fullmatch(good)
+        # re.match would accept these: "$" matches before a final newline.
+        assert pattern.match(good + "\n") and not pattern.fullmatch(good + "\n")
+
+
+def test_user_id_and_channel_are_normalized_not_refused_for_surrounding_whitespace() -> None:
+    # Ingest strips the user_id and the channel (both end up without the newline).
+    out = validate_event(_event(user_id="u1\n", message="m", channel="Web\n"), RULES, NOW)
+    assert (out.user_id, out.channel) == ("u1", "web")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(-1, 0), (-62_135_596_800, 0), (7_258_118_400, 0), (253_402_300_800, 0), (2**62, 0), (5, -1)],
+)
+def test_protobuf_timestamps_out_of_range_are_invalid(seconds: int, nanos: int) -> None:
+    event = E.RawConversationEvent(user_id="u", message="m")
+    event.timestamp.seconds, event.timestamp.nanos = seconds, nanos
+    with pytest.raises(Rejection) as info:
+        validate_event(event, RULES, NOW)
+    assert (info.value.code, info.value.field) == (E.ERROR_CODE_TIMESTAMP_INVALID, "timestamp")
+
+
+def test_email_spans_finds_exactly_what_the_email_pattern_finds() -> None:
+    # Includes a match that starts where the previous one ended, inside a run of letters.
+    text = "a@b.com.c@d.org x@y@z.io jane.doe+x@example.co.uk @@a@b.cd."
+    assert email_spans(text) == [m.span() for m in EMAIL.finditer(text)]
+    assert redact_pii("a@b.com.c@d.org") == ("[email][email]", ["email"])
+    rng = random.Random(7)
+    alphabet = "ab9._%+-@ .@c@-x"
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        assert email_spans(text) == [m.span() for m in EMAIL.finditer(text)], text
+
+
+# Inputs that make a backtracking engine retry from every character, one per pattern.
+ADVERSARIAL = {
+    "email: a long local part, no @": "a" * 20_000,
+    "email: digits and dots": "1." * 10_000,
+    "email: local part then a domain without a dot": "a" * 10_000 + "@" + "b" * 9_999,
+    "card: a long digit run": "1" * 20_000,
+    "card: digits and single spaces": "1 " * 10_000,
+    "phone: digits and dashes": "1-" * 10_000,
+    "phone: plus and parentheses": "+1 (2" * 4_000,
+}
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_redaction_grows_linearly_on_adversarial_text(name: str) -> None:
+    """Not a benchmark (bench/redaction.py is): a complexity check. 20,000 characters made to
+    backtrack must take about as long as 20,000 of ordinary chat with PII in it; a quadratic
+    scan takes hundreds of times longer at this size, far beyond the margin given here."""
+    ordinary = ("hi, write to jane@example.com or call +44 20 7946 0958 about order 1234. " * 300)[
+        :20_000
+    ]
+
+    def best(text: str) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            redact_pii(text)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    assert best(ADVERSARIAL[name]) < 20 * best(ordinary) + 0.01

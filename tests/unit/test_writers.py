@@ -280,3 +280,40 @@ def test_plan_keeps_the_latest_requested_time_of_a_users_erasures() -> None:
         "erasure",
     )
     assert plan.erased_at == {"u": datetime.fromtimestamp(2, tz=UTC)}
+
+
+def _erasure_at(user_id: str, seconds: int) -> bytes:
+    request = F.ErasureRequest(user_id=user_id, request_id="r")
+    request.requested_at.seconds = seconds  # unchecked, as a producer could send it
+    return request.SerializeToString()
+
+
+def _enriched_at(message_id: str, user_id: str, seconds: int) -> bytes:
+    value = E.EnrichedMessage.FromString(enriched(message_id, user_id))
+    value.message.timestamp.seconds = seconds
+    return value.SerializeToString()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize(
+    "seconds", [-1, -62_135_596_800, 7_258_118_400, 253_402_300_800, 2**62, -(2**62)]
+)
+def test_times_out_of_range_are_dead_lettered_not_raised(service: ModuleType, seconds: int) -> None:
+    bad_erasure, bad_message = _erasure_at("u9", seconds), _enriched_at("m9", "u2", seconds)
+    plan = service.plan_batch(
+        batch(
+            (ENRICHED, enriched("m1", "u1")),
+            (ERASURE, bad_erasure),
+            (ENRICHED, bad_message),
+            (ERASURE, erasure("u3")),
+        ),
+        ENRICHED,
+        ERASURE,
+    )
+    # The bad erasure changes nothing: u1's message stays, u9 is not erased.
+    assert list(plan.messages) == ["m1"] and list(plan.erasures) == ["u3"]
+    rejected = [(m.value(), r.code, r.field) for m, r in plan.rejected]
+    assert rejected == [
+        (bad_erasure, E.ERROR_CODE_TIMESTAMP_INVALID, "requested_at"),
+        (bad_message, E.ERROR_CODE_TIMESTAMP_INVALID, "message.timestamp"),
+    ]

@@ -27,12 +27,14 @@ from typing import Annotated, Any
 
 import psycopg
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from mpp import analytics
+from mpp.catalog import CAMPAIGN_ID_PATTERN
 from mpp.config import Settings
 from mpp.logs import get_logger
+from mpp.validation import USER_ID_PATTERN
 from mpp.warehouse import WarehouseError
 from mpp_analytics.charts import activity_chart, campaign_chart
 from mpp_analytics.service import WarehouseSyncer
@@ -41,6 +43,10 @@ log = get_logger("analytics")
 
 Limit = Annotated[int, Query(ge=1, le=200, description="At most this many campaigns.")]
 Since = Annotated[date | None, Query(description="First UTC day (YYYY-MM-DD); all when absent.")]
+# Path ids as ingest accepts them: anything else (a newline, a space...) is a 422 before any
+# query. pydantic matches these patterns with Rust's regex engine, where $ ends the text.
+UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, description="A user id.")]
+CampaignId = Annotated[str, Path(pattern=CAMPAIGN_ID_PATTERN, description="A campaign id.")]
 
 
 def connection(request: Request) -> Iterator[psycopg.Connection[Any]]:
@@ -78,7 +84,9 @@ def create_app(settings: Settings, syncer: WarehouseSyncer | None = None) -> Fas
         return rows
 
     @app.get("/api/campaigns/{campaign_id}/daily")
-    def campaign_daily(conn: Conn, campaign_id: str, since: Since = None) -> list[dict[str, Any]]:
+    def campaign_daily(
+        conn: Conn, campaign_id: CampaignId, since: Since = None
+    ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = analytics.jsonable(
             analytics.campaign_daily(conn, [campaign_id], since)
         )
@@ -92,7 +100,7 @@ def create_app(settings: Settings, syncer: WarehouseSyncer | None = None) -> Fas
         }
 
     @app.get("/api/users/{user_id}")
-    def user(conn: Conn, user_id: str) -> dict[str, Any]:
+    def user(conn: Conn, user_id: UserId) -> dict[str, Any]:
         row = analytics.user_engagement(conn, user_id)
         if row is None:
             raise HTTPException(404, f"no engagement for user {user_id!r}")

@@ -20,7 +20,7 @@ from confluent_kafka import Message
 from mpp.codecs import Rejection, decode_raw_event, encode
 from mpp.config import Settings
 from mpp.deadletters import send_to_dlq
-from mpp.kafka import Handler, TrackedProducer, position
+from mpp.kafka import Handler, Sink, TrackedProducer, position
 from mpp.logs import get_logger
 from mpp.service import Worker
 from mpp.v1 import events_pb2
@@ -32,7 +32,7 @@ log = get_logger(SERVICE)
 
 def build_handler(
     settings: Settings,
-    producer: TrackedProducer,
+    producer: Sink,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Handler:
     rules = Rules.from_settings(settings.ingest)

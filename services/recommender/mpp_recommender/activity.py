@@ -23,7 +23,7 @@ from collections import defaultdict
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from mpp.codecs import decode
+from mpp.codecs import decode, event_time
 from mpp.erasure import ErasureLedger
 from mpp.logs import get_logger
 from mpp.v1 import events_pb2 as E
@@ -109,6 +109,8 @@ class ActivityFollower:
                 if msg.topic() == self._topics.erasure:
                     request = decode(F.ErasureRequest, msg.value())
                     if request.user_id:
+                        # A time out of range is skipped, as the writers dead-letter it.
+                        event_time(request.requested_at, "requested_at")
                         self._core.note_erased(
                             request.user_id, request.requested_at.ToMilliseconds()
                         )

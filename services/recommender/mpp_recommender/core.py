@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from prometheus_client import Counter, Gauge, Histogram
 
 from mpp.catalog import CAMPAIGN_ID_PATTERN
+from mpp.codecs import Rejection, event_time
 from mpp.config import Settings
 from mpp.erasure import record_erasure, user_hash
 from mpp.graph import GraphStore
@@ -113,7 +114,7 @@ class Unavailable(RuntimeError):
 def check_user_id(user_id: str, field: str = "user_id") -> str:
     if not user_id:
         raise InvalidArgument(field, "is required; pass the user's id")
-    if not USER_ID.match(user_id):
+    if not USER_ID.fullmatch(user_id):
         raise InvalidArgument(
             field,
             f"{user_id[:80]!r} is not a user id: use 1-128 characters of letters, digits and "
@@ -132,14 +133,55 @@ def check_limit(limit: int, default: int) -> int:
 
 def check_target(channel: str, locale: str) -> None:
     """The request's channel and locale, as events carry them (mpp.validation)."""
-    if channel and not CHANNEL.match(channel):
+    if channel and not CHANNEL.fullmatch(channel):
         raise InvalidArgument(
             "channel", f"{channel[:40]!r} must be a short lowercase token like 'web' or 'in_app'"
         )
-    if locale and not LOCALE.match(locale):
+    if locale and not LOCALE.fullmatch(locale):
         raise InvalidArgument(
             "locale", f"{locale[:40]!r} must be a BCP 47 tag like 'en' or 'pt-BR'"
         )
+
+
+def check_feedback(feedback: F.FeedbackEvent, now_s: float | None = None) -> tuple[str, datetime]:
+    """The feedback's kind and time (UTC), or InvalidArgument naming the field.
+
+    Completes the event in place: a missing timestamp becomes ``now_s`` (default: the clock),
+    a missing feedback_id is derived from the rest, so that a retry is counted once.
+    """
+    check_user_id(feedback.user_id, "feedback.user_id")
+    if not feedback.campaign_id:
+        raise InvalidArgument("feedback.campaign_id", "is required; name the campaign")
+    if not CAMPAIGN_ID.fullmatch(feedback.campaign_id):
+        raise InvalidArgument(
+            "feedback.campaign_id",
+            f"{feedback.campaign_id[:80]!r} is not a campaign id: use 1-128 characters of "
+            "letters, digits and ._:- starting with a letter or digit",
+        )
+    kind = FEEDBACK_KINDS.get(feedback.type)
+    if kind is None:
+        raise InvalidArgument(
+            "feedback.type", "must be one of impression, click, conversion, dismissal"
+        )
+    if len(feedback.feedback_id) > 128:
+        raise InvalidArgument("feedback.feedback_id", "is longer than 128 characters")
+    now_s = time.time() if now_s is None else now_s
+    if not feedback.HasField("timestamp"):
+        feedback.timestamp.FromNanoseconds(int(now_s * 1e9))
+    try:
+        occurred = event_time(feedback.timestamp, "feedback.timestamp")
+    except Rejection as exc:
+        raise InvalidArgument(exc.field, exc.detail) from exc
+    ts_ms = feedback.timestamp.ToMilliseconds()
+    if ts_ms > now_s * 1000 + 300_000:
+        raise InvalidArgument(
+            "feedback.timestamp", "is more than 5 minutes in the future; send UTC time"
+        )
+    if not feedback.feedback_id:
+        feedback.feedback_id = derive_feedback_id(
+            feedback.user_id, feedback.campaign_id, kind, ts_ms
+        )
+    return kind, occurred
 
 
 @dataclass(slots=True)
@@ -625,34 +667,7 @@ class Recommender:
         Returns the feedback_id (derived when the caller gave none, so that a retry of the
         same feedback is counted once). Raises InvalidArgument or Unavailable (Kafka down).
         """
-        check_user_id(feedback.user_id, "feedback.user_id")
-        if not feedback.campaign_id:
-            raise InvalidArgument("feedback.campaign_id", "is required; name the campaign")
-        if not CAMPAIGN_ID.match(feedback.campaign_id):
-            raise InvalidArgument(
-                "feedback.campaign_id",
-                f"{feedback.campaign_id[:80]!r} is not a campaign id: use 1-128 characters of "
-                "letters, digits and ._:- starting with a letter or digit",
-            )
-        kind = FEEDBACK_KINDS.get(feedback.type)
-        if kind is None:
-            raise InvalidArgument(
-                "feedback.type", "must be one of impression, click, conversion, dismissal"
-            )
-        if len(feedback.feedback_id) > 128:
-            raise InvalidArgument("feedback.feedback_id", "is longer than 128 characters")
-        if not feedback.HasField("timestamp"):
-            feedback.timestamp.GetCurrentTime()
-        ts_ms = feedback.timestamp.ToMilliseconds()
-        occurred = feedback.timestamp.ToDatetime(tzinfo=UTC)
-        if ts_ms > time.time() * 1000 + 300_000:
-            raise InvalidArgument(
-                "feedback.timestamp", "is more than 5 minutes in the future; send UTC time"
-            )
-        if not feedback.feedback_id:
-            feedback.feedback_id = derive_feedback_id(
-                feedback.user_id, feedback.campaign_id, kind, ts_ms
-            )
+        kind, occurred = check_feedback(feedback)
         try:
             self.producer.produce(
                 self.settings.kafka.topics.feedback,

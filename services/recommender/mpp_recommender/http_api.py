@@ -22,6 +22,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BaseModel, Field
 
+from mpp.codecs import checked_utc
 from mpp.config import Settings
 from mpp.logs import get_logger
 from mpp.v1 import feedback_pb2 as F
@@ -195,7 +196,10 @@ def create_app(
             metadata=body.metadata,
         )
         if body.timestamp is not None:
-            event.timestamp.FromDatetime(body.timestamp.astimezone(UTC))
+            try:
+                event.timestamp.FromDatetime(checked_utc(body.timestamp))
+            except ValueError as exc:
+                raise InvalidArgument("timestamp", str(exc)) from exc
         return {"feedback_id": core.record_feedback(event)}
 
     @app.delete("/users/{user_id}", dependencies=[Auth])
