@@ -16,9 +16,12 @@ from mpp.pipeline import free_port
 
 
 class Cuttable:
-    """Forwards 127.0.0.1:``port`` (a free one by default) to ``target``."""
+    """Forwards ``host``:``port`` (127.0.0.1 and a free port by default) to ``target``."""
 
-    def __init__(self, target: tuple[str, int], port: int | None = None) -> None:
+    def __init__(
+        self, target: tuple[str, int], port: int | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        self.host = host
         self.port = port or free_port()
         self.target = target
         self._lock = threading.Lock()
@@ -27,7 +30,7 @@ class Cuttable:
         self.restore()
 
     def restore(self) -> None:
-        server = socket.create_server(("127.0.0.1", self.port))
+        server = socket.create_server((self.host, self.port))
         self._server = server
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()
 

@@ -44,7 +44,13 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):  # spark-submit runs this file as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mpp_jobs.common import add_spark_options, emit_summary, spark_session
+from mpp_jobs.common import (
+    add_spark_options,
+    emit_summary,
+    executor_count,
+    spark_session,
+    store_failures,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -372,8 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     spark = spark_session("mpp-batch-aggregate", args.master)
     try:
-        summary = run(spark, args)
+        with store_failures("aggregate"):
+            summary = run(spark, args)
         summary["logical_date"] = args.logical_date
+        summary["executors"] = executor_count(spark)
         emit_summary(summary, args.summary)
     finally:
         spark.stop()

@@ -1,4 +1,5 @@
-"""What both batch jobs share: the Spark session, the date range, the run summary."""
+"""What both batch jobs share: the Spark session, the date range, the run summary, and what a
+store that cannot be reached does to a run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -116,3 +119,56 @@ def emit_summary(summary: dict[str, Any], path: str | None) -> None:
             f.write(text + "\n")
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def executor_count(session: SparkSession) -> int:
+    """Executors registered with the driver (0 in local mode: the driver does the work)."""
+    context = session.sparkContext
+    if (context.master or "").startswith("local"):
+        return 0
+    # The block managers known to the driver: the executors' and the driver's own.
+    status = context._jsc.sc().getExecutorMemoryStatus()
+    return max(int(status.size()) - 1, 0)
+
+
+# sysexits.h's EX_TEMPFAIL: the run may succeed when tried again.
+EXIT_STORE_UNAVAILABLE = 75
+
+
+def _unavailable_store(exc: BaseException) -> str | None:
+    """The store ``exc`` says cannot be reached, if that is what it says."""
+    try:
+        import psycopg
+    except ModuleNotFoundError:  # pragma: no cover - the jobs' environment has it
+        psycopg = None  # type: ignore[assignment]
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
+        return "PostgreSQL"
+    try:
+        from confluent_kafka import KafkaException
+    except ModuleNotFoundError:  # pragma: no cover
+        return None
+    if isinstance(exc, KafkaException):
+        return "Kafka"
+    return None
+
+
+@contextmanager
+def store_failures(job: str) -> Iterator[None]:
+    """A store that cannot be reached ends the run with one readable line (on stdout, which the
+    task's log shows, and as a JSON event on stderr) and exit status 75, instead of a
+    traceback: nothing was committed, and the task's retry runs the job again."""
+    try:
+        yield
+    except Exception as exc:
+        store = _unavailable_store(exc)
+        if store is None:
+            raise
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        sys.stdout.write(
+            f"{job}: {store} is unavailable: {reason}. Nothing was committed; the task fails "
+            "and its retry runs the job again.\n"
+        )
+        sys.stdout.flush()
+        event = {"event": "store_unavailable", "job": job, "store": store, "error": reason}
+        sys.stderr.write(json.dumps(event) + "\n")
+        raise SystemExit(EXIT_STORE_UNAVAILABLE) from exc

@@ -47,7 +47,14 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):  # spark-submit runs this file as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mpp_jobs.common import DateRange, add_spark_options, emit_summary, spark_session
+from mpp_jobs.common import (
+    DateRange,
+    add_spark_options,
+    emit_summary,
+    executor_count,
+    spark_session,
+    store_failures,
+)
 
 if TYPE_CHECKING:
     from mpp_embedder.service import Enricher
@@ -447,6 +454,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         "rejected": rejected,
         "reject_reasons": reasons,
         "campaigns": len(campaigns),
+        "executors": executor_count(spark),
         "seconds": round(time.monotonic() - started, 2),
     }
     for frame in (checked, enriched, new_rejects):
@@ -479,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     spark = spark_session("mpp-batch-embed", args.master)
     try:
-        emit_summary(run(spark, args), args.summary)
+        with store_failures("embed"):
+            emit_summary(run(spark, args), args.summary)
     finally:
         spark.stop()
     return 0

@@ -4,6 +4,7 @@ offline, nothing contacts a cluster) run the jobs with arguments the jobs accept
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,8 +22,6 @@ pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S)
 
 
 def inspect(airflow_python: Path, tmp_path: Path, dags: Path, **env: str) -> dict[str, Any]:
-    import json
-
     out = tmp_path / "dag.json"
     environment = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -45,10 +44,14 @@ def dag(airflow_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return inspect(airflow_python, tmp_path_factory.mktemp("dag"), REPO / "dags")
 
 
-def _job_args(args: list[str], script: str) -> list[str]:
-    """The job's own arguments: what follows the script in spark-submit's command line."""
-    index = next(i for i, a in enumerate(args) if a.endswith(f"/mpp_jobs/{script}.py"))
-    return args[index + 1 :]
+LAUNCH = ["python", "-m", "mpp_jobs.launch"]
+
+
+def _job_args(args: list[str], job: str) -> list[str]:
+    """The job's own arguments: what follows ``submit --master MASTER JOB`` in the launcher's
+    command line (jobs/mpp_jobs/launch.py hands them to the job's script)."""
+    assert args[0] == "submit" and args[1] == "--master" and args[3] == job, args
+    return args[4:]
 
 
 def test_dag_loads_without_import_errors_and_is_scheduled_daily(dag: dict[str, Any]) -> None:
@@ -109,9 +112,11 @@ def _assert_restricted(pod: dict[str, Any]) -> None:
     assert {v["name"]: v for v in spec["volumes"]} == {
         "tmp": {"name": "tmp", "emptyDir": {}},
         "work": {"name": "work", "emptyDir": {}},
+        # The batch data volume (the chart's batch.data claim): raw events, outputs, event log.
+        "data": {"name": "data", "persistentVolumeClaim": {"claimName": "mpp-batch-data"}},
     }
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert mounts == {"/tmp": "tmp", "/var/lib/mpp": "work"}
+    assert mounts == {"/tmp": "tmp", "/var/lib/mpp": "work", "/data": "data"}
     assert not spec.get("hostNetwork") and "hostPath" not in str(spec["volumes"])
 
 
@@ -120,18 +125,16 @@ def test_pods_run_the_jobs_with_the_interval_and_arguments_they_accept(
 ) -> None:
     tasks = dag["tasks"]
     embed_task = tasks["embed_backfill"]
-    assert embed_task["command"] == ["spark-submit"]
-    assert embed_task["args"][:2] == ["--master", "local[*]"]
-    # The script the pod runs is this repository's job (the image copies jobs/ to /app/jobs).
-    script = next(a for a in embed_task["args"] if a.endswith(".py"))
-    assert (REPO / "jobs" / Path(script).relative_to("/app/jobs")).is_file()
+    assert embed_task["command"] == LAUNCH
+    assert embed_task["args"][:4] == ["submit", "--master", "local[*]", "embed"]
     args = embed.parser().parse_args(_job_args(embed_task["args"], "embed"))
     assert (args.date_from, args.date_to) == ("2026-11-27", "2026-11-28")
-    assert args.input == "s3a://mpp-raw/conversations/day=2026-11-27/"
+    assert args.input == "/data/raw/conversations/day=2026-11-27/"
+    assert args.output == "/data/enriched-messages/"
     assert args.kafka and args.mode == "new" and args.campaigns == "postgres"
 
     aggregate_task = tasks["aggregate"]
-    assert aggregate_task["command"] == ["spark-submit"]
+    assert aggregate_task["command"] == LAUNCH
     args = aggregate.parser().parse_args(_job_args(aggregate_task["args"], "aggregate"))
     assert args.facts == "postgres" and args.compare_postgres and args.write_warehouse
     assert args.logical_date == "2026-11-27"
@@ -186,7 +189,8 @@ def test_pods_run_in_production_unless_a_variable_says_otherwise(
     dag: dict[str, Any], airflow_python: Path, tmp_path: Path
 ) -> None:
     for task in dag["tasks"].values():
-        assert task["env"] == {"MPP_LOG_FORMAT": "json", "MPP_ENVIRONMENT": "production"}
+        assert task["env"]["MPP_LOG_FORMAT"] == "json"
+        assert task["env"]["MPP_ENVIRONMENT"] == "production"
     found = inspect(
         airflow_python,
         tmp_path,
@@ -195,6 +199,41 @@ def test_pods_run_in_production_unless_a_variable_says_otherwise(
     )
     for task in found["tasks"].values():
         assert task["env"]["MPP_ENVIRONMENT"] == "development"
+
+
+def test_pods_tell_the_spark_launcher_what_a_kubernetes_driver_needs(
+    airflow_python: Path, tmp_path: Path
+) -> None:
+    """The pod's own name, namespace and IP (downward API), its image for the executors, and
+    the executors' count and requests from Variables (jobs/mpp_jobs/launch.py reads them)."""
+    variables = {
+        "mpp_spark_master": "k8s://https://kubernetes.default.svc:443",
+        "mpp_spark_executors": "3",
+        "mpp_spark_executor_cpu": "250m",
+        "mpp_batch_image": "localhost/mpp/jobs:t1",
+    }
+    found = inspect(
+        airflow_python, tmp_path, REPO / "dags", INSPECT_VARIABLES=json.dumps(variables)
+    )
+    embed_task = found["tasks"]["embed_backfill"]
+    assert embed_task["args"][:4] == ["submit", "--master", variables["mpp_spark_master"], "embed"]
+    env = embed_task["env"]
+    assert env["MPP_SPARK_IMAGE"] == "localhost/mpp/jobs:t1" == embed_task["image"]
+    assert (env["MPP_SPARK_EXECUTORS"], env["MPP_SPARK_EXECUTOR_CPU"]) == ("3", "250m")
+    assert env["MPP_SPARK_EXECUTOR_MEMORY"] == "1g"
+    assert env["MPP_BATCH_ENV_SECRET"] == "mpp-batch-env"
+    assert (env["MPP_BATCH_DATA_CLAIM"], env["MPP_BATCH_DATA_DIR"]) == ("mpp-batch-data", "/data")
+    assert env["MPP_TASK"] == "embed_backfill"
+    fields = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in embed_task["pod"]["spec"]["containers"][0]["env"]
+        if "valueFrom" in e
+    }
+    assert fields == {
+        "MPP_POD_NAME": "metadata.name",
+        "MPP_POD_NAMESPACE": "metadata.namespace",
+        "MPP_POD_IP": "status.podIP",
+    }
 
 
 def test_a_broken_dag_is_reported_as_an_import_error(airflow_python: Path, tmp_path: Path) -> None:

@@ -14,21 +14,20 @@ import copy
 import json
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from mpp.config import Settings
 from mpp.stack.cluster import image_present
 from mpp.stack.cluster_config import HOST_GATEWAY
-from mpp.stack.deploy import Deployment, helm_binary, kubectl_binary
+from mpp.stack.deploy import Deployment, kubectl_binary
 from mpp.stack.job_image import job_image_ref
 from tests.batch.conftest import BUILD_TIMEOUT_S
 from tests.batch.test_dag import inspect
+from tests.cluster.conftest import batch_namespace, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(BUILD_TIMEOUT_S)]
 
@@ -38,59 +37,25 @@ SMALL = {"mpp_batch_cpu": "100m", "mpp_batch_memory": "2Gi", "mpp_environment": 
 
 
 @pytest.fixture(scope="module")
-def batch_namespace(database_settings_module: Settings) -> Iterator[Deployment]:
+def namespace(
+    database_settings_module: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
     """A restricted namespace holding the chart's batch objects (applied for real), their
     Secret pointing the pods at the module's own database on the host."""
     settings = database_settings_module
-    deployment = Deployment(settings, namespace=f"mpp-batch-{uuid.uuid4().hex[:8]}")
-    deployment.require_cluster()
-    deployment.ensure_namespace()
-    try:
-        batch_env = {
-            "MPP_POSTGRES__HOST": HOST_GATEWAY,
-            "MPP_POSTGRES__PORT": str(settings.postgres.port),
-            "MPP_POSTGRES__DATABASE": settings.postgres.database,
-        }
-        values = deployment.values("dry-run") | {"batch": {"enabled": True, "extraEnv": batch_env}}
-        rendered = subprocess.run(
-            [
-                str(helm_binary()),
-                "template",
-                "mpp",
-                str(deployment.chart),
-                "--namespace",
-                deployment.namespace,
-                "--show-only",
-                "templates/batch.yaml",
-                "-f",
-                "-",
-            ],
-            input=yaml.safe_dump(values),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-        kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered) if d)
-        assert kinds == ["Role", "RoleBinding", "Secret", "ServiceAccount"], kinds
-        kubectl(deployment, "apply", "-f", "-", stdin=rendered)
+    batch_env = {
+        "MPP_POSTGRES__HOST": HOST_GATEWAY,
+        "MPP_POSTGRES__PORT": str(settings.postgres.port),
+        "MPP_POSTGRES__DATABASE": settings.postgres.database,
+    }
+    data_dir = tmp_path_factory.mktemp("batch-data")
+    with batch_namespace(settings, "mpp-batch", batch_env, data_dir) as deployment:
         yield deployment
-    finally:
-        deployment.kubectl("delete", "namespace", deployment.namespace, "--wait=false")
-
-
-def kubectl(
-    deployment: Deployment, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    result = deployment.kubectl_with_input(stdin or "", "-n", deployment.namespace, *args)
-    if check:
-        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-    return result
 
 
 @pytest.fixture(scope="module")
 def dag_pods(
-    batch_namespace: Deployment, tmp_path_factory: pytest.TempPathFactory
+    namespace: Deployment, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, dict[str, Any]]:
     """Each task's pod as the operator would send it, with the local job image and this
     namespace (the scheduler's MPP_BATCH_IMAGE / MPP_BATCH_NAMESPACE)."""
@@ -102,7 +67,7 @@ def dag_pods(
         tmp_path_factory.mktemp("dag"),
         Path(__file__).resolve().parents[2] / "dags",
         MPP_BATCH_IMAGE=job_image_ref(),
-        MPP_BATCH_NAMESPACE=batch_namespace.namespace,
+        MPP_BATCH_NAMESPACE=namespace.namespace,
         INSPECT_VARIABLES=json.dumps(SMALL),
     )
     return {task: found["tasks"][task]["pod"] for task in TASKS}
@@ -133,14 +98,14 @@ def can_i(deployment: Deployment, verb: str, resource: str, namespace: str | Non
 
 @pytest.mark.parametrize("task", TASKS)
 def test_the_api_server_admits_the_dags_pod(
-    batch_namespace: Deployment, dag_pods: dict[str, dict[str, Any]], task: str
+    namespace: Deployment, dag_pods: dict[str, dict[str, Any]], task: str
 ) -> None:
     pod = dag_pods[task]
-    assert pod["metadata"]["namespace"] == batch_namespace.namespace
+    assert pod["metadata"]["namespace"] == namespace.namespace
     assert pod["spec"]["serviceAccountName"] == "mpp-batch"
     assert pod["spec"]["containers"][0]["image"] == job_image_ref()
     applied = kubectl(
-        batch_namespace, "apply", "--dry-run=server", "-f", "-", stdin=json.dumps(pod), check=False
+        namespace, "apply", "--dry-run=server", "-f", "-", stdin=json.dumps(pod), check=False
     )
     assert applied.returncode == 0, applied.stderr
     assert "(server dry run)" in applied.stdout
@@ -149,34 +114,34 @@ def test_the_api_server_admits_the_dags_pod(
 
 
 def test_the_same_pod_without_its_security_context_is_refused(
-    batch_namespace: Deployment, dag_pods: dict[str, dict[str, Any]]
+    namespace: Deployment, dag_pods: dict[str, dict[str, Any]]
 ) -> None:
     """The control for the test above: admission does run in that namespace."""
     pod = copy.deepcopy(dag_pods["warehouse_sync"])
     del pod["spec"]["containers"][0]["securityContext"]
     applied = kubectl(
-        batch_namespace, "apply", "--dry-run=server", "-f", "-", stdin=json.dumps(pod), check=False
+        namespace, "apply", "--dry-run=server", "-f", "-", stdin=json.dumps(pod), check=False
     )
     assert applied.returncode != 0
     assert 'violates PodSecurity "restricted:latest"' in applied.stderr, applied.stderr
 
 
 def test_the_batch_account_may_run_spark_executors_here_only(
-    batch_namespace: Deployment,
+    namespace: Deployment,
 ) -> None:
     for resource in ("pods", "services", "configmaps", "persistentvolumeclaims"):
         for verb in ("create", "get", "list", "watch", "delete", "deletecollection"):
-            assert can_i(batch_namespace, verb, resource), f"{verb} {resource}"
+            assert can_i(namespace, verb, resource), f"{verb} {resource}"
     # Nothing beyond: no secrets, no other namespace, nothing cluster-wide.
-    assert not can_i(batch_namespace, "get", "secrets")
-    assert not can_i(batch_namespace, "create", "deployments")
-    assert not can_i(batch_namespace, "create", "pods", namespace="default")
-    assert not can_i(batch_namespace, "list", "nodes")
+    assert not can_i(namespace, "get", "secrets")
+    assert not can_i(namespace, "create", "deployments")
+    assert not can_i(namespace, "create", "pods", namespace="default")
+    assert not can_i(namespace, "list", "nodes")
 
 
 @pytest.mark.parametrize("task", ["warehouse_sync", "aggregate"])
 def test_the_dags_pod_runs_to_completion_in_the_job_image(
-    batch_namespace: Deployment, dag_pods: dict[str, dict[str, Any]], task: str
+    namespace: Deployment, dag_pods: dict[str, dict[str, Any]], task: str
 ) -> None:
     """The operator's pod, as is, with the chart's Secret: `mpp analytics sync` and the Spark
     aggregation (local mode, on the read-only root) against the module's empty database."""
@@ -185,17 +150,15 @@ def test_the_dags_pod_runs_to_completion_in_the_job_image(
         pytest.fail(f"{ref} is not in the cluster: python -m mpp.stack.job_image --import")
     pod = dag_pods[task]
     name = pod["metadata"]["name"]
-    kubectl(batch_namespace, "create", "-f", "-", stdin=json.dumps(pod))
+    kubectl(namespace, "create", "-f", "-", stdin=json.dumps(pod))
     started, phase = time.monotonic(), ""
     while time.monotonic() - started < 600:
-        phase = kubectl(
-            batch_namespace, "get", "pod", name, "-o", "jsonpath={.status.phase}"
-        ).stdout
+        phase = kubectl(namespace, "get", "pod", name, "-o", "jsonpath={.status.phase}").stdout
         if phase in {"Succeeded", "Failed"}:
             break
         time.sleep(3)
     took = time.monotonic() - started
-    logs = kubectl(batch_namespace, "logs", name, check=False).stdout
+    logs = kubectl(namespace, "logs", name, check=False).stdout
     assert phase == "Succeeded", f"{task}: {phase} after {took:.0f} s\n{logs[-6000:]}"
     if task == "warehouse_sync":
         assert '"aggregates"' in logs and '"facts"' in logs, logs[-3000:]

@@ -139,12 +139,50 @@ def test_names_and_batch_settings_are_configurable(render: Callable[..., Rendere
     assert rendered.get("Secret", f"{FULLNAME}-secrets")
 
 
+def test_the_data_claim_is_the_one_the_dags_pods_mount(batch_render: Rendered) -> None:
+    """batch.data: the claim the DAG mounts at /data (MPP_BATCH_DATA_CLAIM), of the cluster's
+    default storage class, shared by a driver and its executors (ReadWriteMany)."""
+    claim = batch_render.get("PersistentVolumeClaim", dag_default("MPP_BATCH_DATA_CLAIM"))
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert "storageClassName" not in claim["spec"]  # the cluster's default class
+    assert batch_render.of_kind("PersistentVolume") == []
+
+
+def test_a_host_folder_becomes_a_volume_bound_to_the_claim_only(
+    render: Callable[..., Rendered],
+) -> None:
+    rendered = render(
+        set_values=(
+            *BATCH,
+            "batch.data.hostPath=/srv/mpp-batch",
+            "batch.data.size=5Gi",
+            "batch.data.accessModes={ReadWriteOnce}",
+        )
+    )
+    (volume,) = rendered.of_kind("PersistentVolume")
+    claim = rendered.get("PersistentVolumeClaim", "mpp-batch-data")
+    assert volume["metadata"]["name"] == "mpp-mpp-batch-data"  # <namespace>-<claim>
+    assert volume["spec"]["hostPath"] == {"path": "/srv/mpp-batch", "type": "Directory"}
+    assert volume["spec"]["claimRef"] == {"namespace": "mpp", "name": "mpp-batch-data"}
+    assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    assert volume["spec"]["capacity"] == {"storage": "5Gi"}
+    assert claim["spec"]["volumeName"] == volume["metadata"]["name"]
+    assert claim["spec"]["storageClassName"] == "" == volume["spec"]["storageClassName"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"] == volume["spec"]["accessModes"]
+    # Off: no claim (bring your own, named by MPP_BATCH_DATA_CLAIM).
+    without = render(set_values=(*BATCH, "batch.data.enabled=false"))
+    assert without.of_kind("PersistentVolumeClaim") == []
+
+
 @pytest.mark.parametrize(
     ("assignment", "named"),
     [
         ("batch.enable=true", "enable"),
         ("batch.serviceAccount.name=Spark_Driver", "name"),
         ("batch.extraEnv.LOG_LEVEL=DEBUG", "LOG_LEVEL"),
+        ("batch.data.hostPath=relative/folder", "hostPath"),
+        ("batch.data.size=lots", "size"),
     ],
 )
 def test_schema_refuses_a_wrong_batch_value(helm: Path, assignment: str, named: str) -> None:

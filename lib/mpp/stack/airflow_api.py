@@ -19,12 +19,22 @@ from mpp.stack.base import Progress, StackError, tail
 DAG_ID = "marketing_personalization_pipeline"
 DAG_FILE = "marketing_personalization_pipeline.py"
 KUBE_CONN_ID = "kubernetes_default"
-# The DAG's Variables and its own defaults (dags/marketing_personalization_pipeline.py).
+# The DAG's Variables (dags/marketing_personalization_pipeline.py), and what `mpp airflow up`
+# sets where one is missing: values for the local one-node cluster (two CPUs, the local
+# stack's servers without passwords), not the DAG's production defaults.
 VARIABLE_DEFAULTS: dict[str, str] = {
     "mpp_batch_image": "mpp-jobs:latest",
     "mpp_batch_namespace": "mpp",
     "mpp_spark_master": "local[*]",
+    "mpp_batch_cpu": "100m",
+    "mpp_batch_memory": "2Gi",
+    "mpp_environment": "development",
+    "mpp_spark_executors": "2",
+    "mpp_spark_executor_cpu": "100m",
+    "mpp_spark_executor_memory": "1g",
 }
+# The in-cluster API server, as a Spark master (the DAG's pods are its drivers).
+KUBERNETES_MASTER = "k8s://https://kubernetes.default.svc:443"
 FINISHED = ("success", "failed")
 
 

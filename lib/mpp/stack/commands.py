@@ -135,24 +135,34 @@ AirflowPortOption = Annotated[
 def airflow_up(
     port: AirflowPortOption = 18280,
     image: Annotated[
-        str | None, typer.Option(help="Variable mpp_batch_image (default: mpp-jobs:latest).")
+        str | None,
+        typer.Option(
+            help="Variable mpp_batch_image (default: this checkout's job image, "
+            "`python -m mpp.stack.job_image --ref`)."
+        ),
     ] = None,
     namespace: Annotated[
         str | None, typer.Option(help="Variable mpp_batch_namespace (default: mpp).")
     ] = None,
     spark_master: Annotated[
-        str | None, typer.Option(help="Variable mpp_spark_master (default: local[*]).")
+        str | None,
+        typer.Option(
+            help="Variable mpp_spark_master (default: local[*]; "
+            "k8s://https://kubernetes.default.svc:443 for executor pods)."
+        ),
     ] = None,
 ) -> None:
     """Start Airflow's api-server, scheduler and dag-processor; reuses what runs.
 
     Its database is `airflow` in the stack's PostgreSQL (started when down). Sets the DAG's
-    Variables (one not given keeps its value, else the DAG's default) and kubernetes_default.
+    Variables (one not given keeps its value, else the local cluster's default: small
+    requests, development) and kubernetes_default.
     """
     from mpp.stack.airflow import Airflow
+    from mpp.stack.job_image import job_image_ref
 
     given = {
-        "mpp_batch_image": image,
+        "mpp_batch_image": image or job_image_ref(),
         "mpp_batch_namespace": namespace,
         "mpp_spark_master": spark_master,
     }

@@ -11,6 +11,7 @@ production cluster, and it keeps one set of servers for the processes and the po
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -83,10 +84,20 @@ def store_ports(settings: Settings, kafka_port: int) -> dict[str, int]:
     }
 
 
+# The job image's user: the batch data folder on the host is given to it.
+JOB_USER = 10001
+
+
 def local_values(
-    settings: Settings, tag: str, api_key: str, gateway: str, kafka_port: int
+    settings: Settings,
+    tag: str,
+    api_key: str,
+    gateway: str,
+    kafka_port: int,
+    batch_data: Path | None = None,
 ) -> dict[str, Any]:
-    """The chart's values for the local cluster, from the local stack's settings."""
+    """The chart's values for the local cluster, from the local stack's settings; with
+    ``batch_data``, the DAG's batch objects too, their data volume on that host folder."""
     ports = store_ports(settings, kafka_port)
     name = RELEASE  # the release is named like the chart, so objects are <release>-<thing>
     secrets: dict[str, Any] = {"recommenderApiKeys": [api_key]}
@@ -136,6 +147,16 @@ def local_values(
             for service in SERVICES
         },
         "migrations": {"resources": DEFAULT_RESOURCES},
+        "batch": {
+            "enabled": batch_data is not None,
+            "data": {
+                "hostPath": str(batch_data or ""),
+                "accessModes": ["ReadWriteOnce"],
+                "size": "20Gi",
+            },
+            # The SQLite warehouse of the DAG's warehouse_sync, on the data volume.
+            "extraEnv": {"MPP_WAREHOUSE__SQLITE_PATH": "/data/warehouse.sqlite"},
+        },
     }
 
 
@@ -160,6 +181,8 @@ class Deployment:
         # JSON is YAML: helm reads it as a values file.
         self.values_file = stack_dir(settings) / "cluster" / f"values-{release}-{namespace}.json"
         self.chart = repo_root() / "helm" / "mpp"
+        # The DAG's data volume (raw events, Parquet outputs, Spark's event log), a host folder.
+        self.batch_data = stack_dir(settings) / "cluster" / f"batch-data-{namespace}"
 
     # -- commands -------------------------------------------------------------------------
 
@@ -203,6 +226,7 @@ class Deployment:
             key,
             cluster_config.HOST_GATEWAY,
             cluster_config.KAFKA_CLUSTER_PORT,
+            batch_data=self.batch_data,
         )
         return deep_merge(base, self.overrides)
 
@@ -253,6 +277,11 @@ class Deployment:
                 + ". Build and load them with `mpp images build --import` (make images)."
             )
         self.ensure_namespace()
+        self.batch_data.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chown(self.batch_data, JOB_USER, JOB_USER)
+        except PermissionError:  # not root: anyone may write there instead
+            self.batch_data.chmod(0o777)
         self.values_file.parent.mkdir(parents=True, exist_ok=True)
         self.values_file.write_text(json.dumps(self.values(tag), indent=2))
         progress(

@@ -62,7 +62,8 @@ def _jobs_files(root: Path) -> list[Path]:
         if path.is_file()
         and not path.is_symlink()
         and not SKIPPED_PARTS & set(path.parts)
-        and path.suffix != ".pyc"
+        # Documentation is not in the image: a README change keeps the tag.
+        and path.suffix not in {".pyc", ".md"}
     ]
 
 
