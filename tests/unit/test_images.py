@@ -63,6 +63,7 @@ def test_the_tag_follows_what_goes_into_the_images(
     (root / "lib/mpp/stack/x.py").write_text("changed")
     (root / "lib/mpp/__pycache__").mkdir()
     (root / "lib/mpp/__pycache__/core.cpython-311.pyc").write_bytes(b"\0")
+    (root / "lib/NOTES.md").write_text("documentation only")
     assert images.tree_tag(root) == tag
     (root / "lib/mpp/core.py").write_text("changed")
     assert images.tree_tag(root) != tag

@@ -136,7 +136,8 @@ def _tree_paths(root: Path) -> Iterable[Path]:
             relative = path.relative_to(root).as_posix()
             if not path.is_file() or path.is_symlink() or SKIPPED_PARTS & set(path.parts):
                 continue
-            if path.suffix == ".pyc" or relative.startswith(DEV_ONLY):
+            # The services' READMEs are not in the wheel (its packages are the mpp_* folders).
+            if path.suffix in {".pyc", ".md"} or relative.startswith(DEV_ONLY):
                 continue
             yield path
 
