@@ -20,6 +20,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -235,13 +236,18 @@ def _probe_overlay() -> bool:
 BUILD_TOOLS = {"buildah": "buildah", "mmdebstrap": "mmdebstrap"}
 
 
-def buildah(progress: Progress) -> Buildah:
-    """buildah, installed first when missing (with mmdebstrap, which makes the base); its
-    storage driver is overlay if that works on this machine (probed once, remembered), else
-    vfs; MPP_BUILDAH_DRIVER=overlay|vfs decides instead."""
+def _to_stderr(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+def buildah(progress: Progress | None = None) -> Buildah:
+    """buildah, installed first when missing (with mmdebstrap, which makes the base; the
+    install reports on ``progress``, else on stderr); its storage driver is overlay if that
+    works on this machine (probed once, remembered), else vfs; MPP_BUILDAH_DRIVER=overlay|vfs
+    decides instead."""
     missing = sorted({pkg for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool) is None})
     if missing:
-        apt_install(missing, progress)
+        apt_install(missing, progress or _to_stderr)
     forced = os.environ.get("MPP_BUILDAH_DRIVER")
     if forced:
         return Buildah(forced)
