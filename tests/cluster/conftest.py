@@ -17,10 +17,8 @@ import yaml
 
 from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
 from mpp.config import Settings
-from mpp.stack.deploy import Deployment, helm_binary
+from mpp.stack.deploy import JOB_USER, Deployment, helm_binary
 from tests.conftest import with_database, with_topics
-
-JOB_USER = 10001  # the job image's user: the batch data folder is its
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
