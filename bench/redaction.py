@@ -5,10 +5,11 @@
 No server. ``mpp.validation.redact_pii`` (what ingest and the batch job run on every message)
 on inputs built for each PII pattern so that a backtracking regex engine retries from every
 character: long runs of the characters the pattern is made of (letters, digits, dots, dashes,
-``@``, spaces, ``+``, parentheses), and the densest run of real matches (each one a Python
-callback). Beside it, in the same run:
+``@``, spaces, ``+``, parentheses, accented letters and combining marks, country codes and
+check digits, the words that label an SSN or an order number), and the densest run of real
+matches (each one a Python callback), for each kind (e-mail, IBAN, card, SSN, phone). Beside it, in the same run:
 - the baseline: the same call on ordinary chat of the same length (chitchat-dataset messages
-  joined by spaces, with an e-mail address, a card number and a phone number in the middle);
+  joined by spaces, with one or two of each kind of PII in the middle);
 - for the e-mail inputs, ``EMAIL.sub`` alone: how redaction searched for addresses before
   ``email_spans`` (quadratic in the length of a run of local-part characters).
 Each figure is the median over as many calls as fit in ``--seconds`` (at least 5), in ms per
@@ -40,12 +41,29 @@ def adversarial(chars: int) -> dict[str, dict[str, str]]:
             "a.a@ repeated": fill("a.a@", chars),
             "@ only": fill("@", chars),
             "addresses back to back": fill("a@b.cd ", chars),
+            "accented letters, no @": fill("é", chars),
+            "combining marks": fill("a\u0301", chars),
+            "IDN labels without a top-level domain": "ü@" + fill("ä.1", chars - 2),
+            "international addresses back to back": fill("josé@exämple.de ", chars),
+        },
+        "iban": {
+            "country and check digits, spaced": fill("DE89 ", chars),
+            "one long word after a country": "DE89" + fill("A", chars - 4),
+            "letters and digits, spaced": fill("GB82 WEST ", chars),
+            "valid IBANs back to back": fill("DE89 3704 0044 0532 0130 00 ", chars),
         },
         "card": {
             "digits": fill("1", chars),
             "digits and spaces": fill("1 ", chars),
             "digits and dashes": fill("1-", chars),
-            "valid cards back to back": fill("4111 1111 1111 1111 ", chars),
+            "valid cards back to back": fill("4111 1111 1111 1111, ", chars),
+            "digits and dots": fill("4.", chars),
+            "valid dotted cards back to back": fill("4111.1111.1111.1111, ", chars),
+        },
+        "ssn": {
+            "3-2-4 groups back to back": fill("123-45-6789 ", chars),
+            "the word SSN and digits": fill("ssn 123456789 ", chars),
+            "the words without digits": fill("social security number ", chars),
         },
         "phone": {
             "digits and dots": fill("1.", chars),
@@ -53,6 +71,8 @@ def adversarial(chars: int) -> dict[str, dict[str, str]]:
             "digits, dash, dot, space": fill("1-. ", chars),
             "phone numbers back to back": fill("+1 (555) 123-4567 ", chars),
             "9-digit groups": fill("123456789 ", chars),
+            "bare 10-digit numbers": fill("2125550143 ", chars),
+            "order numbers (id words before)": fill("order 2125550143 ", chars),
         },
     }
 
@@ -68,7 +88,10 @@ def ordinary(chars: int) -> str:
             break
     text = " ".join(words)
     middle = chars // 2
-    pii = " write to jane.doe@example.com, card 4111 1111 1111 1111, call +44 20 7946 0958 "
+    pii = (
+        " write to jane.doe@example.com or josé@exämple.de, card 4111 1111 1111 1111, IBAN"
+        " DE89 3704 0044 0532 0130 00, SSN 078-05-1120, call +44 20 7946 0958 or 2125550143 "
+    )
     return (text[:middle] + pii + text[middle:])[:chars]
 
 

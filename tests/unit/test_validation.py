@@ -1,4 +1,5 @@
 import random
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -17,8 +18,10 @@ from mpp.validation import (
     USER_ID,
     Rules,
     email_spans,
+    iban_valid,
     luhn_valid,
     normalize_text,
+    pii_spans,
     redact_pii,
     validate_event,
 )
@@ -58,10 +61,53 @@ def test_luhn() -> None:
         ("call (555) 123-4567", "call [phone]", ["phone"]),
         ("order 123456789012 shipped", "order 123456789012 shipped", []),
         ("I paid 25.50 for 3 tickets in 2019", "I paid 25.50 for 3 tickets in 2019", []),
+        # SSNs are SSNs, not phone numbers; 9 bare digits only when labelled as one.
+        ("my ssn is 078-05-1120.", "my ssn is [ssn].", ["ssn"]),
+        ("SSN: 219099999", "SSN: [ssn]", ["ssn"]),
+        ("never issued: 666-12-3456 or 078-00-1120", "never issued: [phone] or [phone]", ["phone"]),
+        # Bare 10-digit North American numbers, unless an id word comes before.
+        ("text me at 2125550143 pls", "text me at [phone] pls", ["phone"]),
+        (
+            "order 2125550143 and invoice #3105550199",
+            "order 2125550143 and invoice #3105550199",
+            [],
+        ),
+        ("timestamp 1700000000", "timestamp 1700000000", []),
+        # Cards grouped by dots; a trailing expiry is not part of the number.
+        ("card 4111.1111.1111.1111.", "card [card].", ["card"]),
+        ("4111 1111 1111 1111 12/27", "[card] 12/27", ["card"]),
+        # IBANs, grouped or not, only with a valid checksum and the country's length.
+        ("IBAN DE89 3704 0044 0532 0130 00 thanks", "IBAN [iban] thanks", ["iban"]),
+        ("gb82west12345698765432", "[iban]", ["iban"]),
+        ("DE89 3704 0044 0532 0130 01", "DE89 3704 0044 0532 0130 01", []),
+        ("AB12 3456 7890 1234 5678 90", "AB12 3456 7890 1234 5678 90", []),
+        # International addresses: Unicode local parts and IDN domains.
+        ("é: josé.müller@exämple.de, 用户@例子.广告", "é: [email], [email]", ["email"]),
+        ("संपर्क@डाटामेल.भारत or info@xn--bcher-kva.example", "[email] or [email]", ["email"]),
+        ("john_doe@example.com", "[email]", ["email"]),
+        # Lookalikes that are not PII.
+        (
+            "build 10.0.19045.3803 at 192.168.100.200",
+            "build 10.0.19045.3803 at 192.168.100.200",
+            [],
+        ),
+        ("on 2024-03-15 14:30 paid $1 234 567", "on 2024-03-15 14:30 paid $1 234 567", []),
+        ("ups 1Z999AA10123456784, usps 9400 1000 0000 0000 0000 00", None, []),
     ],
 )
-def test_redaction(text: str, expected: str, kinds: list[str]) -> None:
-    assert redact_pii(text) == (expected, kinds)
+def test_redaction(text: str, expected: str | None, kinds: list[str]) -> None:
+    assert redact_pii(text) == (text if expected is None else expected, kinds)
+    # The spans say where each piece was, in the original text.
+    assert [span.kind for span in pii_spans(text)] == [
+        kind for kind in re.findall(r"\[(\w+)\]", expected or "")
+    ]
+
+
+def test_iban_checksum() -> None:
+    assert iban_valid("DE89370400440532013000") and iban_valid("gb82west12345698765432")
+    assert not iban_valid("DE89370400440532013001")  # one digit off
+    assert not iban_valid("DE8937040044053201300")  # one short for Germany
+    assert not iban_valid("ZZ89370400440532013000")  # no such country
 
 
 def test_valid_event_gets_a_derived_stable_id_independent_of_redaction() -> None:
@@ -223,6 +269,10 @@ ADVERSARIAL = {
     "card: digits and single spaces": "1 " * 10_000,
     "phone: digits and dashes": "1-" * 10_000,
     "phone: plus and parentheses": "+1 (2" * 4_000,
+    "phone: order numbers": "order 2125550143 " * 1_200,
+    "iban: country and check digits": "DE89 " * 4_000,
+    "ssn: the label and digits": "ssn 123456789 " * 1_500,
+    "email: combining marks": "a\u0301" * 10_000,
 }
 
 
