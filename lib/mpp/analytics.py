@@ -41,6 +41,7 @@ from psycopg.rows import dict_row
 from mpp.codecs import Rejection, event_time
 from mpp.config import Settings
 from mpp.erasure import record_erasure
+from mpp.ids import user_hashes
 from mpp.kafka import RetryableError
 from mpp.logs import get_logger
 from mpp.v1 import events_pb2, feedback_pb2
@@ -335,49 +336,62 @@ class WriteResult:
     feedback_erased: int
     users_recomputed: int
     campaigns_recomputed: int
+    # Message ids of the batch that another user already owns: not written (their facts
+    # stay with the first user); the caller dead-letters them (MESSAGE_ID_CONFLICT).
+    message_id_conflicts: tuple[str, ...] = ()
 
 
 # Facts of a user erased at or after their time are not written (``mpp.erasure``: the ledger
-# names users by the SHA-256 of their id): a replay, or a message still on its way when the
-# erasure came, cannot bring the user back.
+# names users by a keyed hash of their id, computed here in Python under every key in use and
+# passed as ``user_hashes``): a replay, or a message still on its way when the erasure came,
+# cannot bring the user back.
 _NOT_ERASED = """
 NOT EXISTS (SELECT 1 FROM erased_users e
-            WHERE e.user_hash = encode(sha256(convert_to(x.user_id, 'UTF8')), 'hex')
+            WHERE e.user_hash = ANY(x.user_hashes)
               AND x.occurred_at <= e.erased_at)
 """
 
 # A message fact takes its latest version: a replay of the same content changes nothing (and
 # returns nothing); another content (a re-enrichment) replaces the row, and both the old and
 # the new keys are returned so that the aggregates of both are recomputed. ``recorded_at``
-# moves, so that the warehouse sync carries the new version.
+# moves, so that the warehouse sync carries the new version. A message_id that another user
+# already owns is never moved to the new one: its row stays, and the id is returned as a
+# conflict (kind 'conflict', user_id = the message_id) for the dead-letter queue.
 _INSERT_MESSAGES = f"""
 WITH incoming AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x(
-        message_id text, user_id text, occurred_at timestamptz, day date, channel text,
-        intents text[], campaign_ids text[])
+        message_id text, user_id text, user_hashes text[], occurred_at timestamptz, day date,
+        channel text, intents text[], campaign_ids text[])
     WHERE {_NOT_ERASED}
+), conflicts AS (
+    SELECT i.message_id FROM message_facts f JOIN incoming i USING (message_id)
+    WHERE f.user_id <> i.user_id
 ), replaced AS (
     SELECT f.user_id, f.day, f.channel, f.campaign_ids
     FROM message_facts f JOIN incoming i USING (message_id)
-    WHERE (f.user_id, f.occurred_at, f.channel, f.intents, f.campaign_ids)
-          IS DISTINCT FROM (i.user_id, i.occurred_at, i.channel, i.intents, i.campaign_ids)
+    WHERE f.user_id = i.user_id
+      AND (f.occurred_at, f.channel, f.intents, f.campaign_ids)
+          IS DISTINCT FROM (i.occurred_at, i.channel, i.intents, i.campaign_ids)
 ), written AS (
     INSERT INTO message_facts
         (message_id, user_id, occurred_at, day, channel, intents, campaign_ids)
     SELECT message_id, user_id, occurred_at, day, channel, intents, campaign_ids FROM incoming
     ON CONFLICT (message_id) DO UPDATE
-        SET user_id = EXCLUDED.user_id, occurred_at = EXCLUDED.occurred_at,
+        SET occurred_at = EXCLUDED.occurred_at,
             day = EXCLUDED.day, channel = EXCLUDED.channel, intents = EXCLUDED.intents,
             campaign_ids = EXCLUDED.campaign_ids, recorded_at = now()
-        WHERE (message_facts.user_id, message_facts.occurred_at, message_facts.channel,
+        WHERE message_facts.user_id = EXCLUDED.user_id
+          AND (message_facts.occurred_at, message_facts.channel,
                message_facts.intents, message_facts.campaign_ids)
-              IS DISTINCT FROM (EXCLUDED.user_id, EXCLUDED.occurred_at, EXCLUDED.channel,
+              IS DISTINCT FROM (EXCLUDED.occurred_at, EXCLUDED.channel,
                                 EXCLUDED.intents, EXCLUDED.campaign_ids)
     RETURNING user_id, day, channel, campaign_ids
 )
-SELECT user_id, day, channel, campaign_ids, true FROM written
+SELECT user_id, day, channel, campaign_ids, 'written' FROM written
 UNION ALL
-SELECT user_id, day, channel, campaign_ids, false FROM replaced
+SELECT user_id, day, channel, campaign_ids, 'replaced' FROM replaced
+UNION ALL
+SELECT message_id, NULL::date, NULL, NULL::text[], 'conflict' FROM conflicts
 """
 
 # A feedback event is immutable: its first version counts, a replay inserts nothing.
@@ -386,8 +400,8 @@ INSERT INTO feedback_facts
     (feedback_id, user_id, campaign_id, kind, occurred_at, day, channel, recommendation_id)
 SELECT feedback_id, user_id, campaign_id, kind, occurred_at, day, channel, recommendation_id
 FROM jsonb_to_recordset(%s::jsonb) AS x(
-    feedback_id text, user_id text, campaign_id text, kind text, occurred_at timestamptz,
-    day date, channel text, recommendation_id text)
+    feedback_id text, user_id text, user_hashes text[], campaign_id text, kind text,
+    occurred_at timestamptz, day date, channel text, recommendation_id text)
 WHERE {_NOT_ERASED}
 ON CONFLICT (feedback_id) DO NOTHING
 RETURNING user_id, day, channel, campaign_id
@@ -507,6 +521,11 @@ SELECT day, channel, sum(message), count(DISTINCT user_id) FROM events GROUP BY 
 )
 
 
+def _hashed(fact: dict[str, Any]) -> dict[str, Any]:
+    """A fact's JSON with the ledger's names for its user (``_NOT_ERASED``)."""
+    return {**fact, "user_hashes": user_hashes(fact["user_id"])}
+
+
 def _run(conn: psycopg.Connection[Any], statements: tuple[str, str], params: Any) -> None:
     # One statement per call: the extended protocol takes no multi-statement strings.
     for statement in statements:
@@ -582,6 +601,7 @@ def write_batch(
     reached; nothing is then written.
     """
     touched = Touched()
+    conflicts: list[str] = []
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (AGGREGATE_LOCK,))
@@ -597,14 +617,17 @@ def write_batch(
             inserted_messages = inserted_feedback = 0
             if messages:
                 rows = conn.execute(
-                    _INSERT_MESSAGES, (json.dumps([m.as_json() for m in messages]),)
+                    _INSERT_MESSAGES, (json.dumps([_hashed(m.as_json()) for m in messages]),)
                 ).fetchall()
-                inserted_messages = sum(1 for *_, written in rows if written)
-                for user_id, day, channel, campaigns, _ in rows:
-                    touched.add_message(user_id, day, channel, campaigns)
+                inserted_messages = sum(1 for *_, kind in rows if kind == "written")
+                for user_id, day, channel, campaigns, kind in rows:
+                    if kind == "conflict":
+                        conflicts.append(user_id)  # the message_id (see _INSERT_MESSAGES)
+                    else:
+                        touched.add_message(user_id, day, channel, campaigns)
             if feedback:
                 rows = conn.execute(
-                    _INSERT_FEEDBACK, (json.dumps([f.as_json() for f in feedback]),)
+                    _INSERT_FEEDBACK, (json.dumps([_hashed(f.as_json()) for f in feedback]),)
                 ).fetchall()
                 inserted_feedback = len(rows)
                 for user_id, day, channel, campaign_id in rows:
@@ -619,6 +642,7 @@ def write_batch(
         feedback_erased=erased[1],
         users_recomputed=len(touched.users),
         campaigns_recomputed=len(touched.campaigns),
+        message_id_conflicts=tuple(sorted(conflicts)),
     )
 
 

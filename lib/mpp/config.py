@@ -74,6 +74,10 @@ class KafkaSettings(BaseModel):
     # (or a test run) uses its own prefix.
     group_prefix: str = "mpp"
     topics: Topics = Topics()
+    # retention.ms of every platform topic, set at creation and enforced on existing topics by
+    # ``mpp.kafka.ensure_topics``: the erasure deadline for Kafka (docs/security.md). A user's
+    # records, DLQ copies included, are unreadable at most this long after they were produced.
+    retention_ms: Annotated[int, Field(ge=1000)] = 86_400_000
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaSettings:
@@ -355,6 +359,31 @@ class RecommenderSettings(BaseModel):
     follow_activity: bool = True
 
 
+# The development key of ``IdSettings``: public, so environment=production refuses it.
+DEVELOPMENT_HMAC_KEY = "mpp-development-ids-key-not-a-secret"
+
+
+class IdSettings(BaseModel):
+    """Keyed hashes (HMAC-SHA-256, ``mpp.ids``): derived message ids and feedback ids, and the
+    erasure ledger's name for a user. Without the key, neither the text of a message nor a
+    user id can be confirmed from them. Rotation: docs/security.md."""
+
+    hmac_key: SecretStr = SecretStr(DEVELOPMENT_HMAC_KEY)
+    # Keys used before ``hmac_key``: still matched when reading the erasure ledger, so that a
+    # rotation forgets no erasure. Never used to derive a new id.
+    previous_hmac_keys: list[SecretStr] = []
+
+    @field_validator("hmac_key")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value().encode()) < 16:
+            raise ValueError(
+                "ids.hmac_key must be at least 16 bytes; set MPP_IDS__HMAC_KEY to a random "
+                "secret (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return v
+
+
 class StackSettings(BaseModel):
     """The local stack (``mpp stack up``): where its data, logs and caches live."""
 
@@ -393,6 +422,7 @@ class Settings(BaseSettings):
     analytics: AnalyticsSettings = AnalyticsSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
     recommender: RecommenderSettings = RecommenderSettings()
+    ids: IdSettings = IdSettings()
     stack: StackSettings = StackSettings()
 
     @model_validator(mode="after")
@@ -408,6 +438,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "environment=production refuses to run without credentials: set "
                 + ", ".join(missing)
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _production_needs_ids_key(self) -> Settings:
+        if (
+            self.environment == "production"
+            and self.ids.hmac_key.get_secret_value() == DEVELOPMENT_HMAC_KEY
+        ):
+            raise ValueError(
+                "environment=production refuses the development ids key: set MPP_IDS__HMAC_KEY "
+                "(a random secret of at least 16 bytes, kept in a Secret)"
             )
         return self
 

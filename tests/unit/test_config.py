@@ -35,6 +35,9 @@ def test_production_refuses_missing_passwords(monkeypatch: pytest.MonkeyPatch) -
         Settings()
     monkeypatch.setenv("MPP_NEO4J__PASSWORD", "x" * 12)
     monkeypatch.setenv("MPP_POSTGRES__PASSWORD", "y" * 12)
+    with pytest.raises(ValidationError, match="MPP_IDS__HMAC_KEY"):
+        Settings()
+    monkeypatch.setenv("MPP_IDS__HMAC_KEY", "z" * 32)
     assert Settings().neo4j.auth() == ("neo4j", "x" * 12)
 
 

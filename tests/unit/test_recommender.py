@@ -4,6 +4,7 @@ popularity scores, validation, API keys, the session encoding. No server."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -230,8 +231,13 @@ def test_answer_json_has_every_field_of_the_response() -> None:
     assert set(body) == set(R.RecommendResponse.DESCRIPTOR.fields_by_name)
 
 
-def test_user_hash_is_sha256_hex_of_the_utf8_id() -> None:
-    assert user_hash("é") == hashlib.sha256("é".encode()).hexdigest()
+def test_user_hash_is_keyed_not_a_plain_sha256_of_the_id() -> None:
+    # A plain SHA-256 of the id could be reversed by hashing guessed ids: the ledger's name
+    # for a user is an HMAC under MPP_IDS__HMAC_KEY instead.
+    key = b"k" * 16
+    assert user_hash("é", key) == hmac.new(key, "user\x1fé".encode(), hashlib.sha256).hexdigest()
+    assert user_hash("é") != hashlib.sha256("é".encode()).hexdigest()
+    assert user_hash("é") != user_hash("é", key)
     assert len(user_hash("u1")) == 64
 
 

@@ -11,6 +11,12 @@ Keys (``{u}`` is the user_id):
   the first answer computed for a user adds the recent messages read from Milvus and sets
   ``mpp:session-complete:{u}``, so that later misses read the user's vectors from Redis only.
 
+- ``mpp:erased:{h}`` (``h``: the user's keyed hash, ``mpp.ids.user_hash``, never the id):
+  when the user's keys were last deleted by an erasure (epoch ms), kept ``last_answer_ttl_s``.
+  The fence of the cache: an answer whose computation started at or before it, and a session
+  message sent at or before it, are not written (checked in the same Lua call as the write),
+  so a request computed before an erasure and finished after it writes nothing back.
+
 Freshness: appending to the session and deleting ``mpp:rec:{u}`` happen in one MULTI, and an
 answer (or a session read from Milvus) is stored only if the session's newest entry is still
 the one it was computed from (a Lua check-and-set), so an answer computed from an older
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -33,6 +40,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from mpp.config import Settings
+from mpp.ids import user_hash
 from mpp.logs import get_logger
 from mpp.stores import redis_client
 from mpp_recommender.breaker import CircuitBreaker, State
@@ -47,6 +55,10 @@ CACHE_CALLS = Counter(
 # session's newest entry is still the one the answer was computed from, the answer and the
 # session as read from Milvus (then marked complete).
 _SAVE = """
+local erased = redis.call('GET', KEYS[5])
+if erased and tonumber(ARGV[8]) <= tonumber(erased) then
+  return -1
+end
 redis.call('SET', KEYS[3], ARGV[2], 'EX', tonumber(ARGV[5]))
 local head = redis.call('LINDEX', KEYS[2], 0)
 if not ((head == false and ARGV[4] == '') or head == ARGV[4]) then
@@ -57,11 +69,38 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 local n = tonumber(ARGV[7])
 if n > 0 then
   redis.call('DEL', KEYS[2])
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, 8, 7 + n))
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 9, 8 + n))
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
   redis.call('SET', KEYS[4], '1', 'EX', tonumber(ARGV[6]))
 end
 return 1
+"""
+
+# New messages of one user (ARGV: list length, TTL, then time in ms and entry, oldest first):
+# those sent after the user's erasure marker (if any) are pushed; the cached answers go.
+_APPEND = """
+local erased = tonumber(redis.call('GET', KEYS[3]) or '-1')
+local pushed = 0
+for i = 3, #ARGV, 2 do
+  if tonumber(ARGV[i]) > erased then
+    redis.call('LPUSH', KEYS[1], ARGV[i + 1])
+    pushed = pushed + 1
+  end
+end
+if pushed > 0 then
+  redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+redis.call('DEL', KEYS[2])
+return pushed
+"""
+
+# An erasure: the marker moves forward (never back), then every key of the user goes.
+_ERASE = """
+local old = tonumber(redis.call('GET', KEYS[1]) or '0')
+local at = math.max(old, tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], tostring(at), 'EX', tonumber(ARGV[2]))
+return redis.call('DEL', unpack(KEYS, 2))
 """
 
 
@@ -87,6 +126,11 @@ def session_key(user_id: str) -> str:
 
 def complete_key(user_id: str) -> str:
     return f"mpp:session-complete:{user_id}"
+
+
+def erased_key(user_id: str) -> str:
+    """The user's erasure marker: named by the keyed hash, so it shows no user id."""
+    return f"mpp:erased:{user_hash(user_id)}"
 
 
 def user_keys(user_id: str) -> list[str]:
@@ -168,6 +212,10 @@ class RedisCache:
             "redis", cfg.breaker_failures, cfg.breaker_reset_s, on_change=on_change
         )
         self._save = self._client.register_script(_SAVE)
+        self._append = self._client.register_script(_APPEND)
+        self._erase = self._client.register_script(_ERASE)
+        # The erasure marker outlives every answer and session it fences.
+        self._erased_ttl = max(cfg.last_answer_ttl_s, cfg.session_ttl_s, cfg.cache_ttl_s)
 
     @property
     def available(self) -> bool:
@@ -217,9 +265,13 @@ class RedisCache:
         head: bytes,
         ttl_s: int,
         session: list[SessionMessage] | None = None,
+        started_ms: int | None = None,
     ) -> bool:
         """Keep ``answer`` as the last answer; cache it (and ``session``, newest first, as the
-        user's complete session) unless the session moved on since ``head`` was read."""
+        user's complete session) unless the session moved on since ``head`` was read.
+
+        ``started_ms`` (epoch ms, default now): when the answer's computation began. Nothing
+        is written when the user was erased at or after it (the erasure marker)."""
         if not self.breaker.allow():
             return False
         entries = [m.encode() for m in session or ()]
@@ -230,6 +282,7 @@ class RedisCache:
                     session_key(user_id),
                     last_key(user_id),
                     complete_key(user_id),
+                    erased_key(user_id),
                 ],
                 args=[
                     field,
@@ -239,6 +292,7 @@ class RedisCache:
                     self._last_ttl,
                     self._session_ttl,
                     len(entries),
+                    int(time.time() * 1000) if started_ms is None else started_ms,
                     *entries,
                 ],
             )
@@ -246,7 +300,7 @@ class RedisCache:
             self._fail("save", exc)
             return False
         self.breaker.success()
-        return bool(stored)
+        return bool(stored == 1)
 
     def get_last(self, user_id: str) -> bytes | None:
         if not self.breaker.allow():
@@ -292,27 +346,40 @@ class RedisCache:
                 log.warning("session_entry_unreadable", key=session_key(user_id))
         return Session(messages, entries[0] if entries else b"", bool(complete))
 
-    def append_sessions(self, by_user: dict[str, list[SessionMessage]]) -> None:
-        """Add new messages (oldest first per user) and drop those users' cached answers.
+    def append_sessions(self, by_user: dict[str, list[SessionMessage]]) -> int:
+        """Add new messages (oldest first per user) and drop those users' cached answers; a
+        message sent at or before its user's erasure marker is not added (one Lua call per
+        user, so the check and the write are one step). Returns how many were added.
 
         Raises redis.RedisError: the activity follower logs it and goes on (the answers then
         stay cached until their TTL).
         """
         pipe = self._client.pipeline(transaction=True)
         for user_id, messages in by_user.items():
-            key = session_key(user_id)
-            pipe.lpush(key, *[m.encode() for m in messages])
-            pipe.ltrim(key, 0, self._session_len - 1)
-            pipe.expire(key, self._session_ttl)
-            pipe.delete(answer_key(user_id))
-        pipe.execute()
+            args: list[int | bytes] = [self._session_len, self._session_ttl]
+            for m in messages:
+                args += [m.ts_ms, m.encode()]
+            self._append(
+                keys=[session_key(user_id), answer_key(user_id), erased_key(user_id)],
+                args=args,
+                client=pipe,
+            )
+        return sum(int(n) for n in pipe.execute())
 
-    def delete_users(self, user_ids: Iterable[str]) -> int:
-        """Remove every key of these users. Raises redis.RedisError when Redis is down."""
-        keys = [k for u in user_ids for k in user_keys(u)]
-        if not keys:
-            return 0
-        return int(self._client.delete(*keys))
+    def delete_users(self, user_ids: Iterable[str], at_ms: int | None = None) -> int:
+        """Remove every key of these users and set their erasure markers to ``at_ms`` (epoch
+        ms, default now; a marker never moves back): an answer computed before, or a message
+        sent before, is not written after this. Raises redis.RedisError when Redis is down."""
+        at = int(time.time() * 1000) if at_ms is None else at_ms
+        pipe = self._client.pipeline(transaction=True)
+        users = list(dict.fromkeys(user_ids))
+        for user_id in users:
+            self._erase(
+                keys=[erased_key(user_id), *user_keys(user_id)],
+                args=[at, self._erased_ttl],
+                client=pipe,
+            )
+        return sum(int(n) for n in pipe.execute()) if users else 0
 
     def ping(self) -> str | None:
         try:

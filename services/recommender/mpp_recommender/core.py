@@ -40,9 +40,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from mpp.catalog import CAMPAIGN_ID_PATTERN
 from mpp.codecs import Rejection, event_time
 from mpp.config import Settings
-from mpp.erasure import record_erasure, user_hash
+from mpp.erasure import fence, record_erasure
 from mpp.graph import GraphStore
-from mpp.ids import derive_feedback_id
+from mpp.ids import derive_feedback_id, user_hash, user_hashes
 from mpp.kafka import DeliveryError, TrackedProducer
 from mpp.logs import get_logger
 from mpp.v1 import feedback_pb2 as F
@@ -80,6 +80,10 @@ BREAKER_OPEN = Gauge(
 STRATEGIES = Counter("mpp_recommender_answers_total", "Answers by strategy.", ["strategy"])
 LOG_ROWS = Counter(
     "mpp_recommender_log_rows_total", "recommendation_log rows by outcome.", ["outcome"]
+)
+FEEDBACK_OF_ERASED = Counter(
+    "mpp_recommender_feedback_of_erased_total",
+    "Feedback not recorded: its user was erased at or after its timestamp.",
 )
 
 FEEDBACK_KINDS = {
@@ -200,6 +204,9 @@ class RecommendationLog:
 
     Best effort: a failed batch is dropped with a warning (the log is an audit record); a
     failed prune is tried again at the next round.
+
+    Fenced (``mpp.erasure.fence``): an answer served at or before its user's erasure is not
+    written, even when it was queued before the erasure and is written after it.
     """
 
     PRUNE_CHUNK = 5000
@@ -306,16 +313,21 @@ class RecommendationLog:
         try:
             # COPY: a fraction of executemany's CPU, in the same process as the requests.
             # Rows never conflict: each answer has a new recommendation_id.
-            with (
-                self._postgres.pool.connection() as conn,
-                conn.cursor() as cur,
-                cur.copy(
-                    "COPY recommendation_log (recommendation_id, campaign_id, user_id,"
-                    " position, score, strategy, served_at, day) FROM STDIN"
-                ) as copy,
-            ):
-                for row in rows:
-                    copy.write_row(row)
+            with self._postgres.pool.connection() as conn, conn.transaction():
+                erased = fence(conn, {row[2] for row in rows})
+                if erased:
+                    kept = [r for r in rows if r[2] not in erased or r[6] > erased[r[2]]]
+                    LOG_ROWS.labels("erased").inc(len(rows) - len(kept))
+                    rows = kept
+                with (
+                    conn.cursor() as cur,
+                    cur.copy(
+                        "COPY recommendation_log (recommendation_id, campaign_id, user_id,"
+                        " position, score, strategy, served_at, day) FROM STDIN"
+                    ) as copy,
+                ):
+                    for row in rows:
+                        copy.write_row(row)
         except Exception as exc:
             LOG_ROWS.labels("dropped").inc(len(rows))
             log.warning("recommendation_log_failed", rows=len(rows), error=str(exc))
@@ -480,6 +492,9 @@ class Recommender:
         self, user_id: str, limit: int, channel: str = "", locale: str = ""
     ) -> R.RecommendResponse:
         degraded: list[str] = []
+        # The fence of the cache and of the in-process answers: an erasure after this instant
+        # keeps this answer from being written back (``RedisCache.save``).
+        started_ms = int(time.time() * 1000)
         session = self.cache.session(user_id)
         if session.head is None:
             degraded.append("redis")
@@ -522,8 +537,9 @@ class Recommender:
             milvus = personal.get("milvus")
             read = milvus.recent if milvus is not None else None
             field = answer_field(limit, channel, locale)
-            self.cache.save(user_id, field, serialized, session.head, ttl, read)
-        self._remember(user_id, serialized)
+            self.cache.save(user_id, field, serialized, session.head, ttl, read, started_ms)
+        if not self.is_erased(user_id, started_ms):
+            self._remember(user_id, serialized)
         self.log.add(user_id, answer)
         return answer
 
@@ -668,6 +684,13 @@ class Recommender:
         same feedback is counted once). Raises InvalidArgument or Unavailable (Kafka down).
         """
         kind, occurred = check_feedback(feedback)
+        if self.is_erased(feedback.user_id, feedback.timestamp.ToMilliseconds()):
+            # Feedback of an erased user, stamped at or before the erasure, brings nothing
+            # back: neither the topic nor the tables get it (the analytics and the ledger
+            # would drop it too). The caller is answered as usual (a retry changes nothing).
+            FEEDBACK_OF_ERASED.inc()
+            log.info("feedback_of_erased_user_dropped", feedback_id=feedback.feedback_id)
+            return feedback.feedback_id
         try:
             self.producer.produce(
                 self.settings.kafka.topics.feedback,
@@ -678,7 +701,11 @@ class Recommender:
         except (DeliveryError, Exception) as exc:
             raise Unavailable(f"kafka: feedback not recorded ({exc}); retry") from exc
         try:
-            with self.postgres.pool.connection() as conn:
+            with self.postgres.pool.connection() as conn, conn.transaction():
+                at = fence(conn, [feedback.user_id]).get(feedback.user_id)
+                if at is not None and occurred <= at:
+                    FEEDBACK_OF_ERASED.inc()
+                    return feedback.feedback_id
                 conn.execute(
                     "INSERT INTO recommender_feedback (feedback_id, user_id, campaign_id, kind,"
                     " occurred_at, day) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -708,8 +735,10 @@ class Recommender:
         self.erased[key] = max(self.erased.get(key, 0), at_ms)
 
     def is_erased(self, user_id: str, ts_ms: int) -> bool:
-        at = self.erased.get(user_hash(user_id))
-        return at is not None and ts_ms <= at
+        """Whether ``ts_ms`` is at or before an erasure of the user that this process knows
+        (its own, the erasure topic's, the ledger's at start; any key in use)."""
+        at = max((self.erased.get(h, -1) for h in user_hashes(user_id)), default=-1)
+        return at >= 0 and ts_ms <= at
 
     def forget_user(
         self, user_id: str, reason: str = "", requested_by: str = ""
