@@ -48,7 +48,11 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
     NewTopic,
+    ResourceType,
 )
 
 from mpp.config import KafkaSettings
@@ -70,29 +74,72 @@ class RetryableError(Exception):
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create the platform's topics that are missing. Returns the names created."""
+    """Create the platform's topics that are missing, and hold every one of them to
+    ``retention.ms`` = ``settings.retention_ms`` (``MPP_KAFKA__RETENTION_MS``): set at creation,
+    and enforced on a topic that exists with another value (an incremental alter of that one
+    config, leaving the topic's others alone). The retention is the erasure deadline for
+    Kafka: a record, a dead letter included, is unreadable at most that long after it was
+    produced. Returns the names created."""
     admin = AdminClient(settings.client_config())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
+    retention = str(settings.retention_ms)
     wanted = [
         NewTopic(
             name,
             num_partitions=settings.topics.partitions,
             replication_factor=settings.topics.replication_factor,
+            config={"retention.ms": retention},
         )
         for name in settings.topics.all()
         if name not in existing
     ]
-    if not wanted:
-        return []
     created = []
-    for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
-        try:
-            future.result(timeout=timeout_s)
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+    if wanted:
+        for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
+            try:
+                future.result(timeout=timeout_s)
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    _enforce_retention(
+        admin, [n for n in settings.topics.all() if n not in created], retention, timeout_s
+    )
     return created
+
+
+def _enforce_retention(
+    admin: AdminClient, topics: list[str], retention: str, timeout_s: float
+) -> list[str]:
+    """Set ``retention.ms`` on those of ``topics`` whose value differs. Returns them."""
+    if not topics:
+        return []
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in topics]
+    stale = []
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout_s).items():
+        entry = future.result(timeout=timeout_s).get("retention.ms")
+        if entry is None or entry.value != retention:
+            stale.append(resource.name)
+    if not stale:
+        return []
+    alters = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(
+                    "retention.ms",
+                    retention,
+                    incremental_operation=AlterConfigOpType.SET,
+                )
+            ],
+        )
+        for name in stale
+    ]
+    for future in admin.incremental_alter_configs(alters, request_timeout=timeout_s).values():
+        future.result(timeout=timeout_s)
+    log.info("topic_retention_enforced", topics=stale, retention_ms=int(retention))
+    return stale
 
 
 class Sink(Protocol):
