@@ -43,6 +43,7 @@ import numpy as np
 import psycopg
 import redis.asyncio as aioredis
 
+from mpp.auth import key_entry
 from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
 from mpp.config import Settings, Topics
 from mpp.db import migrate
@@ -164,7 +165,10 @@ def start_service(settings: Settings, home: Path) -> tuple[subprocess.Popen[byte
             "MPP_MILVUS__CAMPAIGNS_COLLECTION": settings.milvus.campaigns_collection,
             "MPP_HTTP__PORT": str(http_port),
             "MPP_GRPC__PORT": str(grpc_port),
-            "MPP_RECOMMENDER__API_KEYS": json.dumps([KEY]),
+            # Authentication on, with a rate limit far above what the bench asks.
+            "MPP_AUTH__KEYS": json.dumps(
+                [key_entry("bench", KEY, ["admin"], rate_per_s=1e9, burst=1_000_000)]
+            ),
             "MPP_LOG_LEVEL": "WARNING",
         }
     )

@@ -13,6 +13,7 @@ mpp sample chitchat            write sample conversations as JSON Lines
 mpp demo                       the platform's main job on local defaults
 mpp analytics report|user|sync|charts|erase   analytics numbers, warehouse sync, erasure
 mpp recommend USER             ask the running recommender, with its reasons
+mpp keys new --name N --scopes S   a new API key and its MPP_AUTH__KEYS entry
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ analytics_app = typer.Typer(
     help="Analytics: reports, charts, the warehouse, erasure.", no_args_is_help=True
 )
 app.add_typer(analytics_app, name="analytics")
+keys_app = typer.Typer(help="API keys of the front doors.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 _settings = settings
 _progress = progress
@@ -576,6 +579,46 @@ def analytics_erase(user_id: str) -> None:
         console.print(f"[red]erase failed:[/red] {exc}")
         raise typer.Exit(1) from exc
     out.print_json(data={**asdict(result), "warehouse_pending": result.warehouse_pending})
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str, typer.Option(help="The key's name (logs, rate limits, errors).")],
+    scopes: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: recommendations:read, feedback:write, users:erase, "
+            "analytics:read, admin."
+        ),
+    ],
+    rate_per_s: Annotated[
+        float | None, typer.Option(help="Requests per second per process (default 100).")
+    ] = None,
+    burst: Annotated[int | None, typer.Option(help="Requests at once (default 200).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: key, entry.")] = False,
+) -> None:
+    """Make a random API key: print it once, with the entry to add to MPP_AUTH__KEYS (which
+    keeps only its SHA-256; the key itself is shown here and nowhere else)."""
+    from pydantic import ValidationError
+
+    from mpp.auth import key_entry, new_key
+
+    key = new_key()
+    wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+    try:
+        entry = key_entry(name, key, wanted, rate_per_s, burst)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        console.print(f"[red]not a valid key:[/red] {problems}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps({"key": key, "entry": entry}))
+        return
+    typer.echo(f"key (shown once; give it to the client, store it nowhere else):\n{key}\n")
+    typer.echo("its entry in MPP_AUTH__KEYS (a JSON list of such entries):")
+    typer.echo(json.dumps(entry))
 
 
 DEV_COMMANDS = ("cluster", "images", "deploy", "airflow")

@@ -202,6 +202,10 @@ class GrpcSettings(BaseModel):
     port: int = 50051
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Largest request and response message, in bytes (gRPC's own default receive limit is
+    # 4 MiB and its send limit none): a request is a user id or one feedback event.
+    max_receive_message_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    max_send_message_bytes: Annotated[int, Field(ge=1024)] = 4_194_304
 
     @model_validator(mode="after")
     def _tls_pair(self) -> GrpcSettings:
@@ -217,6 +221,9 @@ class HttpSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 0
+    # Largest request body the HTTP APIs (recommender, analytics reports) read, in bytes:
+    # counted while reading, so a body without Content-Length is cut off too (413).
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
 
 
 class IngestSettings(BaseModel):
@@ -318,11 +325,7 @@ class RecommenderSettings(BaseModel):
     # Threads that compute cache misses, feedback and erasures (both doors share them; cache
     # hits never use one). 8 spent 18% less CPU per miss than 32 at 16 concurrent misses.
     grpc_workers: Annotated[int, Field(ge=1)] = 8
-    # Authentication: API keys (HTTP header X-API-Key or "Authorization: Bearer", gRPC metadata
-    # "authorization: Bearer <key>"). On unless switched off; on without keys refuses every
-    # request (production refuses to start).
-    auth_enabled: bool = True
-    api_keys: list[SecretStr] = []
+    # Authentication: the ``auth`` section (MPP_AUTH__ENABLED, MPP_AUTH__KEYS).
     # Blend weights of the three candidate sources (scores are normalized to [0, 1] first).
     weight_milvus: Annotated[float, Field(ge=0)] = 1.0
     weight_neo4j: Annotated[float, Field(ge=0)] = 0.8
@@ -384,6 +387,61 @@ class IdSettings(BaseModel):
         return v
 
 
+# What an API key may do (docs/security.md has the table per front door); admin may do all.
+Scope = Literal["recommendations:read", "feedback:write", "users:erase", "analytics:read", "admin"]
+SCOPES: tuple[Scope, ...] = (
+    "recommendations:read",
+    "feedback:write",
+    "users:erase",
+    "analytics:read",
+    "admin",
+)
+
+
+class ApiKeySpec(BaseModel):
+    """One API key as configured: its SHA-256 only (``mpp keys new`` makes a key and this)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+    scopes: Annotated[list[Scope], Field(min_length=1)]
+    # Token bucket per key and per worker process: ``burst`` requests at once, refilled at
+    # ``rate_per_s``; past it, 429 with Retry-After (gRPC: RESOURCE_EXHAUSTED).
+    rate_per_s: Annotated[float, Field(gt=0)] = 100.0
+    burst: Annotated[int, Field(ge=1)] = 200
+
+    @field_validator("sha256")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.lower()
+
+
+class AuthSettings(BaseModel):
+    """API keys of the front doors (recommender HTTP and gRPC, analytics reports).
+
+    ``MPP_AUTH__KEYS`` is a JSON list of ``{"name", "sha256", "scopes", "rate_per_s",
+    "burst"}``; a key is sent as ``X-API-Key: <key>``, ``Authorization: Bearer <key>`` (or
+    Basic with the key as the password, for browsers) or gRPC metadata ``authorization:
+    Bearer <key>``. On without keys, every request but health and metrics is refused
+    (production refuses to start).
+    """
+
+    enabled: bool = True
+    keys: list[ApiKeySpec] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AuthSettings:
+        names = [k.name for k in self.keys]
+        doubles = sorted({n for n in names if names.count(n) > 1})
+        if doubles:
+            raise ValueError(
+                f"auth.keys: the name(s) {', '.join(doubles)} appear twice; give each key "
+                "its own name in MPP_AUTH__KEYS (it names the key in logs and rate limits)"
+            )
+        return self
+
+
 class StackSettings(BaseModel):
     """The local stack (``mpp stack up``): where its data, logs and caches live."""
 
@@ -422,6 +480,7 @@ class Settings(BaseSettings):
     analytics: AnalyticsSettings = AnalyticsSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
     recommender: RecommenderSettings = RecommenderSettings()
+    auth: AuthSettings = AuthSettings()
     ids: IdSettings = IdSettings()
     stack: StackSettings = StackSettings()
 

@@ -38,7 +38,7 @@ FOOD = [
 def run(database_settings: Settings, unique: str, tmp_path: Path) -> Iterator[Pipeline]:
     extra_env = {
         "MPP_POSTGRES__DATABASE": database_settings.postgres.database,
-        "MPP_RECOMMENDER__AUTH_ENABLED": "false",
+        "MPP_AUTH__ENABLED": "false",
         # This test checks what the answer says, not how fast a source is: on a machine
         # busy with other work, a source may miss the default 0.25 s deadline.
         "MPP_RECOMMENDER__MILVUS_TIMEOUT_S": "2",

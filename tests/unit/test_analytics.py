@@ -14,7 +14,8 @@ from mpp_analytics import service, web
 from mpp_analytics.charts import activity_chart, campaign_chart
 
 from mpp import analytics
-from mpp.config import Settings, Topics
+from mpp.auth import key_entry
+from mpp.config import AuthSettings, Settings, Topics
 from mpp.kafka import RetryableError
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
@@ -317,9 +318,10 @@ def report_client(monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, list[str
 
     monkeypatch.setattr(analytics, "user_engagement", user_engagement)
     monkeypatch.setattr(analytics, "campaign_daily", campaign_daily)
-    app = web.create_app(Settings())
+    reader = key_entry("reader", "read-key", ["analytics:read"])
+    app = web.create_app(Settings(auth=AuthSettings.model_validate({"keys": [reader]})))
     app.dependency_overrides[web.connection] = lambda: object()
-    return TestClient(app), asked
+    return TestClient(app, headers={"X-API-Key": "read-key"}), asked
 
 
 def test_report_path_ids_with_a_newline_or_an_encoded_slash_are_refused(

@@ -1,5 +1,5 @@
 """The recommender's pure logic: blending, rules, the user vector, the circuit breaker,
-popularity scores, validation, API keys, the session encoding. No server."""
+popularity scores, validation, the session encoding. No server."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from confluent_kafka import Message
 from fastapi.testclient import TestClient
 from mpp_recommender.activity import ActivityFollower
-from mpp_recommender.auth import MISSING_KEYS, ApiKeys, bearer
 from mpp_recommender.blend import (
     CampaignInfo,
     Candidate,
@@ -36,9 +35,8 @@ from mpp_recommender.core import (
 )
 from mpp_recommender.http_api import answer_json, create_app
 from mpp_recommender.sources import popularity_candidates, rules_from_rows
-from pydantic import SecretStr
 
-from mpp.config import RecommenderSettings, Settings, Topics
+from mpp.config import AuthSettings, Settings, Topics
 from mpp.erasure import user_hash
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
@@ -188,17 +186,6 @@ def test_validation_names_the_field_and_the_fix() -> None:
         check_limit(101, 10)
 
 
-def test_api_keys() -> None:
-    keys = ApiKeys(RecommenderSettings(api_keys=[SecretStr("k1"), SecretStr("k2")]))
-    assert keys.check("k2") is None
-    assert keys.check("k3") == "invalid API key"
-    assert "missing API key" in (keys.check(None) or "")
-    assert ApiKeys(RecommenderSettings()).check("anything") == MISSING_KEYS
-    assert ApiKeys(RecommenderSettings(auth_enabled=False)).check(None) is None
-    assert bearer("Bearer abc") == "abc" and bearer("bearer abc ") == "abc"
-    assert bearer("Basic abc") is None and bearer(None) is None
-
-
 def test_session_messages_survive_encoding() -> None:
     message = SessionMessage(
         "m1", 123, np.arange(4, dtype=np.float32), (("travel", 0.5),), (("c1", 0.4),)
@@ -311,7 +298,7 @@ class StubCore:
 @pytest.fixture
 def http() -> tuple[TestClient, StubCore]:
     core = StubCore()
-    settings = Settings(recommender=RecommenderSettings(auth_enabled=False))
+    settings = Settings(auth=AuthSettings(enabled=False))
     app = create_app(settings, core, lambda: {"status": "ready"})  # type: ignore[arg-type]
     return TestClient(app), core
 

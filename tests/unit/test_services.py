@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mpp.config import Settings
+from mpp.auth import Caller, KeyRing, key_digest
+from mpp.config import AuthSettings, Settings
 from mpp.stack.services import ServiceProcess, local_api_key
 
 
@@ -20,19 +21,28 @@ def test_local_api_key_is_made_once_private_and_stable(tmp_path: Path) -> None:
     assert local_api_key(tmp_path / "other") != key
 
 
-def test_the_recommender_gets_the_local_key_unless_keys_are_configured(
+def test_the_keyed_services_get_the_local_key_unless_keys_are_configured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("MPP_AUTH__KEYS", raising=False)
     settings = Settings()
+    key = local_api_key(tmp_path / "services")
+    for name in ("recommender", "analytics"):
+        env = ServiceProcess(name, settings, tmp_path, tmp_path).environment()
+        # Only the key's SHA-256 travels, as the admin key "local".
+        (entry,) = json.loads(env["MPP_AUTH__KEYS"])
+        assert entry == {"name": "local", "sha256": key_digest(key), "scopes": ["admin"]}
+        assert key not in env["MPP_AUTH__KEYS"]
+        keys = KeyRing(Settings(auth=AuthSettings.model_validate({"keys": [entry]})).auth)
+        assert keys.authorize(key, "users:erase", "erase users") == Caller(
+            "local", frozenset({"admin"})
+        )
     recommender = ServiceProcess("recommender", settings, tmp_path, tmp_path)
-    env = recommender.environment()
-    assert json.loads(env["MPP_RECOMMENDER__API_KEYS"]) == [local_api_key(tmp_path / "services")]
-    assert env["MPP_HTTP__PORT"] == "18086"
+    assert recommender.environment()["MPP_HTTP__PORT"] == "18086"
     # Other services never see it.
     assert (
-        "MPP_RECOMMENDER__API_KEYS"
-        not in ServiceProcess("ingest", settings, tmp_path, tmp_path).environment()
+        "MPP_AUTH__KEYS" not in ServiceProcess("ingest", settings, tmp_path, tmp_path).environment()
     )
     # An operator's keys win.
-    monkeypatch.setenv("MPP_RECOMMENDER__API_KEYS", '["theirs"]')
-    assert recommender.environment()["MPP_RECOMMENDER__API_KEYS"] == '["theirs"]'
+    monkeypatch.setenv("MPP_AUTH__KEYS", "[]")
+    assert recommender.environment()["MPP_AUTH__KEYS"] == "[]"

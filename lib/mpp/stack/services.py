@@ -17,8 +17,12 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from mpp.auth import key_entry
 from mpp.config import Settings
 from mpp.stack.base import Progress, Server
+
+# The services with an API behind keys: they get the local key unless MPP_AUTH__KEYS is set.
+KEYED = frozenset({"recommender", "analytics"})
 
 # name -> (module, default health port)
 SERVICES: dict[str, tuple[str, int]] = {
@@ -33,10 +37,11 @@ SERVICES: dict[str, tuple[str, int]] = {
 
 
 def local_api_key(stack_dir: Path) -> str:
-    """The API key of this stack's recommender: made once, kept in ``<stack>/recommender.key``.
+    """The local stack's admin API key: made once, kept in ``<stack>/recommender.key``.
 
-    ``mpp services up`` hands it to the recommender (unless ``MPP_RECOMMENDER__API_KEYS`` is
-    set) and ``mpp recommend`` sends it, so that authentication stays on locally too.
+    ``mpp services up`` hands its SHA-256 (as the key ``local``, scope ``admin``) to the
+    recommender and to analytics unless ``MPP_AUTH__KEYS`` is set, and ``mpp recommend`` sends
+    it, so that authentication stays on locally too.
     """
     path = stack_dir / "recommender.key"
     if not path.exists():
@@ -96,6 +101,7 @@ class ServiceProcess(Server):
         env["MPP_HTTP__HOST"] = "127.0.0.1"
         env["MPP_HTTP__PORT"] = str(self.port)
         env.setdefault("MPP_LOG_FORMAT", "json")
-        if self.name == "recommender" and "MPP_RECOMMENDER__API_KEYS" not in env:
-            env["MPP_RECOMMENDER__API_KEYS"] = json.dumps([local_api_key(self.stack_dir)])
+        if self.name in KEYED and "MPP_AUTH__KEYS" not in env:
+            key = local_api_key(self.stack_dir)
+            env["MPP_AUTH__KEYS"] = json.dumps([key_entry("local", key, ["admin"])])
         return env

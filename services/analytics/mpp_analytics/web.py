@@ -2,8 +2,15 @@
 
 A small FastAPI app (OpenAPI at /docs), served by uvicorn in a thread of the analytics service
 on ``MPP_ANALYTICS__REPORT_HOST:MPP_ANALYTICS__REPORT_PORT`` (127.0.0.1:18095), apart from the
-worker's /healthz, /readyz, /metrics port. Every request reads PostgreSQL's serving tables
-with a connection of its own; the numbers are those of the last committed batch.
+worker's /healthz, /readyz, /metrics port, on loopback unless configured otherwise (and never
+elsewhere with authentication off). Requests read PostgreSQL's serving tables through a few
+shared read-only connections (``Connections``); the numbers are those of the last committed
+batch.
+
+Every path but the OpenAPI document needs an API key (``mpp.http_guard``, before any body is
+read): ``analytics:read`` for the pages, JSON and charts, ``admin`` for the sync. A browser is
+asked for it (HTTP Basic: any user name, the key as the password); scripts send ``X-API-Key``
+or ``Authorization: Bearer``.
 
     GET  /                               page: totals, charts, top campaigns, daily activity
     GET  /api/summary                    counts of facts, users, campaigns, first/last day
@@ -19,8 +26,10 @@ with a connection of its own; the numbers are those of the last committed batch.
 from __future__ import annotations
 
 import html
+import queue
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import date
 from typing import Annotated, Any
@@ -28,11 +37,13 @@ from typing import Annotated, Any
 import psycopg
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from mpp import analytics
+from mpp.auth import MISSING_KEYS, KeyRing
 from mpp.catalog import CAMPAIGN_ID_PATTERN
-from mpp.config import Settings
+from mpp.config import Settings, is_loopback
+from mpp.http_guard import Guard, Rule
 from mpp.logs import get_logger
 from mpp.validation import USER_ID_PATTERN
 from mpp.warehouse import WarehouseError
@@ -49,27 +60,113 @@ UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, description="A user id.")]
 CampaignId = Annotated[str, Path(pattern=CAMPAIGN_ID_PATTERN, description="A campaign id.")]
 
 
+# What each path needs (docs/security.md): the sync is an operator's act, the rest reads.
+RULES = (Rule("POST", "/api/warehouse/sync", "admin", "sync the warehouse"),)
+READ = Rule("*", "/", "analytics:read", "read analytics reports")
+# The report pages' share of PostgreSQL: at most this many connections, however many requests.
+REPORT_CONNECTIONS = 4
+
+
+class Connections:
+    """At most ``size`` read-only PostgreSQL connections shared by the report requests:
+    an idle one is reused, a new one opened only while fewer than ``size`` are open, and a
+    request waits ``wait_s`` at most for one (then 503). A connection that broke (PostgreSQL
+    restarted) is dropped, so the next request opens a fresh one."""
+
+    def __init__(self, conninfo: str, size: int = REPORT_CONNECTIONS, wait_s: float = 5.0) -> None:
+        self._conninfo = conninfo
+        self._wait_s = wait_s
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
+        self._closed = False
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if not self._slots.acquire(timeout=self._wait_s):
+            raise HTTPException(503, "every report connection is busy: retry shortly")
+        try:
+            conn = self._take()
+            try:
+                yield conn
+            finally:
+                self._give_back(conn)
+        finally:
+            self._slots.release()
+
+    def _take(self) -> psycopg.Connection[Any]:
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if not conn.closed and not conn.broken:
+                return conn
+        try:
+            conn = psycopg.connect(self._conninfo, connect_timeout=3)
+        except psycopg.OperationalError as exc:
+            raise HTTPException(503, f"postgres unavailable: {str(exc).strip()[:200]}") from exc
+        conn.read_only = True
+        return conn
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        # End the read transaction, so that the next request sees the latest batch.
+        try:
+            if not conn.broken:
+                conn.rollback()
+        except psycopg.Error:
+            pass
+        if self._closed or conn.closed or conn.broken:
+            conn.close()
+        else:
+            self._idle.put(conn)
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
 def connection(request: Request) -> Iterator[psycopg.Connection[Any]]:
-    """A PostgreSQL connection for one request (503 while PostgreSQL is away)."""
-    settings: Settings = request.app.state.settings
-    try:
-        conn = psycopg.connect(settings.postgres.conninfo(), connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        raise HTTPException(503, f"postgres unavailable: {str(exc).strip()[:200]}") from exc
-    with conn:
+    """A shared PostgreSQL connection for one request (503 while PostgreSQL is away)."""
+    connections: Connections = request.app.state.connections
+    with connections.connection() as conn:
         yield conn
 
 
 Conn = Annotated[psycopg.Connection[Any], Depends(connection)]
 
 
-def create_app(settings: Settings, syncer: WarehouseSyncer | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, syncer: WarehouseSyncer | None = None, keys: KeyRing | None = None
+) -> FastAPI:
     app = FastAPI(
         title="mpp analytics",
         description="Engagement, campaign performance and daily activity.",
         version="1",
+        # /api/users/u1%2F is /api/users/u1/ once decoded: a 404, not a redirect.
+        redirect_slashes=False,
     )
     app.state.settings = settings
+    app.state.connections = Connections(settings.postgres.conninfo())
+    app.add_middleware(
+        Guard,
+        keys=keys or KeyRing(settings.auth),
+        max_body_bytes=settings.http.max_body_bytes,
+        rules=RULES,
+        default=READ,
+        # A browser asks for the key (user name: anything; password: the key).
+        challenge='Basic realm="mpp analytics", charset="UTF-8"',
+        door="analytics-http",
+    )
+
+    @app.exception_handler(psycopg.OperationalError)
+    def _postgres_away(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"postgres unavailable: {str(exc).strip()[:200]}; retry"}, status_code=503
+        )
 
     @app.get("/api/summary")
     def summary(conn: Conn) -> dict[str, Any]:
@@ -193,8 +290,10 @@ class ReportServer:
     """uvicorn serving ``create_app`` in a daemon thread."""
 
     def __init__(self, settings: Settings, syncer: WarehouseSyncer | None = None) -> None:
+        self.settings = settings
+        self.app = create_app(settings, syncer)
         config = uvicorn.Config(
-            create_app(settings, syncer),
+            self.app,
             host=settings.analytics.report_host,
             port=settings.analytics.report_port,
             log_config=None,
@@ -212,6 +311,19 @@ class ReportServer:
         return 0
 
     def start(self, timeout_s: float = 10.0) -> ReportServer:
+        """Serve; RuntimeError when it may not (open to the network without authentication,
+        or production without keys) or cannot (port taken)."""
+        auth, host = self.settings.auth, self.settings.analytics.report_host
+        if not auth.enabled and not is_loopback(host):
+            raise RuntimeError(
+                f"the analytics reports would be open to anyone on {host} with authentication "
+                "off: set MPP_AUTH__ENABLED=true (and MPP_AUTH__KEYS) or "
+                "MPP_ANALYTICS__REPORT_HOST=127.0.0.1"
+            )
+        if auth.enabled and not auth.keys:
+            if self.settings.environment == "production":
+                raise RuntimeError(MISSING_KEYS)
+            log.warning("no_api_keys", detail=MISSING_KEYS)
         self._thread.start()
         deadline = threading.Event()
         for _ in range(int(timeout_s / 0.05)):
@@ -226,3 +338,4 @@ class ReportServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+        self.app.state.connections.close()

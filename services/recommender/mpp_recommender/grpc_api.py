@@ -1,8 +1,15 @@
 """The gRPC front door: mpp.v1.Recommender, grpc.health.v1 and reflection (grpc.aio, on the
 same event loop as the HTTP server; blocking work goes to the core's request threads).
 
-Errors: INVALID_ARGUMENT (the message names the field and the fix), UNAUTHENTICATED,
-UNAVAILABLE (feedback or erasure could not be published; retry). Recommend never fails
+Keys (metadata ``authorization: Bearer <key>``, or ``x-api-key: <key>``) and their scopes, as
+over HTTP: Recommend needs ``recommendations:read``, RecordFeedback ``feedback:write``,
+ForgetUser ``users:erase``; ``admin`` may do all. Messages are bounded both ways
+(``grpc.max_receive_message_bytes``, ``grpc.max_send_message_bytes``).
+
+Errors: INVALID_ARGUMENT (the message names the field and the fix), UNAUTHENTICATED (no or
+unknown key), PERMISSION_DENIED (the key lacks the scope), RESOURCE_EXHAUSTED (the key's rate
+limit, with ``retry-after`` seconds in the trailing metadata; or a message over the size
+limit), UNAVAILABLE (feedback or erasure could not be published; retry). Recommend never fails
 because a store is down: it degrades (see core.py).
 """
 
@@ -17,11 +24,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Histogram
 
-from mpp.config import Settings
+from mpp.auth import Denial, KeyRing, bearer, refused
+from mpp.config import Scope, Settings
 from mpp.logs import get_logger
 from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
-from mpp_recommender.auth import ApiKeys, bearer
 from mpp_recommender.core import InvalidArgument, Recommender, Unavailable
 
 log = get_logger(__name__)
@@ -95,11 +102,36 @@ class Servicer(RG.RecommenderServicer):
         )
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Checks the bearer token on the Recommender's methods; health and reflection are open
-    (probes carry no credentials)."""
+# What each method needs (docs/security.md), and the words for a PERMISSION_DENIED.
+METHOD_SCOPES: dict[str, tuple[Scope, str]] = {
+    "Recommend": ("recommendations:read", "read recommendations"),
+    "RecordFeedback": ("feedback:write", "record feedback"),
+    "ForgetUser": ("users:erase", "erase users"),
+}
+DENIAL_CODES = {
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
-    def __init__(self, keys: ApiKeys) -> None:
+
+def metadata_key(metadata: Any) -> str | None:
+    """The API key of a call's metadata (authorization: Bearer, else x-api-key)."""
+    token = None
+    for key, value in metadata or ():
+        if key == "authorization":
+            token = bearer(value) or token
+        elif key == "x-api-key" and token is None:
+            token = value.strip() or None
+    return token
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Checks the key, its scope for the method and its rate limit on the Recommender's
+    methods, before the handler runs; health and reflection are open (probes carry no
+    credentials)."""
+
+    def __init__(self, keys: KeyRing) -> None:
         self._keys = keys
         self._prefix = f"/{SERVICE_NAME}/"
 
@@ -108,25 +140,34 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Any:
         if not self._keys.enabled or not details.method.startswith(self._prefix):
             return await continuation(details)
-        token = None
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                token = bearer(value)
-        problem = self._keys.check(token)
-        if problem is None:
+        method = details.method[len(self._prefix) :]
+        scope, action = METHOD_SCOPES.get(method, (None, f"call {method}"))
+        decision = self._keys.authorize(metadata_key(details.invocation_metadata), scope, action)
+        if not isinstance(decision, Denial):
             return await continuation(details)
+        refused("recommender-grpc", decision)
+        code = DENIAL_CODES[decision.status]
+        trailing = (("retry-after", decision.retry_after),) if decision.status == 429 else ()
 
         async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+            await context.abort(code, decision.message, trailing_metadata=trailing)
 
         return grpc.unary_unary_rpc_method_handler(deny)
 
 
-async def build_server(settings: Settings, core: Recommender) -> tuple[grpc.aio.Server, int]:
-    """The server on the running event loop, bound (not started), and its port."""
+async def build_server(
+    settings: Settings, core: Recommender, keys: KeyRing | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """The server on the running event loop, bound (not started), and its port; ``keys``
+    shared with the HTTP door (one rate limit per key)."""
+    cfg = settings.grpc
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(ApiKeys(settings.recommender))],
-        options=[("grpc.so_reuseport", 0)],
+        interceptors=[AuthInterceptor(keys or KeyRing(settings.auth))],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
+            ("grpc.max_send_message_length", cfg.max_send_message_bytes),
+        ],
     )
     RG.add_RecommenderServicer_to_server(Servicer(core), server)
     health_servicer = health.aio.HealthServicer()
@@ -136,7 +177,6 @@ async def build_server(settings: Settings, core: Recommender) -> tuple[grpc.aio.
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    cfg = settings.grpc
     address = f"{cfg.host}:{cfg.port}"
     if cfg.tls_cert_file and cfg.tls_key_file:
         credentials = grpc.ssl_server_credentials(

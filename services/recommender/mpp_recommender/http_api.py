@@ -1,10 +1,13 @@
 """The HTTP front door (FastAPI): the same core as gRPC, JSON in and out.
 
-GET /recommendations/{user_id}, POST /feedback, DELETE /users/{user_id} need an API key
-(``X-API-Key: <key>`` or ``Authorization: Bearer <key>``) unless authentication is off;
-/healthz, /readyz, /metrics and the OpenAPI document (/docs, /openapi.json) do not. Errors are
-``{"errors": [{"field": ..., "message": ...}]}`` with 422 (bad input), 401, or 503 (feedback or
-erasure not published; retry).
+GET /recommendations/{user_id} needs an API key with the scope ``recommendations:read``, POST
+/feedback ``feedback:write``, DELETE /users/{user_id} ``users:erase`` (``admin`` may do all),
+sent as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``, unless authentication is off;
+/healthz, /readyz, /metrics and the OpenAPI document (/docs, /openapi.json) need none. The key,
+its scope and its rate limit are checked, and the body's size bounded, by ``mpp.http_guard``
+before the app reads the body. Errors are ``{"errors": [{"field": ..., "message": ...}]}`` with
+422 (bad input), 401 (no or unknown key), 403 (scope), 413 (body too large), 429 (rate limit,
+with Retry-After), or 503 (feedback or erasure not published; retry).
 """
 
 from __future__ import annotations
@@ -15,19 +18,20 @@ from collections.abc import Callable
 from datetime import UTC
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request, Security
+from fastapi import FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BaseModel, Field
 
+from mpp.auth import KeyRing
 from mpp.codecs import checked_utc
 from mpp.config import Settings
+from mpp.http_guard import Guard, Rule
 from mpp.logs import get_logger
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
-from mpp_recommender.auth import ApiKeys
 from mpp_recommender.core import InvalidArgument, Recommender, Unavailable
 from mpp_recommender.grpc_api import REQUEST_SECONDS
 
@@ -89,30 +93,17 @@ def answer_json(answer: R.RecommendResponse) -> dict[str, Any]:
     }
 
 
-# Module-level: FastAPI resolves the (string) annotations of dependencies in module globals.
+# Both header forms, for the OpenAPI document only: the Guard checks them, before the body.
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
 BEARER = HTTPBearer(auto_error=False)
+Documented = [Security(API_KEY), Security(BEARER)]
 
-
-class Unauthorized(Exception):
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-
-
-class Authenticated:
-    """The dependency that checks the API key (either header form)."""
-
-    def __init__(self, keys: ApiKeys) -> None:
-        self._keys = keys
-
-    async def __call__(
-        self,
-        key: Annotated[str | None, Security(API_KEY)],
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
-    ) -> None:
-        problem = self._keys.check(key or (credentials.credentials if credentials else None))
-        if problem is not None:
-            raise Unauthorized(problem)
+# What each route needs (docs/security.md); any other path needs a valid key, then 404s.
+RULES = (
+    Rule("GET", "/recommendations/", "recommendations:read", "read recommendations"),
+    Rule("POST", "/feedback", "feedback:write", "record feedback"),
+    Rule("DELETE", "/users/", "users:erase", "erase users"),
+)
 
 
 def _errors(status: int, errors: list[dict[str, str]]) -> JSONResponse:
@@ -125,21 +116,28 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 def create_app(
-    settings: Settings, core: Recommender, readiness: Callable[[], dict[str, Any]]
+    settings: Settings,
+    core: Recommender,
+    readiness: Callable[[], dict[str, Any]],
+    keys: KeyRing | None = None,
 ) -> FastAPI:
-    keys = ApiKeys(settings.recommender)
+    """The app behind its Guard; ``keys`` shared with the gRPC door (one rate limit per key)."""
     default_limit = settings.recommender.default_limit
     app = FastAPI(
         title="mpp recommender",
         version="1",
         description="Campaigns for a user, with the reasons why; feedback; erasure.",
+        # /users/u1%2F is /users/u1/ once decoded: a 404, not a redirect to /users/u1.
+        redirect_slashes=False,
     )
-
-    @app.exception_handler(Unauthorized)
-    def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
-        response = _errors(401, [{"field": "X-API-Key", "message": exc.problem}])
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
+    app.add_middleware(
+        Guard,
+        keys=keys or KeyRing(settings.auth),
+        max_body_bytes=settings.http.max_body_bytes,
+        rules=RULES,
+        challenge="Bearer",
+        door="recommender-http",
+    )
 
     @app.exception_handler(RequestValidationError)
     def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -165,9 +163,7 @@ def create_app(
     def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         return _errors(503, [{"field": "", "message": str(exc)}])
 
-    Auth = Depends(Authenticated(keys))
-
-    @app.get("/recommendations/{user_id}", dependencies=[Auth])
+    @app.get("/recommendations/{user_id}", dependencies=Documented)
     async def recommendations(
         user_id: Annotated[str, Path(min_length=1, max_length=128)],
         limit: Annotated[int, Query(ge=0, le=100, description="0: the default")] = 0,
@@ -182,7 +178,7 @@ def create_app(
         REQUEST_SECONDS.labels("http", "Recommend", "ok").observe(time.perf_counter() - started)
         return Response(body, media_type="application/json")
 
-    @app.post("/feedback", dependencies=[Auth])
+    @app.post("/feedback", dependencies=Documented)
     def feedback(body: Feedback) -> dict[str, str]:
         """Record an impression, click, conversion or dismissal (published to the feedback
         topic; conversions and dismissals exclude the campaign for the user at once)."""
@@ -202,7 +198,7 @@ def create_app(
                 raise InvalidArgument("timestamp", str(exc)) from exc
         return {"feedback_id": core.record_feedback(event)}
 
-    @app.delete("/users/{user_id}", dependencies=[Auth])
+    @app.delete("/users/{user_id}", dependencies=Documented)
     def forget(
         user_id: Annotated[str, Path(min_length=1, max_length=128)],
         reason: Annotated[str, Query(max_length=1000)] = "",

@@ -15,10 +15,10 @@ from typing import Any
 import uvicorn
 import uvloop
 
+from mpp.auth import MISSING_KEYS, KeyRing
 from mpp.config import Settings
 from mpp.logs import configure_logging, get_logger
 from mpp_recommender.activity import ActivityFollower
-from mpp_recommender.auth import MISSING_KEYS
 from mpp_recommender.core import Recommender
 from mpp_recommender.grpc_api import build_server
 from mpp_recommender.http_api import create_app
@@ -34,7 +34,9 @@ async def serve(settings: Settings, core: Recommender, follower: ActivityFollowe
     """Both servers on one event loop until SIGTERM/SIGINT."""
     log = get_logger(SERVICE)
     cfg = settings.recommender
-    server, grpc_port = await build_server(settings, core)
+    # One key ring for both doors: a key's rate limit counts its requests through either.
+    keys = KeyRing(settings.auth)
+    server, grpc_port = await build_server(settings, core, keys)
     await server.start()
 
     def readiness() -> dict[str, Any]:
@@ -51,7 +53,7 @@ async def serve(settings: Settings, core: Recommender, follower: ActivityFollowe
 
     port = http_port(settings)
     config = uvicorn.Config(
-        create_app(settings, core, readiness),
+        create_app(settings, core, readiness, keys),
         host=cfg.http_host if settings.http.port == 0 else settings.http.host,
         port=port,
         log_level="warning",
@@ -77,7 +79,7 @@ def run(settings: Settings) -> int:
     configure_logging(settings, SERVICE)
     log = get_logger(SERVICE)
     cfg = settings.recommender
-    if cfg.auth_enabled and not cfg.api_keys:
+    if settings.auth.enabled and not settings.auth.keys:
         if settings.environment == "production":
             log.error("refusing_to_start", reason=MISSING_KEYS)
             return 2
