@@ -18,6 +18,10 @@ Contracts:
   if they persist, ``mpp.kafka.RetryableError`` hands the batch back to the loop's backoff.
 - ``delete_user`` removes the user and their messages (DETACH DELETE); Campaign and Intent
   nodes are shared and stay.
+- A message belongs to the user who sent it first (``mpp.ownership``): the MERGE never writes
+  a message whose node another user already SENT (the statement itself checks, so even a
+  batch prepared before the other one was written cannot move it), and ``screen_message_ids``
+  names those messages before the write (one query), to be dead-lettered.
 
 Why this statement shape: on the local Neo4j 5.26, 5,000 messages written as one statement
 with FOREACH for the links ran 3-4 times faster than separate statements in one transaction
@@ -46,6 +50,7 @@ from prometheus_client import Counter, Histogram
 from mpp.config import Settings
 from mpp.kafka import RetryableError
 from mpp.logs import get_logger
+from mpp.ownership import Conflicts, RecentOwners, screen_owners
 from mpp.stores import neo4j_driver
 from mpp.v1 import events_pb2
 
@@ -97,6 +102,8 @@ WITH count(*) AS users
 UNWIND range(0, size($message_id) - 1) AS i
 MATCH (u:User {id: $user_id[i]})
 MERGE (m:Message {id: $message_id[i]})
+WITH u, m, i
+WHERE NOT EXISTS { MATCH (o:User)-[:SENT]->(m) WHERE o.id <> u.id }
 SET m.ts = $ts[i], m.text = $text[i], m.channel = $channel[i], m.locale = $locale[i],
     m.model = $model[i], m.campaign_id = $campaign_id[i]
 MERGE (u)-[:SENT]->(m)
@@ -119,6 +126,13 @@ FOREACH (l IN intents |
   MERGE (i:Intent {name: l[0]})
   MERGE (m)-[r:HAS_INTENT]->(i)
   SET r.score = l[1])
+"""
+
+# Who sent each of the ids (those stored).
+MESSAGE_OWNERS: LiteralString = """
+UNWIND $ids AS id
+MATCH (u:User)-[:SENT]->(m:Message {id: id})
+RETURN id, u.id AS user_id
 """
 
 DELETE_USER: LiteralString = """
@@ -339,6 +353,7 @@ class GraphStore:
         self._cfg = settings.neo4j
         self._driver = driver if driver is not None else neo4j_driver(settings)
         self._schema_ready = False
+        self.recent_owners = RecentOwners()
 
     def close(self) -> None:
         self._driver.close()
@@ -414,8 +429,21 @@ class GraphStore:
         NEO4J_ROWS.labels("merge_messages").inc(batch.size)
         return batch.size
 
+    def message_owners(self, message_ids: Sequence[str]) -> dict[str, str]:
+        """message_id -> user_id of those of ``message_ids`` in the graph: one query."""
+        if not message_ids:
+            return {}
+        records = self._read("message_owners", MESSAGE_OWNERS, ids=list(message_ids))
+        return {str(r["id"]): str(r["user_id"]) for r in records}
+
+    def screen_message_ids(self, messages: Sequence[events_pb2.EnrichedMessage]) -> Conflicts:
+        """The messages whose id another user's message holds, with their
+        ``MESSAGE_ID_CONFLICT`` rejections (``mpp.ownership``); reads, never writes."""
+        return screen_owners(messages, self.message_owners, self.recent_owners)
+
     def delete_user(self, user_id: str) -> int:
         """Remove the user and their messages; idempotent. Returns the messages removed."""
+        self.recent_owners.forget_user(user_id)
         records = self._write("delete_user", DELETE_USER, user_id=user_id)
         if not records:
             return 0

@@ -14,6 +14,9 @@ Contracts:
   pymilvus retries some server errors 75 times (minutes).
 - Reads may miss writes of the last ~10 ms on Milvus Lite (see VISIBILITY_LAG_S);
   ``delete_user`` accounts for it, so an erasure right after a write removes everything.
+- A message belongs to the user who sent it first (``mpp.ownership``): ``screen_message_ids``
+  names the messages whose id another user's row holds (one query per batch), which the
+  vector-writer dead-letters instead of upserting over that row.
 - Requests are split to at most ``milvus.max_request_bytes`` of vectors: on Milvus Lite 2.5.1
   one upsert above about 7 MB is 20-40 times slower than the same rows in 2 MB requests.
 
@@ -43,6 +46,7 @@ from pymilvus.exceptions import MilvusException
 from mpp.config import Settings
 from mpp.kafka import RetryableError
 from mpp.logs import get_logger
+from mpp.ownership import Conflicts, RecentOwners, screen_owners
 from mpp.stores import milvus_client
 from mpp.v1 import events_pb2
 from mpp.writers import MAX_ID_CHARS
@@ -271,6 +275,7 @@ class VectorStore:
         self._factory = client_factory
         self._client: MilvusClient | None = None
         self._dim: int | None = None
+        self.recent_owners = RecentOwners()
         self.messages = _Collection(self._cfg.messages_collection, _MESSAGE_SCALARS, "message_id")
         self.campaigns = _Collection(
             self._cfg.campaigns_collection, _CAMPAIGN_SCALARS, "campaign_id"
@@ -413,6 +418,21 @@ class VectorStore:
                 "MPP_MILVUS__MESSAGES_COLLECTION / MPP_MILVUS__CAMPAIGNS_COLLECTION elsewhere."
             )
 
+    def collection_dimension(self) -> int | None:
+        """The messages collection's vector dimension: the one ensured, else the existing
+        collection's; None while it does not exist. Raises RetryableError while Milvus is
+        away."""
+        if self._dim is not None:
+            return self._dim
+        with self._op("collection_dimension") as client:
+            if not client.has_collection(self.messages.name, timeout=self._timeout):
+                return None
+            described = client.describe_collection(self.messages.name, timeout=self._timeout)
+        for described_field in described.get("fields", []):
+            if described_field.get("name") == VECTOR_FIELD:
+                return int(described_field.get("params", {}).get("dim", 0)) or None
+        return None
+
     def _exists(self, client: MilvusClient, collection: _Collection) -> bool:
         return self._dim is not None or bool(
             client.has_collection(collection.name, timeout=self._timeout)
@@ -463,6 +483,7 @@ class VectorStore:
         milliseconds (Strong consistency or not), so a single delete by filter right after a
         write left 40 of 100 rows behind in our tests.
         """
+        self.recent_owners.forget_user(user_id)
         expr = f"user_id == {milvus_string(user_id)}"
         removed: set[str] = set()
         with self._op("delete_user") as client:
@@ -487,6 +508,29 @@ class VectorStore:
         return len(removed)
 
     # -- reads -------------------------------------------------------------------------------
+
+    def message_owners(self, message_ids: Sequence[str]) -> dict[str, str]:
+        """message_id -> user_id of those of ``message_ids`` stored: one query."""
+        if not message_ids:
+            return {}
+        ids = ", ".join(milvus_string(i) for i in message_ids)
+        with self._op("message_owners") as client:
+            if not self._exists(client, self.messages):
+                return {}
+            found = client.query(
+                self.messages.name,
+                filter=f"message_id in [{ids}]",
+                output_fields=["message_id", "user_id"],
+                limit=len(message_ids),
+                timeout=self._timeout,
+                consistency_level="Strong",
+            )
+        return {str(r["message_id"]): str(r["user_id"]) for r in found}
+
+    def screen_message_ids(self, messages: Sequence[events_pb2.EnrichedMessage]) -> Conflicts:
+        """The messages whose id another user's row holds, with their ``MESSAGE_ID_CONFLICT``
+        rejections (``mpp.ownership``); reads, never writes."""
+        return screen_owners(messages, self.message_owners, self.recent_owners)
 
     def count_messages(self) -> int:
         with self._op("count_messages") as client:

@@ -72,6 +72,10 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     ERROR_CODE_FIELD_INVALID: _ErrorCode.ValueType  # 11
     ERROR_CODE_PROCESSING_FAILED: _ErrorCode.ValueType  # 12
     """The record was well-formed but the service could not process it (a bug, not bad input)."""
+    ERROR_CODE_MESSAGE_ID_CONFLICT: _ErrorCode.ValueType  # 13
+    """The message_id is already owned by another user's message: a later event cannot move a
+    message to another user (the writers keep the first and dead-letter the later one).
+    """
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Machine-readable reasons a record was dead-lettered."""
@@ -92,6 +96,10 @@ ERROR_CODE_TIMESTAMP_IN_FUTURE: ErrorCode.ValueType  # 10
 ERROR_CODE_FIELD_INVALID: ErrorCode.ValueType  # 11
 ERROR_CODE_PROCESSING_FAILED: ErrorCode.ValueType  # 12
 """The record was well-formed but the service could not process it (a bug, not bad input)."""
+ERROR_CODE_MESSAGE_ID_CONFLICT: ErrorCode.ValueType  # 13
+"""The message_id is already owned by another user's message: a later event cannot move a
+message to another user (the writers keep the first and dead-letter the later one).
+"""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 @_typing.final
@@ -420,6 +428,7 @@ class DeadLetter(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     SERVICE_FIELD_NUMBER: _builtins.int
     FAILED_AT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
     original_key: _builtins.bytes
     original_value: _builtins.bytes
     code: Global___ErrorCode.ValueType
@@ -435,6 +444,13 @@ class DeadLetter(_message.Message):
     def source(self) -> Global___SourcePosition: ...
     @_builtins.property
     def failed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def truncated(self) -> Global___Truncation:
+        """Set when the original record did not fit under the DLQ's size limit
+        (MPP_KAFKA__DEAD_LETTER_MAX_BYTES): original_key and original_value then hold prefixes,
+        and this describes the whole. The reason and the source position are always kept.
+        """
+
     def __init__(
         self,
         *,
@@ -447,11 +463,48 @@ class DeadLetter(_message.Message):
         detail: _builtins.str = ...,
         service: _builtins.str = ...,
         failed_at: _timestamp_pb2.Timestamp | None = ...,
+        truncated: Global___Truncation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["failed_at", b"failed_at", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failed_at", b"failed_at", "source", b"source", "truncated", b"truncated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "detail", b"detail", "failed_at", b"failed_at", "field", b"field", "original_headers", b"original_headers", "original_key", b"original_key", "original_value", b"original_value", "service", b"service", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "detail", b"detail", "failed_at", b"failed_at", "field", b"field", "original_headers", b"original_headers", "original_key", b"original_key", "original_value", b"original_value", "service", b"service", "source", b"source", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
+
+@_typing.final
+class Truncation(_message.Message):
+    """What a dead letter left out of a record too large to keep whole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_SIZE_FIELD_NUMBER: _builtins.int
+    VALUE_SHA256_FIELD_NUMBER: _builtins.int
+    KEY_SIZE_FIELD_NUMBER: _builtins.int
+    KEY_SHA256_FIELD_NUMBER: _builtins.int
+    HEADERS_DROPPED_FIELD_NUMBER: _builtins.int
+    value_size: _builtins.int
+    """Bytes of the whole original value, and its SHA-256."""
+    value_sha256: _builtins.bytes
+    key_size: _builtins.int
+    """Bytes of the whole original key, and its SHA-256."""
+    key_sha256: _builtins.bytes
+    headers_dropped: _builtins.int
+    """Headers left out (the others are kept whole)."""
+    def __init__(
+        self,
+        *,
+        value_size: _builtins.int = ...,
+        value_sha256: _builtins.bytes = ...,
+        key_size: _builtins.int = ...,
+        key_sha256: _builtins.bytes = ...,
+        headers_dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers_dropped", b"headers_dropped", "key_sha256", b"key_sha256", "key_size", b"key_size", "value_sha256", b"value_sha256", "value_size", b"value_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Truncation: _TypeAlias = Truncation  # noqa: Y015
