@@ -131,7 +131,7 @@ SSN_LABELLED = re.compile(
 # longer digit sequence; phone_spans then refuses what looks like a date, an IP address, a
 # version, a price or an order/tracking number (see _looks_like_phone).
 PHONE = re.compile(
-    r"(?<![\w+])(?<!\d[ .\-])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?"
+    r"(?<![\w+])(?<!\d[ .\-])(?<!\w-)(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?"
     r"\d(?:[ .\-]?\d){6,13}(?![ .\-]?\d)(?!\w)"
 )
 _NANP = re.compile(r"[2-9]\d\d[2-9]\d{6}")
@@ -141,7 +141,7 @@ _ID_WORDS = frozenset(
     {"order", "invoice", "tracking", "parcel", "shipment", "package", "ticket", "ref",
      "reference", "confirmation", "booking", "reservation", "account", "acct", "customer",
      "member", "policy", "case", "serial", "transaction", "txn", "id", "sku", "isbn",
-     "receipt", "claim"}
+     "receipt", "claim", "po", "barcode", "ean", "upc", "gtin", "product", "item", "article"}
 )  # fmt: skip
 _FILLERS = frozenset(
     {"number", "num", "no", "no.", "nr", "nr.", "n°", "code", "is", "was", ":", "#", "="}
@@ -234,7 +234,9 @@ def iban_spans(text: str) -> list[tuple[int, int]]:
 
 def _card_digits(candidate: str) -> bool:
     digits = _CARD_GROUPS.sub("", candidate)
-    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+    # Every major network's numbers start with 2 to 6 (Mastercard, Amex, Visa, Discover,
+    # UnionPay...): the others are more often ids, binary or digits typed at random.
+    return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_valid(digits)
 
 
 def card_spans(text: str) -> list[tuple[int, int]]:
@@ -246,6 +248,11 @@ def card_spans(text: str) -> list[tuple[int, int]]:
         if len(candidate) > _MAX_CARD_CHARS + 5:  # more digits than a card, even without a group
             continue
         if _card_digits(candidate):
+            # A bare run after an id word is a barcode or an order number ("EAN 4006381333931").
+            if candidate.isdigit() and _after_id_word(
+                text[max(0, found.start() - 40) : found.start()]
+            ):
+                continue
             spans.append(found.span())
             continue
         cut = candidate.rfind(" ")
@@ -266,11 +273,12 @@ def ssn_spans(text: str) -> list[tuple[int, int]]:
     return sorted(spans)
 
 
-def _after_id_word_or_currency(before: str) -> bool:
+def _after_id_word(before: str, currency: bool = False) -> bool:
+    """Whether ``before`` ends with an id word (and fillers), or with a currency."""
     words = before.lower().replace("#", " # ").replace(":", " : ").split()[-4:]
     if not words:
         return False
-    if words[-1][-1] in "$€£¥₹" or words[-1] in _CURRENCIES:
+    if currency and (words[-1][-1] in "$€£¥₹" or words[-1] in _CURRENCIES):
         return True
     while words and words[-1] in _FILLERS:
         words.pop()
@@ -284,7 +292,7 @@ def _looks_like_phone(text: str, found: re.Match[str]) -> bool:
         return False
     if number.startswith(("+", "(")):  # a country code or an area code in parentheses
         return True
-    if _after_id_word_or_currency(text[max(0, found.start() - 40) : found.start()]):
+    if _after_id_word(text[max(0, found.start() - 40) : found.start()], currency=True):
         return False
     if number.isdigit():
         # A bare run of digits is more often an id or an amount; a North American number
@@ -293,9 +301,16 @@ def _looks_like_phone(text: str, found: re.Match[str]) -> bool:
     if _DATE_START.match(number) or _DATE_IN.search(number) or _IPV4.fullmatch(number):
         return False
     groups = _GROUP_SPLIT.split(number)
+    if len(groups) == 2 and "." in number:  # a decimal: 0.0000000013
+        return False
+    if [len(group) for group in groups] == [5, 4] and "-" in number:  # a ZIP+4 code
+        return False
     if any(len(group) == 1 for group in groups[1:]):  # a version: 10.0.19045.3803
         return False
-    # Thousands: 1.234.567.890 or 1 234 567 890 (Spanish numbers, 612 345 678, stay phones).
+    if [len(group) for group in groups] == [3, 3, 3]:
+        # Spanish and Polish numbers are written so; theirs start with 5 to 9.
+        return number[0] in "56789"
+    # Thousands: 1.234.567.890 or 1 234 567 890.
     thousands = all(len(group) == 3 for group in groups[1:])
     return not (thousands and ("." in number or len(groups[0]) < 3))
 
