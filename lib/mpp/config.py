@@ -74,6 +74,11 @@ class KafkaSettings(BaseModel):
     # (or a test run) uses its own prefix.
     group_prefix: str = "mpp"
     topics: Topics = Topics()
+    # Largest dead letter (its key and value, in bytes) a service produces: a record near the
+    # topics' size limit is kept as a prefix with its full size and SHA-256 (``mpp.deadletters``).
+    # Below librdkafka's message.max.bytes (1,000,000) and the broker's (1,048,588), with room
+    # for the record batch's own overhead.
+    dead_letter_max_bytes: Annotated[int, Field(ge=16_384)] = 900_000
     # retention.ms of every platform topic, set at creation and enforced on existing topics by
     # ``mpp.kafka.ensure_topics``: the erasure deadline for Kafka (docs/security.md). A user's
     # records, DLQ copies included, are unreadable at most this long after they were produced.

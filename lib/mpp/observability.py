@@ -42,6 +42,11 @@ COMMIT_FAILURES = Counter(
 BATCH_RETRIES = Counter(
     "mpp_batch_retries_total", "Batches retried because a store or Kafka failed.", ["service"]
 )
+BATCHES_BISECTED = Counter(
+    "mpp_batches_bisected_total",
+    "Batches split in halves because a record made the handler fail (a poison record).",
+    ["service"],
+)
 
 ReadinessCheck = Callable[[], str | None]
 

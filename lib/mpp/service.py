@@ -1,8 +1,12 @@
 """Running a worker service: logging, the health endpoints, the batch loop, clean shutdown.
 
 A service module builds its handler and calls ``run_worker``; the loop's contract (commit after
-the batch's writes, retry on ``RetryableError``, finish the batch on SIGTERM) is
-``mpp.kafka.BatchLoop``'s.
+the batch's writes, retry on ``RetryableError``, a poison record dead-lettered through
+``Worker.dead_letters``, finish the batch on SIGTERM) is ``mpp.kafka.BatchLoop``'s.
+
+Readiness (/readyz): Kafka reachable, the group's partitions assigned, then the worker's own
+check (its stores). Liveness (/healthz) only says that the process answers: a Kafka or store
+outage makes a worker unready, never restarted.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mpp.config import Settings
+from mpp.deadletters import DeadLetters
 from mpp.kafka import BatchLoop, Handler, TrackedProducer
 from mpp.logs import configure_logging, get_logger
 from mpp.observability import HealthServer, ReadinessCheck
@@ -31,6 +36,12 @@ class Worker:
     # first.
     readiness: ReadinessCheck | None = None
     consumer_overrides: dict[str, object] = field(default_factory=dict)
+    # The loop's safety net: a record that makes the handler raise (not RetryableError) goes
+    # there. None: such a record stops the service (only for tests of the old contract).
+    dead_letters: DeadLetters | None = None
+    # Errors that mean the service cannot work at all (a store made for another model): they
+    # stop it instead of dead-lettering every record.
+    fatal: tuple[type[BaseException], ...] = ()
 
 
 def group_id(settings: Settings, worker: Worker) -> str:
@@ -48,7 +59,23 @@ def build_loop(settings: Settings, worker: Worker) -> BatchLoop:
         max_wait_s=worker.max_wait_s,
         producer=worker.producer,
         consumer_overrides=dict(worker.consumer_overrides),
+        dead_letter=worker.dead_letters.send_failure if worker.dead_letters else None,
+        fatal=worker.fatal,
     )
+
+
+def loop_readiness(loop: BatchLoop, worker: Worker) -> ReadinessCheck:
+    """/readyz's check: Kafka reachable, partitions assigned, then the worker's own."""
+
+    def readiness() -> str | None:
+        kafka = loop.broker_health.problem()
+        if kafka is not None:
+            return kafka
+        if not loop.ready:
+            return "kafka: no partitions assigned yet"
+        return worker.readiness() if worker.readiness else None
+
+    return readiness
 
 
 def freeze_startup_objects() -> None:
@@ -64,13 +91,8 @@ def run_worker(settings: Settings, worker: Worker) -> int:
     configure_logging(settings, worker.name)
     log = get_logger(worker.name)
     loop = build_loop(settings, worker)
-
-    def readiness() -> str | None:
-        if not loop.ready:
-            return "kafka: no partitions assigned yet"
-        return worker.readiness() if worker.readiness else None
-
-    health = HealthServer(settings.http.host, settings.http.port, readiness).start()
+    health = HealthServer(settings.http.host, settings.http.port, loop_readiness(loop, worker))
+    health.start()
     log.info(
         "service_started",
         http_port=health.port,

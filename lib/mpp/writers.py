@@ -4,10 +4,11 @@ A batch mixes ``conversations.enriched`` (``EnrichedMessage``) and ``users.erasu
 (``ErasureRequest``) records. ``plan_batch`` decodes and sorts it without writing anything:
 messages deduplicated by message_id (the last record wins), a user's erasure dropping that
 user's messages read before it in the batch, and the records that cannot be used, each with its
-``Rejection``. ``WriterHandler`` then dead-letters the rejects, erases, writes; the loop
-commits only after that. It is a ``mpp.kafka.StagedHandler``: the decoding, the dead letters,
-the erasure ledger and the store's rows (``prepare``) of the next batch overlap the store's
-writes (``apply``) of this one.
+``Rejection``. A writer may also ``screen`` the batch's messages against its store (the
+vector-writer: the collection's dimension). ``WriterHandler`` then dead-letters the rejects,
+erases, writes; the loop commits only after that. It is a ``mpp.kafka.StagedHandler``: the
+decoding, the dead letters, the erasure ledger and the store's rows (``prepare``) of the next
+batch overlap the store's writes (``apply``) of this one.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from prometheus_client import Counter
 
 from mpp.codecs import Rejection, decode, event_time
 from mpp.config import Settings, WriterSettings
-from mpp.deadletters import send_to_dlq
+from mpp.deadletters import DeadLetters
 from mpp.erasure import ErasureLedger
 from mpp.kafka import Sink, TrackedProducer
 from mpp.logs import get_logger
+from mpp.ownership import conflict
 from mpp.service import Worker
 from mpp.v1 import events_pb2, feedback_pb2
+from mpp.validation import MESSAGE_ID, USER_ID
 
 ERASED_DROPPED = Counter(
     "mpp_erased_messages_dropped_total",
@@ -42,6 +45,10 @@ P = TypeVar("P", bound=Proto)
 # A batch as the store takes it (MessageVector rows, a graph MERGE's parameters).
 R = TypeVar("R")
 Check = Callable[[events_pb2.EnrichedMessage], Rejection | None]
+# The messages a store cannot take, with why (reads the store at most; writes nothing).
+Screen = Callable[
+    [Sequence[events_pb2.EnrichedMessage]], list[tuple[events_pb2.EnrichedMessage, Rejection]]
+]
 
 
 @dataclass
@@ -55,11 +62,27 @@ class Plan:
     # Messages by message_id, the last record winning.
     messages: dict[str, events_pb2.EnrichedMessage] = field(default_factory=dict)
     rejected: list[tuple[Message, Rejection]] = field(default_factory=list)
+    # The record each kept message came from, to dead-letter one its store refuses.
+    origins: dict[str, Message] = field(default_factory=dict)
 
-    def add(self, enriched: events_pb2.EnrichedMessage) -> None:
+    def add(self, enriched: events_pb2.EnrichedMessage, origin: Message | None = None) -> None:
         # Re-inserting moves a replayed id to the end: the last record wins.
-        self.messages.pop(enriched.message.message_id, None)
-        self.messages[enriched.message.message_id] = enriched
+        message_id = enriched.message.message_id
+        earlier = self.messages.get(message_id)
+        if earlier is not None and earlier.message.user_id != enriched.message.user_id:
+            # Another user's message holds the id: the first keeps it (``mpp.ownership``).
+            if origin is not None:
+                self.rejected.append((origin, conflict(message_id)))
+            return
+        self.messages.pop(message_id, None)
+        self.messages[message_id] = enriched
+        if origin is not None:
+            self.origins[message_id] = origin
+
+    def reject(self, message_id: str, rejection: Rejection) -> None:
+        """Take a planned message out, to be dead-lettered with ``rejection``."""
+        del self.messages[message_id]
+        self.rejected.append((self.origins[message_id], rejection))
 
     def erase(self, request: feedback_pb2.ErasureRequest) -> None:
         """Raises Rejection, changing nothing, when the request's time is out of range."""
@@ -96,6 +119,19 @@ def check_ids(enriched: events_pb2.EnrichedMessage) -> Rejection | None:
                 f"message.{name}",
                 f"message.{name} has {len(value)} characters; at most {MAX_ID_CHARS}",
             )
+    # As ingest checks them: a row whose id the APIs refuse could never be read or erased.
+    if not USER_ID.fullmatch(message.user_id):
+        return Rejection(
+            events_pb2.ERROR_CODE_USER_ID_INVALID,
+            "message.user_id",
+            f"message.user_id {message.user_id[:80]!r} does not match {USER_ID.pattern}",
+        )
+    if not MESSAGE_ID.fullmatch(message.message_id):
+        return Rejection(
+            events_pb2.ERROR_CODE_SCHEMA_INVALID,
+            "message.message_id",
+            f"message.message_id {message.message_id[:80]!r} does not match {MESSAGE_ID.pattern}",
+        )
     return None
 
 
@@ -136,7 +172,7 @@ def plan_batch(
                 rejection = check(enriched)
                 if rejection is not None:
                     raise rejection
-                plan.add(enriched)
+                plan.add(enriched, msg)
             else:
                 raise Rejection(
                     events_pb2.ERROR_CODE_PROCESSING_FAILED,
@@ -164,6 +200,8 @@ class StoreWriter(Generic[R]):
     # batch is being written).
     rows: Callable[[Sequence[events_pb2.EnrichedMessage]], R]
     write: Callable[[R], object]
+    # Messages the store cannot take (``Screen``); None: every checked message can be written.
+    screen: Screen | None = None
 
 
 class WriterHandler(Generic[R]):
@@ -184,7 +222,7 @@ class WriterHandler(Generic[R]):
     ) -> None:
         self._topics = settings.kafka.topics
         self._service = service
-        self._producer = producer
+        self._dead_letters = DeadLetters.of(settings.kafka, producer, service)
         self._check = check
         self._writer = writer
         self._erase = erase
@@ -194,8 +232,9 @@ class WriterHandler(Generic[R]):
     def prepare(self, batch: list[Message]) -> Prepared[R]:
         topics, ledger = self._topics, self._ledger
         plan = plan_batch(batch, topics.enriched, topics.erasure, self._check)
-        for msg, rejection in plan.rejected:
-            send_to_dlq(self._producer, topics.dlq, msg, rejection, self._service)
+        if self._writer.screen is not None and plan.messages:
+            for enriched, rejection in self._writer.screen(list(plan.messages.values())):
+                plan.reject(enriched.message.message_id, rejection)
         if ledger is not None:
             ledger.record({user: (plan.erasures[user], at) for user, at in plan.erased_at.items()})
         messages = list(plan.messages.values())
@@ -205,7 +244,12 @@ class WriterHandler(Generic[R]):
                 dropped = len(plan.messages) - len(messages)
                 ERASED_DROPPED.labels(self._service).inc(dropped)
                 self._log.info("erased_messages_dropped", count=dropped)
-        return Prepared(plan.erasures, self._writer.rows(messages) if messages else None)
+        rows = self._writer.rows(messages) if messages else None
+        # Last, so that a step above that raises RetryableError (the prepare is then
+        # retried) sends none of them twice.
+        for msg, rejection in plan.rejected:
+            self._dead_letters.send(msg, rejection)
+        return Prepared(plan.erasures, rows)
 
     def apply(self, prepared: Prepared[R]) -> None:
         for user_id, request_id in prepared.erasures.items():
@@ -247,9 +291,11 @@ def worker(
     check: Check,
     writer: StoreWriter[R],
     batching: WriterSettings,
+    fatal: tuple[type[BaseException], ...] = (),
 ) -> Worker:
     """A store writer: ``conversations.enriched`` and ``users.erasure`` in, ``writer`` out,
-    erasures recorded in the ledger; ready when the store and PostgreSQL (the ledger) answer."""
+    erasures recorded in the ledger; ready when the store and PostgreSQL (the ledger) answer.
+    ``fatal``: the store's errors that stop the service rather than dead-letter a record."""
     producer = TrackedProducer(settings.kafka, service=service)
     ledger = ErasureLedger(settings)
     return Worker(
@@ -262,4 +308,6 @@ def worker(
         max_wait_s=batching.max_wait_s,
         producer=producer,
         readiness=lambda: store.ping() or ledger.ping(),
+        dead_letters=DeadLetters.of(settings.kafka, producer, service),
+        fatal=fatal,
     )

@@ -8,8 +8,13 @@ The loop's contract (``BatchLoop``):
   effectively-once. The commit is sent asynchronously (the next batch is read meanwhile;
   ``close`` waits for commits in flight): one lost to a crash only means a replay;
 - a handler that raises ``RetryableError`` (a store is down) has its batch retried with
-  backoff, consumption paused meanwhile, never skipped; any other exception stops the service
-  without committing, so the batch is processed again after a restart;
+  backoff, consumption paused meanwhile, never skipped;
+- any other exception means a record the service cannot process (a poison record): given a
+  ``dead_letter`` sink, the loop splits the batch in halves, again and again, until it has
+  found the record(s) that raise; each of those is dead-lettered with the exception's type,
+  every other record is processed, and the loop goes on (``_isolate``). Exceptions listed as
+  ``fatal`` (a store made for another configuration), or any exception without a sink, stop
+  the service without committing, so the batch is processed again after a restart;
 - SIGTERM or SIGINT finishes the current batch, commits it and exits; while a batch is being
   retried (a store is down) it exits at once without committing that batch.
 
@@ -60,6 +65,7 @@ from mpp.logs import get_logger
 from mpp.observability import (
     BATCH_RETRIES,
     BATCH_SECONDS,
+    BATCHES_BISECTED,
     COMMIT_FAILURES,
     CONSUMER_LAG,
     RECORDS_CONSUMED,
@@ -71,6 +77,18 @@ log = get_logger(__name__)
 
 class RetryableError(Exception):
     """A dependency is unavailable; the same batch should be tried again later."""
+
+
+class RecordRefused(ValueError):
+    """Kafka refuses, for good, a record a handler produced (larger than the topic accepts).
+
+    Not retryable: the same record would be refused again. The loop's safety net finds the
+    input record that made it and dead-letters that one.
+    """
+
+
+# Delivery errors that no retry gets past: the record itself is refused.
+_REFUSED = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD})
 
 
 def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
@@ -171,12 +189,14 @@ class TrackedProducer:
         self._producer = Producer(conf)
         self._service = service
         self._failures: list[str] = []
+        self._refused: list[str] = []
         self._lock = threading.Lock()
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             with self._lock:
-                self._failures.append(f"{msg.topic()}: {err.str()}")
+                failures = self._refused if err.code() in _REFUSED else self._failures
+                failures.append(f"{msg.topic()}: {err.str()}")
         else:
             RECORDS_PRODUCED.labels(self._service, msg.topic()).inc()
 
@@ -200,11 +220,23 @@ class TrackedProducer:
             except BufferError:
                 # Local queue full: back-pressure, wait for deliveries instead of failing.
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                if exc.args[0].code() in _REFUSED:
+                    size = len(value) + len(key.encode() if isinstance(key, str) else key or b"")
+                    raise RecordRefused(
+                        f"{topic}: a record of {size} bytes is refused: {exc.args[0].str()}"
+                    ) from exc
+                raise
 
     def flush(self, timeout_s: float = 60.0) -> None:
         remaining = self._producer.flush(timeout_s)
         with self._lock:
             failures, self._failures = self._failures, []
+            refused, self._refused = self._refused, []
+        if refused:
+            raise RecordRefused(
+                f"{len(refused)} record(s) refused: {'; '.join(sorted(set(refused))[:5])}"
+            )
         if remaining:
             raise DeliveryError(f"{remaining} record(s) not delivered within {timeout_s}s")
         if failures:
@@ -214,6 +246,8 @@ class TrackedProducer:
 
 
 Handler = Callable[[list[Message]], None]
+# Where the loop's safety net sends a record that made the handler raise (with the exception).
+DeadLetterSink = Callable[[Message, Exception], None]
 
 
 @runtime_checkable
@@ -255,6 +289,10 @@ class _Skipped(Exception):
     """A staged write not attempted because a write queued before it failed."""
 
 
+# ``_prepare_again``'s answer for a batch it settled itself (poison records isolated).
+_SETTLED = object()
+
+
 def _write_in_order(handler: StagedHandler, item: _InFlight, halted: threading.Event) -> None:
     """The writer thread's job: ``apply``, unless an earlier write failed (``halted``); the
     loop then retries that one and writes this one after it, itself."""
@@ -280,7 +318,54 @@ class LoopStats:
     batches: int = 0
     records: int = 0
     retries: int = 0
+    # Records the safety net dead-lettered (the handler raised on them).
+    isolated: int = 0
     last_commit: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class BrokerHealth:
+    """Whether a client reaches Kafka, from its statistics and error callbacks.
+
+    librdkafka reports every broker connection's state in its statistics (every
+    ``statistics.interval.ms``) and raises ``_ALL_BROKERS_DOWN`` as soon as none answers. A
+    consumer that was given its partitions keeps them while Kafka is away, so that alone
+    cannot tell readiness.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._down_since: float | None = None
+        self._reason = ""
+
+    def on_stats(self, stats: dict[str, Any]) -> None:
+        brokers = [
+            b
+            for b in stats.get("brokers", {}).values()
+            if b.get("source") in ("configured", "learned")
+        ]
+        if not brokers:
+            return
+        if any(b.get("state") == "UP" for b in brokers):
+            self._down_since = None
+        else:
+            states = sorted({f"{b.get('name', '?')} {b.get('state', '?')}" for b in brokers})
+            self.down(", ".join(states)[:300])
+
+    def on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.down(error.str())
+
+    def down(self, reason: str) -> None:
+        if self._down_since is None:
+            self._down_since = self._clock()
+            log.warning("kafka_unreachable", reason=reason)
+        self._reason = reason
+
+    def problem(self) -> str | None:
+        """None while Kafka is reachable, else why not."""
+        if self._down_since is None:
+            return None
+        return f"kafka unreachable for {self._clock() - self._down_since:.0f}s: {self._reason}"
 
 
 class BatchLoop:
@@ -299,6 +384,8 @@ class BatchLoop:
         producer: TrackedProducer | None = None,
         max_backoff_s: float = 30.0,
         consumer_overrides: dict[str, Any] | None = None,
+        dead_letter: DeadLetterSink | None = None,
+        fatal: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.service = service
         self.topics = list(topics)
@@ -307,7 +394,11 @@ class BatchLoop:
         self.max_wait_s = max_wait_s
         self.producer = producer
         self.max_backoff_s = max_backoff_s
+        # The safety net (see the module's doc); None: any non-retryable error stops the loop.
+        self.dead_letter = dead_letter
+        self.fatal = fatal
         self.stats = LoopStats()
+        self.broker_health = BrokerHealth()
         self._stop = threading.Event()
         self._assigned = threading.Event()
         conf: dict[str, Any] = {
@@ -321,6 +412,7 @@ class BatchLoop:
             "max.poll.interval.ms": 600_000,
             "statistics.interval.ms": 5_000,
             "stats_cb": self._on_stats,
+            "error_cb": self.broker_health.on_error,
             "on_commit": self._on_commit,
         }
         conf.update(consumer_overrides or {})
@@ -372,6 +464,7 @@ class BatchLoop:
 
     def _on_stats(self, stats_json: str) -> None:
         stats = json.loads(stats_json)
+        self.broker_health.on_stats(stats)
         for topic, t in stats.get("topics", {}).items():
             for partition, p in t.get("partitions", {}).items():
                 lag = p.get("consumer_lag", -1)
@@ -395,12 +488,7 @@ class BatchLoop:
 
     def _process(self, batch: list[Message]) -> None:
         started = time.perf_counter()
-
-        def work() -> None:
-            self.handler(batch)
-            self._flush()
-
-        if self._with_retries(work, batch):
+        if self._run_or_isolate(self.handler, batch):
             self._committed(batch, started)
 
     def _run_staged(self, handler: StagedHandler) -> None:
@@ -420,13 +508,19 @@ class BatchLoop:
                 item = _InFlight(batch, None, time.perf_counter())
                 try:
                     item.prepared = handler.prepare(batch)
-                except RETRYABLE as exc:
+                except Exception as exc:
+                    if not isinstance(exc, RETRYABLE) and not self._can_isolate(exc):
+                        raise
                     # The earlier batches are committed first, whatever becomes of this one.
                     if not self._finish_writes(handler, in_flight, halted, 0):
                         return
                     done, item.prepared = self._prepare_again(handler, batch, exc)
                     if not done:
                         return
+                    if item.prepared is _SETTLED:
+                        # Poison records found and dead-lettered, the others written.
+                        self._committed(batch, item.started)
+                        continue
                 item.write = writer.submit(_write_in_order, handler, item, halted)
                 in_flight.append(item)
             self._finish_writes(handler, in_flight, halted, 0)
@@ -464,11 +558,20 @@ class BatchLoop:
     def _prepare_again(
         self, handler: StagedHandler, batch: list[Message], failure: Exception
     ) -> tuple[bool, Any]:
-        """``prepare`` retried after ``failure``: (False, None) when stopped meanwhile."""
+        """``prepare`` retried after ``failure``: (False, None) when stopped meanwhile. A
+        non-retryable failure has the batch settled here, poison isolated and the rest
+        written (prepared and applied in this thread): (True, _SETTLED)."""
         prepared: list[Any] = []
-        if self._with_retries(lambda: prepared.append(handler.prepare(batch)), batch, failure):
-            return True, prepared[-1]
-        return False, None
+        try:
+            if not isinstance(failure, RETRYABLE):
+                raise failure
+            if self._with_retries(lambda: prepared.append(handler.prepare(batch)), batch, failure):
+                return True, prepared[-1]
+            return False, None
+        except Exception as exc:
+            if isinstance(exc, RETRYABLE) or not self._can_isolate(exc):
+                raise
+            return self._isolate(handler, batch, exc), _SETTLED
 
     def _finish(self, handler: StagedHandler, in_flight: _InFlight) -> bool:
         """Wait for the batch's write (retrying it if it failed), flush, commit. False when
@@ -479,14 +582,21 @@ class BatchLoop:
             self._flush()
 
         try:
-            in_flight.write.result()
-            self._flush()
-        except _Skipped:
-            # Queued behind a write that failed: written here, after that one.
-            if not self._with_retries(work, in_flight.batch):
-                return False
-        except RETRYABLE as exc:
-            if not self._with_retries(work, in_flight.batch, exc):
+            try:
+                in_flight.write.result()
+                self._flush()
+            except _Skipped:
+                # Queued behind a write that failed: written here, after that one.
+                if not self._with_retries(work, in_flight.batch):
+                    return False
+            except RETRYABLE as exc:
+                if not self._with_retries(work, in_flight.batch, exc):
+                    return False
+        except Exception as exc:
+            if isinstance(exc, RETRYABLE) or not self._can_isolate(exc):
+                raise
+            # A poison record in the batch: prepared again and written in halves, here.
+            if not self._isolate(handler, in_flight.batch, exc):
                 return False
         self._committed(in_flight.batch, in_flight.started)
         return True
@@ -494,6 +604,68 @@ class BatchLoop:
     def _flush(self) -> None:
         if self.producer is not None:
             self.producer.flush()
+
+    # -- the safety net: poison records --------------------------------------------------------
+
+    def _can_isolate(self, exc: BaseException) -> bool:
+        return self.dead_letter is not None and not isinstance(exc, self.fatal)
+
+    def _run_or_isolate(self, handler: Handler, batch: list[Message]) -> bool:
+        """``handler(batch)`` and a flush, retried while a dependency is down; a record that
+        makes it raise anything else is dead-lettered and the others processed. False when
+        stopped while retrying (nothing of the batch is to be committed)."""
+
+        def work() -> None:
+            handler(batch)
+            self._flush()
+
+        try:
+            return self._with_retries(work, batch)
+        except Exception as exc:
+            if isinstance(exc, RETRYABLE) or not self._can_isolate(exc):
+                raise
+            return self._isolate(handler, batch, exc)
+
+    def _isolate(self, handler: Handler, batch: list[Message], failure: Exception) -> bool:
+        """Find the records of ``batch`` that make ``handler`` raise ``failure`` (or another
+        non-retryable error) by halving it; dead-letter those, process the others in order.
+        A batch of n records with one poison costs about 2 log2(n) more handler calls.
+
+        What the failed attempt produced is delivered (or dropped) first, so that a refusal
+        of it is not blamed on the halves; the halves produce it again (at-least-once)."""
+        try:
+            self._flush()
+        except Exception as exc:  # its outputs are made again below
+            log.debug("flush_before_isolating_failed", error=str(exc)[:300])
+        if len(batch) == 1:
+            msg = batch[0]
+            topic, partition, offset = position(msg)
+            log.error(
+                "record_failed",
+                error=f"{type(failure).__name__}: {str(failure)[:500]}",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
+            self.stats.isolated += 1
+            sink = self.dead_letter
+            assert sink is not None  # _can_isolate said so
+
+            def send() -> None:
+                sink(msg, failure)
+                self._flush()
+
+            return self._with_retries(send, batch)
+        BATCHES_BISECTED.labels(self.service).inc()
+        log.warning(
+            "batch_failed_bisecting",
+            error=f"{type(failure).__name__}: {str(failure)[:300]}",
+            records=len(batch),
+        )
+        middle = len(batch) // 2
+        return self._run_or_isolate(handler, batch[:middle]) and self._run_or_isolate(
+            handler, batch[middle:]
+        )
 
     def _with_retries(
         self, work: Callable[[], None], batch: list[Message], failure: Exception | None = None

@@ -6,7 +6,9 @@ sort the batch (``mpp.analytics.plan_batch``); in one PostgreSQL transaction rec
 erasures in the ledger and erase, write the facts (replays write nothing; a re-enriched
 message replaces its fact; an erased user's facts sent before the erasure are dropped) and
 recompute the aggregates of every key that changed (``mpp.analytics.write_batch``); then
-dead-letter the records it could not use; only then are the offsets committed.
+dead-letter the records it could not use; only then are the offsets committed. Values longer
+than an indexed column takes (``bound_lengths``) are dead-lettered before the write: PostgreSQL
+refuses an index row over about 2.7 kB with an error that reads like an outage.
 
 PostgreSQL down: ``RetryableError``, and the loop retries the same batch with backoff,
 committing nothing meanwhile. The warehouse is synced by a thread of its own
@@ -27,14 +29,17 @@ from prometheus_client import Counter, Gauge, Histogram
 from mpp import analytics
 from mpp.codecs import Rejection
 from mpp.config import Settings
-from mpp.deadletters import send_to_dlq
+from mpp.deadletters import DeadLetters
 from mpp.kafka import Handler, Sink, TrackedProducer
 from mpp.logs import get_logger
+from mpp.ownership import conflict
 from mpp.service import Worker
 from mpp.stores import postgres_connect
 from mpp.v1 import events_pb2
+from mpp.validation import MESSAGE_ID, USER_ID
 from mpp.warehouse import Warehouse, WarehouseError, open_warehouse, warehouse_id
 from mpp.warehouse.sync import SyncReport, sync_warehouse
+from mpp.writers import MAX_ID_CHARS
 
 SERVICE = "analytics"
 log = get_logger(SERVICE)
@@ -57,6 +62,64 @@ LAST_SYNC = Gauge(
 )
 
 
+# Longest channel kept (as in Milvus' column): channels are names such as "web" or "sms".
+MAX_CHANNEL_CHARS = 64
+
+
+def _too_long(values: list[tuple[str, str, int]]) -> Rejection | None:
+    for name, value, limit in values:
+        if len(value) > limit:
+            return Rejection(
+                events_pb2.ERROR_CODE_FIELD_INVALID,
+                name,
+                f"{name} has {len(value)} characters; at most {limit}",
+            )
+    return None
+
+
+def _invalid_ids(user_id: str, message_id: str | None = None) -> Rejection | None:
+    # As ingest and the writers check them: a fact whose id the APIs refuse can't be erased.
+    if not USER_ID.fullmatch(user_id):
+        return Rejection(
+            events_pb2.ERROR_CODE_USER_ID_INVALID,
+            "user_id",
+            f"user_id {user_id[:80]!r} does not match {USER_ID.pattern}",
+        )
+    if message_id is not None and not MESSAGE_ID.fullmatch(message_id):
+        return Rejection(
+            events_pb2.ERROR_CODE_SCHEMA_INVALID,
+            "message.message_id",
+            f"message.message_id {message_id[:80]!r} does not match {MESSAGE_ID.pattern}",
+        )
+    return None
+
+
+def bound_lengths(plan: analytics.Batch) -> None:
+    """Move the facts whose ids fail validation, or whose indexed values are too long, to
+    ``plan.rejected``."""
+    for key, fact in list(plan.messages.items()):
+        rejection = _invalid_ids(fact.user_id, fact.message_id) or _too_long(
+            [
+                ("message.channel", fact.channel, MAX_CHANNEL_CHARS),
+                *(("intents", name, MAX_ID_CHARS) for name in fact.intents),
+                *(("campaigns", c, MAX_ID_CHARS) for c in fact.campaign_ids),
+            ]
+        )
+        if rejection is not None:
+            del plan.messages[key]
+            plan.rejected.append((plan.origins[("message", key)], rejection))
+    for key, event in list(plan.feedback.items()):
+        rejection = _invalid_ids(event.user_id) or _too_long(
+            [
+                ("channel", event.channel, MAX_CHANNEL_CHARS),
+                ("recommendation_id", event.recommendation_id, MAX_ID_CHARS),
+            ]
+        )
+        if rejection is not None:
+            del plan.feedback[key]
+            plan.rejected.append((plan.origins[("feedback", key)], rejection))
+
+
 def build_handler(
     settings: Settings,
     store: analytics.AnalyticsStore,
@@ -65,6 +128,7 @@ def build_handler(
 ) -> Handler:
     topics = settings.kafka.topics
     warehouse = warehouse_id(settings)
+    dead_letters = DeadLetters.of(settings.kafka, producer, SERVICE)
 
     def write_each(plan: analytics.Batch) -> tuple[int, int]:
         """The batch fact by fact, after PostgreSQL refused it whole: the facts it refuses
@@ -93,6 +157,7 @@ def build_handler(
 
     def handle(batch: list[Message]) -> None:
         plan = analytics.plan_batch(batch, topics.enriched, topics.feedback, topics.erasure)
+        bound_lengths(plan)
         if not plan.empty:
             # Raises RetryableError while PostgreSQL is away: nothing below runs, the loop
             # retries the whole batch (and no dead letter is produced twice).
@@ -105,6 +170,11 @@ def build_handler(
                     ledger=plan.ledger,
                 )
                 inserted = (result.messages_inserted, result.feedback_inserted)
+                # Ids another user's fact holds: not moved, dead-lettered (mpp.ownership).
+                for message_id in result.message_id_conflicts:
+                    plan.rejected.append(
+                        (plan.origins[("message", message_id)], conflict(message_id))
+                    )
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 # A value the decoding let through but PostgreSQL refuses: find it rather
                 # than fail the batch forever.
@@ -118,7 +188,7 @@ def build_handler(
             USERS_ERASED.inc(len(plan.erasures))
             log.debug("facts_written", messages=inserted[0], feedback=inserted[1])
         for msg, rejection in plan.rejected:
-            send_to_dlq(producer, topics.dlq, msg, rejection, SERVICE)
+            dead_letters.send(msg, rejection)
         if plan.erasures and on_erasure is not None:
             on_erasure()
 
@@ -216,4 +286,5 @@ def worker(
         max_wait_s=settings.analytics.max_wait_s,
         producer=producer,
         readiness=store.ping,
+        dead_letters=DeadLetters.of(settings.kafka, producer, SERVICE),
     )

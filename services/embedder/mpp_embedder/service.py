@@ -3,8 +3,9 @@
 One batch at a time (``mpp.kafka.BatchLoop`` through ``mpp.service.run_worker``):
 
 1. decode each ``conversations.validated`` record as ``mpp.v1.ValidatedMessage``; a record that
-   does not decode, or lacks its ids, goes to ``conversations.dlq`` as a ``DeadLetter`` with the
-   original bytes and position;
+   does not decode, lacks its ids or has ids ingest would refuse, or a text longer than ingest
+   allows, goes to ``conversations.dlq`` as a ``DeadLetter`` with the original bytes and
+   position (any other record the handler fails on too: ``mpp.kafka.BatchLoop``'s safety net);
 2. embed the whole batch in one ``Embedder.encode`` call;
 3. tag intents (``IntentClassifier``) and link campaigns (``CampaignLinker``) from those vectors;
 4. produce one ``mpp.v1.EnrichedMessage`` per message to ``conversations.enriched``, keyed by
@@ -35,7 +36,7 @@ from mpp.catalog import Campaign
 from mpp.codecs import Rejection
 from mpp.codecs import decode as decode_message
 from mpp.config import Settings, get_settings
-from mpp.deadletters import send_to_dlq
+from mpp.deadletters import DeadLetters
 from mpp.embedding import Embedder
 from mpp.intents import UNKNOWN, CampaignLinker, IntentCatalog, IntentClassifier, LinkSource
 from mpp.kafka import Handler, RetryableError, Sink, TrackedProducer
@@ -43,6 +44,7 @@ from mpp.logs import configure_logging, get_logger
 from mpp.service import Worker, run_worker
 from mpp.stores import postgres_connect
 from mpp.v1 import events_pb2 as pb
+from mpp.validation import MESSAGE_ID, USER_ID
 from mpp.vectors import CampaignVector, VectorStore
 
 SERVICE = "embedder"
@@ -220,8 +222,9 @@ class Enricher:
         return out
 
 
-def decode(msg: Message) -> pb.ValidatedMessage | Rejection:
-    """The record's ValidatedMessage, or the Rejection that explains why there is none."""
+def decode(msg: Message, max_chars: int = 0) -> pb.ValidatedMessage | Rejection:
+    """The record's ValidatedMessage, or the Rejection that explains why there is none.
+    ``max_chars``: the longest text taken (ingest's limit); 0: any."""
     try:
         message = decode_message(pb.ValidatedMessage, msg.value())
     except Rejection as rejection:
@@ -237,6 +240,25 @@ def decode(msg: Message) -> pb.ValidatedMessage | Rejection:
                 field,
                 f"{field} is empty; ingest always sets it, so this record did not come from ingest",
             )
+    if not USER_ID.fullmatch(message.user_id):
+        return Rejection(
+            pb.ERROR_CODE_USER_ID_INVALID,
+            "user_id",
+            f"user_id {message.user_id[:80]!r} does not match {USER_ID.pattern}; ingest refuses it",
+        )
+    if not MESSAGE_ID.fullmatch(message.message_id):
+        return Rejection(
+            pb.ERROR_CODE_SCHEMA_INVALID,
+            "message_id",
+            f"message_id {message.message_id[:80]!r} does not match {MESSAGE_ID.pattern}",
+        )
+    if max_chars and len(message.text) > max_chars:
+        return Rejection(
+            pb.ERROR_CODE_MESSAGE_TOO_LONG,
+            "text",
+            f"text has {len(message.text)} characters; ingest allows {max_chars} "
+            "(MPP_INGEST__MAX_MESSAGE_CHARS)",
+        )
     return message
 
 
@@ -249,6 +271,8 @@ def build_handler(
 ) -> Handler:
     """The batch handler: decode, enrich, produce. It does not flush: the loop does."""
     topics = settings.kafka.topics
+    dead_letters = DeadLetters.of(settings.kafka, producer, SERVICE)
+    max_chars = settings.ingest.max_message_chars
 
     def handle(batch: list[Message]) -> None:
         if (
@@ -263,9 +287,9 @@ def build_handler(
         messages: list[pb.ValidatedMessage] = []
         dead = 0
         for msg in batch:
-            decoded = decode(msg)
+            decoded = decode(msg, max_chars)
             if isinstance(decoded, Rejection):
-                send_to_dlq(producer, topics.dlq, msg, decoded, SERVICE)
+                dead_letters.send(msg, decoded)
                 dead += 1
             else:
                 messages.append(decoded)
@@ -332,6 +356,7 @@ def build_worker(
         batch_size=settings.embedder.batch_size,
         max_wait_s=settings.embedder.max_wait_s,
         producer=producer,
+        dead_letters=DeadLetters.of(settings.kafka, producer, SERVICE),
     )
 
 

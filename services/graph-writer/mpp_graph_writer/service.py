@@ -8,6 +8,11 @@ erased user sent before the erasure are dropped, the batch is MERGEd in one stat
 then are its offsets committed: replays change no counts. The loop itself is
 ``mpp.writers.worker``, shared with the vector-writer.
 
+A record Neo4j cannot take goes to the DLQ (``SCHEMA_INVALID``/``FIELD_INVALID``), never to
+the store: ids missing or too long (``mpp.writers.check_ids``), campaign ids and intent names
+longer than ``MAX_ID_CHARS`` (they key indexed nodes, and an index refuses keys of several
+kilobytes, which would fail the batch forever).
+
 Neo4j down: the driver retries inside its managed transaction, then ``RetryableError`` hands
 the batch back to the loop, which retries it with backoff.
 """
@@ -18,6 +23,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from mpp import writers
+from mpp.codecs import Rejection
 from mpp.config import Settings
 from mpp.graph import GraphStore, MergeBatch
 from mpp.service import Worker
@@ -25,7 +31,25 @@ from mpp.v1 import events_pb2
 
 SERVICE = "graph-writer"
 
-check_enriched = writers.check_ids
+
+def check_enriched(enriched: events_pb2.EnrichedMessage) -> Rejection | None:
+    """Why the message cannot be merged into the graph, or None."""
+    rejection = writers.check_ids(enriched)
+    if rejection is not None:
+        return rejection
+    keys = [("message.campaign_id", enriched.message.campaign_id)]
+    keys += [("campaigns", link.campaign_id) for link in enriched.campaigns]
+    keys += [("intents", scored.intent) for scored in enriched.intents]
+    for name, value in keys:
+        if len(value) > writers.MAX_ID_CHARS:
+            return Rejection(
+                events_pb2.ERROR_CODE_FIELD_INVALID,
+                name,
+                f"{name} holds a key of {len(value)} characters; at most {writers.MAX_ID_CHARS}",
+            )
+    return None
+
+
 plan_batch = partial(writers.plan_batch, check=check_enriched)
 
 
@@ -35,5 +59,6 @@ def rows(messages: Sequence[events_pb2.EnrichedMessage]) -> MergeBatch:
 
 def worker(settings: Settings) -> Worker:
     store = GraphStore(settings)
-    writer = writers.StoreWriter(rows, store.merge_batch)
+    # A message_id another user owns is dead-lettered (MESSAGE_ID_CONFLICT), never moved.
+    writer = writers.StoreWriter(rows, store.merge_batch, store.screen_message_ids)
     return writers.worker(settings, SERVICE, store, check_enriched, writer, settings.graph_writer)

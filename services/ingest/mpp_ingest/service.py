@@ -19,7 +19,7 @@ from confluent_kafka import Message
 
 from mpp.codecs import Rejection, decode_raw_event, encode
 from mpp.config import Settings
-from mpp.deadletters import send_to_dlq
+from mpp.deadletters import DeadLetters
 from mpp.kafka import Handler, Sink, TrackedProducer, position
 from mpp.logs import get_logger
 from mpp.service import Worker
@@ -37,6 +37,7 @@ def build_handler(
 ) -> Handler:
     rules = Rules.from_settings(settings.ingest)
     topics = settings.kafka.topics
+    dead_letters = DeadLetters.of(settings.kafka, producer, SERVICE)
 
     def check(msg: Message, now: datetime) -> events_pb2.ValidatedMessage | Rejection:
         try:
@@ -53,7 +54,7 @@ def build_handler(
         for msg in batch:
             validated = check(msg, now)
             if isinstance(validated, Rejection):
-                send_to_dlq(producer, topics.dlq, msg, validated, SERVICE)
+                dead_letters.send(msg, validated)
                 continue
             if validated.message_id in seen:
                 continue
@@ -76,4 +77,5 @@ def worker(settings: Settings) -> Worker:
         batch_size=settings.ingest.batch_size,
         max_wait_s=settings.ingest.max_wait_s,
         producer=producer,
+        dead_letters=DeadLetters.of(settings.kafka, producer, SERVICE),
     )
