@@ -22,11 +22,13 @@ if TYPE_CHECKING:
 
 def neo4j_driver(settings: Settings) -> neo4j.Driver:
     cfg = settings.neo4j
+    uri, tls = cfg.driver_args()
     return neo4j.GraphDatabase.driver(
-        cfg.uri,
+        uri,
         auth=cfg.auth(),
         max_connection_pool_size=cfg.max_connection_pool_size,
         connection_timeout=5.0,
+        **tls,
     )
 
 
@@ -36,12 +38,7 @@ def postgres_connect(settings: Settings, **kwargs: Any) -> psycopg.Connection[An
 
 def redis_client(settings: Settings) -> redis.Redis:
     cfg = settings.redis
-    return redis.Redis.from_url(
-        cfg.url,
-        password=cfg.password.get_secret_value() if cfg.password else None,
-        socket_timeout=cfg.socket_timeout_s,
-        socket_connect_timeout=cfg.socket_timeout_s,
-    )
+    return redis.Redis.from_url(cfg.url, **cfg.client_kwargs())
 
 
 def milvus_client(settings: Settings) -> MilvusClient:
@@ -60,4 +57,5 @@ def milvus_client(settings: Settings) -> MilvusClient:
             "grpc.keepalive_time_ms": 60_000,
             "grpc.keepalive_permit_without_calls": 0,
         },
+        **cfg.client_kwargs(),
     )

@@ -195,13 +195,7 @@ class RedisCache:
         # The cache-hit path of the servers runs on their event loop: one HGET, no thread.
         self._async = aioredis.Redis(
             connection_pool=aioredis.ConnectionPool.from_url(
-                settings.redis.url,
-                password=settings.redis.password.get_secret_value()
-                if settings.redis.password
-                else None,
-                socket_timeout=settings.redis.socket_timeout_s,
-                socket_connect_timeout=settings.redis.socket_timeout_s,
-                max_connections=256,
+                settings.redis.url, max_connections=256, **settings.redis.client_kwargs()
             )
         )
         self._ttl = cfg.cache_ttl_s

@@ -238,13 +238,15 @@ class Neo4jSource:
     def __init__(self, settings: Settings, catalog: Callable[[], Mapping[str, CampaignInfo]]):
         cfg = settings.neo4j
         rec = settings.recommender
+        uri, tls = cfg.driver_args()
         self.driver = neo4j.GraphDatabase.driver(
-            cfg.uri,
+            uri,
             auth=cfg.auth(),
             max_connection_pool_size=cfg.max_connection_pool_size,
             connection_timeout=max(rec.neo4j_timeout_s, 0.5),
             connection_acquisition_timeout=max(rec.neo4j_timeout_s * 2, 1.0),
             max_transaction_retry_time=0,
+            **tls,
         )
         self._database = cfg.database
         self._timeout_s = max(rec.neo4j_timeout_s * 4, 1.0)
