@@ -262,3 +262,44 @@ def test_ingest_dead_letters_an_event_at_kafkas_size_limit_within_the_limit() ->
     assert E.ErrorCode.Name(dead.code) == "ERROR_CODE_MESSAGE_TOO_LONG"
     assert (dead.source.topic, dead.source.offset) == ("raw", 5)
     assert dead.truncated.value_size == len(event) and event.startswith(dead.original_value)
+
+
+class _FollowerCore:
+    """What the recommender's activity follower asks of its core, recorded."""
+
+    def __init__(self) -> None:
+        self.milvus = type("M", (), {"store": type("S", (), {"dimension": 4})()})()
+        self.appended: dict[str, list[Any]] = {}
+        self.cache = self
+
+    def is_erased(self, user_id: str, ts_ms: int) -> bool:
+        return False
+
+    def append_sessions(self, sessions: dict[str, list[Any]]) -> None:
+        self.appended.update(sessions)
+
+
+class _NoLedger:
+    def erased_at(self, users: Any) -> dict[str, datetime]:
+        return {}
+
+
+def test_the_activity_follower_skips_poison_and_keeps_the_rest() -> None:
+    from mpp_recommender.activity import ActivityFollower
+
+    follower = object.__new__(ActivityFollower)
+    core = _FollowerCore()
+    follower._core, follower._topics = core, Topics(enriched=ENRICHED)  # type: ignore[assignment]
+    follower._ledger = _NoLedger()  # type: ignore[assignment]
+    follower.messages = follower.erasures = 0
+    late = E.EnrichedMessage.FromString(enriched("m3", user_id="u3"))
+    late.message.timestamp.seconds = 2**40
+    follower.handle(
+        batch(
+            (ENRICHED, enriched("m1", user_id="u1")),
+            (ENRICHED, enriched("m2", user_id="u2", dim=5)),
+            (ENRICHED, late.SerializeToString()),
+            (ENRICHED, b"\xff junk"),
+        )
+    )
+    assert list(core.appended) == ["u1"] and follower.messages == 1

@@ -17,6 +17,7 @@ answer stays cached until its TTL.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import defaultdict
 
@@ -25,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from mpp.codecs import decode, event_time
 from mpp.erasure import ErasureLedger
+from mpp.kafka import BrokerHealth
 from mpp.logs import get_logger
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
@@ -51,6 +53,7 @@ class ActivityFollower:
         settings = core.settings
         self._core = core
         self._topics = settings.kafka.topics
+        self._health = BrokerHealth()
         self._consumer = Consumer(
             {
                 **settings.kafka.client_config(),
@@ -59,6 +62,10 @@ class ActivityFollower:
                 "enable.auto.commit": True,
                 "auto.commit.interval.ms": 1000,
                 "partition.assignment.strategy": "cooperative-sticky",
+                # Readiness: whether Kafka answers (mpp.kafka.BrokerHealth).
+                "statistics.interval.ms": 5000,
+                "stats_cb": lambda stats: self._health.on_stats(json.loads(stats)),
+                "error_cb": self._health.on_error,
             }
         )
         self._ledger = ErasureLedger(settings)
@@ -70,7 +77,19 @@ class ActivityFollower:
 
     @property
     def ready(self) -> bool:
-        return self._assigned.is_set()
+        return self.problem is None
+
+    @property
+    def problem(self) -> str | None:
+        """None while following; else why not (Kafka unreachable, no partitions yet)."""
+        kafka = self._health.problem()
+        if kafka is not None:
+            return kafka
+        return (
+            None
+            if self._assigned.is_set()
+            else "kafka: the activity follower has no partitions yet"
+        )
 
     def start(self) -> ActivityFollower:
         self._thread.start()
@@ -90,8 +109,13 @@ class ActivityFollower:
         try:
             while not self._stop.is_set():
                 batch = self._consumer.consume(500, timeout=0.1)
-                if batch:
+                if not batch:
+                    continue
+                try:
                     self.handle(batch)
+                except Exception as exc:
+                    # A record it cannot read must not end the feed (the writers dead-letter it).
+                    log.warning("activity_batch_skipped", records=len(batch), error=repr(exc)[:300])
         finally:
             self._consumer.close()
             self._ledger.close()
@@ -118,6 +142,7 @@ class ActivityFollower:
                         sessions.pop(request.user_id, None)
                     continue
                 enriched = decode(E.EnrichedMessage, msg.value())
+                event_time(enriched.message.timestamp, "message.timestamp")
             except Exception as exc:
                 # The writers dead-letter what they cannot read; here it is only skipped.
                 log.debug("activity_record_skipped", error=str(exc))
@@ -125,6 +150,9 @@ class ActivityFollower:
             message = enriched.message
             if not message.user_id or not enriched.embedding:
                 continue
+            dimension = self._core.milvus.store.dimension
+            if dimension is not None and len(enriched.embedding) != dimension:
+                continue  # another model's vector: the vector-writer dead-letters it
             if self._core.is_erased(message.user_id, message.timestamp.ToMilliseconds()):
                 continue
             sessions[message.user_id].append(session_message(enriched))

@@ -41,8 +41,8 @@ async def serve(settings: Settings, core: Recommender, follower: ActivityFollowe
 
     def readiness() -> dict[str, Any]:
         reasons = []
-        if follower is not None and not follower.ready:
-            reasons.append("kafka: the activity follower has no partitions yet")
+        if follower is not None and follower.problem is not None:
+            reasons.append(follower.problem)
         return {
             "status": "not_ready" if reasons else "ready",
             "reasons": reasons,
