@@ -1,7 +1,12 @@
 """marketing_personalization_pipeline: the platform's daily batch path on Kubernetes.
 
-Three KubernetesPodOperator tasks, one pod each, all from the platform's job image:
+Four KubernetesPodOperator tasks, one pod each, all from the platform's job image:
 
+0. ``erase_batch``: ``spark-submit .../mpp_jobs/erase.py`` rewrites the batch data folder (raw
+   events, enriched and rejects Parquet, aggregates) and the warehouse without the users
+   erased since (the erasure ledger in PostgreSQL): an erasure reaches the batch outputs by
+   the next run at the latest (docs/security.md, "Erasure"). First, so that nothing below
+   reads an erased user's rows;
 1. ``embed_backfill``: ``spark-submit .../mpp_jobs/embed.py`` (started by
    ``python -m mpp_jobs.launch submit``) re-ingests the raw chat events of
    the run's data interval ``[data_interval_start, data_interval_end)`` (UTC days) with the
@@ -193,8 +198,8 @@ def _pod(
 
 with DAG(
     dag_id=DAG_ID,
-    description="Daily batch: re-embed the day's chat events, recompute and check the "
-    "analytics aggregates, sync the warehouse",
+    description="Daily batch: erase the erased users' batch outputs, re-embed the day's chat "
+    "events, recompute and check the analytics aggregates, sync the warehouse",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     # The earliest day a run may cover: Airflow gives a run no task instance for a day before
     # its tasks' start date, and backfills of older chat history are what embed_backfill is
@@ -226,6 +231,9 @@ with DAG(
     tags=["mpp", "spark", "batch"],
     doc_md=__doc__,
 ) as dag:
+    erase_batch = _pod(
+        "erase_batch", SPARK_LAUNCH, _spark_submit("erase", "--data", DATA_DIR, "--warehouse")
+    )
     embed_backfill = _pod(
         "embed_backfill",
         SPARK_LAUNCH,
@@ -261,4 +269,4 @@ with DAG(
     )
     warehouse_sync = _pod("warehouse_sync", ["mpp"], ["analytics", "sync"], retries=3)
 
-    embed_backfill >> aggregate >> warehouse_sync
+    erase_batch >> embed_backfill >> aggregate >> warehouse_sync

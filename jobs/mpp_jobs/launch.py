@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-JOBS = ("embed", "aggregate")
+JOBS = ("erase", "embed", "aggregate")
 JOBS_DIR = Path(__file__).resolve().parent
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TEMPLATE_PATH = "/tmp/mpp-spark-executor.json"  # noqa: S108 - the pod's emptyDir

@@ -1,5 +1,5 @@
 """The Airflow DAG, loaded by Airflow itself (its own environment, a subprocess): no import
-error, the three KubernetesPodOperator tasks in order, and the pods they would launch (built
+error, the four KubernetesPodOperator tasks in order, and the pods they would launch (built
 offline, nothing contacts a cluster) run the jobs with arguments the jobs accept."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mpp_jobs import aggregate, embed
+from mpp_jobs import aggregate, embed, erase
 
 from .conftest import BUILD_TIMEOUT_S, REPO, run_python
 
@@ -67,7 +67,7 @@ def test_dag_loads_without_import_errors_and_is_scheduled_daily(dag: dict[str, A
 
 def test_tasks_are_pod_operators_in_order(dag: dict[str, Any]) -> None:
     tasks = dag["tasks"]
-    assert set(tasks) == {"embed_backfill", "aggregate", "warehouse_sync"}
+    assert set(tasks) == {"erase_batch", "embed_backfill", "aggregate", "warehouse_sync"}
     for task in tasks.values():
         assert task["operator"] == "KubernetesPodOperator"
         assert task["module"] == "airflow.providers.cncf.kubernetes.operators.pod"
@@ -78,7 +78,10 @@ def test_tasks_are_pod_operators_in_order(dag: dict[str, Any]) -> None:
         assert task["requests"] == {"cpu": "2", "memory": "6Gi"}
         assert task["env_from"] == ["mpp-batch-env"]
         _assert_restricted(task["pod"])
-    assert tasks["embed_backfill"]["upstream"] == []
+    # The batch outputs lose the erased users first (jobs/mpp_jobs/erase.py).
+    assert tasks["erase_batch"]["upstream"] == []
+    assert tasks["erase_batch"]["downstream"] == ["embed_backfill"]
+    assert tasks["embed_backfill"]["upstream"] == ["erase_batch"]
     assert tasks["embed_backfill"]["downstream"] == ["aggregate"]
     assert tasks["aggregate"]["upstream"] == ["embed_backfill"]
     assert tasks["aggregate"]["downstream"] == ["warehouse_sync"]
@@ -124,6 +127,12 @@ def test_pods_run_the_jobs_with_the_interval_and_arguments_they_accept(
     dag: dict[str, Any],
 ) -> None:
     tasks = dag["tasks"]
+    erase_task = tasks["erase_batch"]
+    assert erase_task["command"] == LAUNCH
+    assert erase_task["args"][:4] == ["submit", "--master", "local[*]", "erase"]
+    args = erase.parser().parse_args(_job_args(erase_task["args"], "erase"))
+    assert args.data == "/data" and args.warehouse
+
     embed_task = tasks["embed_backfill"]
     assert embed_task["command"] == LAUNCH
     assert embed_task["args"][:4] == ["submit", "--master", "local[*]", "embed"]

@@ -1,7 +1,7 @@
 """marketing_personalization_pipeline, run by the local Airflow on the local cluster.
 
 A day of real chat events (plus duplicates and invalid events) is written to the batch data
-volume; a run of the DAG for that day is triggered through Airflow's REST API and its three
+volume; a run of the DAG for that day is triggered through Airflow's REST API and its four
 tasks run as pods in a restricted namespace of the test's own, the embedding with Spark's
 Kubernetes scheduler (``mpp_spark_master`` = k8s://...: the task's pod is the driver, two
 executor pods do the work). The EnrichedMessages it produces reach Milvus, Neo4j and
@@ -60,7 +60,7 @@ from .conftest import batch_namespace, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
-TASKS = ("embed_backfill", "aggregate", "warehouse_sync")
+TASKS = ("erase_batch", "embed_backfill", "aggregate", "warehouse_sync")
 WRITERS = ("vector-writer", "graph-writer", "analytics")
 EXECUTORS = 2
 RUN_TIMEOUT_S = 900

@@ -165,6 +165,11 @@ class Warehouse(ABC):
     def read(self, table: str) -> list[Row]:
         """Every row of a table, sorted by its key."""
 
+    def user_ids(self) -> set[str]:
+        """Every user_id the warehouse holds (the batch erasure, ``mpp_jobs.erase``, looks
+        them up in the erasure ledger). Reads the user tables whole; a backend may do better."""
+        return {str(row["user_id"]) for table in USER_TABLES for row in self.read(table)}
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections."""
 

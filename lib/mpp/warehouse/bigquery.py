@@ -234,6 +234,13 @@ class BigQueryWarehouse(Warehouse):
                 deleted += job.num_dml_affected_rows or 0
         return deleted
 
+    def user_ids(self) -> set[str]:
+        union = " UNION DISTINCT ".join(
+            f"SELECT user_id FROM `{self._table_id(t)}`" for t in USER_TABLES
+        )
+        with self._errors("user_ids"):
+            return {str(row["user_id"]) for row in self._query(union).result()}
+
     def read(self, table: str) -> list[Row]:
         t = spec(table)
         with self._errors(f"read {table}"):

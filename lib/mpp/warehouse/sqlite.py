@@ -74,6 +74,9 @@ class SqliteWarehouse(Warehouse):
             # the threads that share the connection.
             self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
+            # Deleted rows are overwritten, not left readable in free pages: an erased user's
+            # facts must not stay in the file (docs/security.md, erasure).
+            self._conn.execute("PRAGMA secure_delete=ON")
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -134,7 +137,19 @@ class SqliteWarehouse(Warehouse):
                         (user_id,),
                     )
                     deleted += cur.rowcount
+        with self._errors("delete_user checkpoint"):
+            # The write-ahead log still holds the pages as they were before: written back
+            # into the database (now zeroed where deleted) and truncated.
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted
+
+    def user_ids(self) -> set[str]:
+        with self._errors("user_ids"):
+            return {
+                str(row[0])
+                for table in USER_TABLES
+                for row in self._conn.execute(f"SELECT DISTINCT user_id FROM {table}")
+            }
 
     def read(self, table: str) -> list[Row]:
         t = spec(table)
