@@ -49,9 +49,14 @@ _LATEST_MS = _LATEST_S * 1000
 _RANGE = f"event times go from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)"
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Rejection(Exception):
-    """Why an input is refused: a machine-readable code, the field, and a fix-naming detail."""
+    """Why an input is refused: a machine-readable code, the field, and a fix-naming detail.
+
+    Not a frozen dataclass, though nothing should change it: a frozen one refuses every
+    attribute, including those Python sets on an exception in flight (``__traceback__`` when it
+    leaves a ``@contextmanager`` block, ``__notes__``), which turned a Rejection raised inside a
+    store's context manager into a FrozenInstanceError (found by tests/fuzz)."""
 
     code: int  # an mpp.v1.ErrorCode value
     field: str
@@ -205,9 +210,23 @@ def _from_json(value: bytes) -> events_pb2.RawConversationEvent:
 
 
 def decode_raw_event(value: bytes | None) -> events_pb2.RawConversationEvent:
-    """A raw event from JSON or protobuf bytes; raises Rejection when it is neither."""
+    """A raw event from JSON or protobuf bytes; raises Rejection when it is neither.
+
+    JSON may have whitespace before its ``{``; so may a protobuf encoding seem to: one whose
+    user_id is 123 bytes long starts with b"\\n{" (field 1's tag is a newline, its length a
+    brace). So bytes that start with whitespace and then ``{`` are read as JSON first and, when
+    that fails, as protobuf; the JSON reason is kept when neither reads (found by tests/fuzz).
+    """
     if not value or not value.strip():
         raise Rejection(events_pb2.ERROR_CODE_UNDECODABLE, "", "empty record value")
-    if value.lstrip()[:1] == b"{":
+    if value[:1] == b"{":
         return _from_json(value)
+    if value.lstrip()[:1] == b"{":
+        try:
+            return _from_json(value)
+        except Rejection as not_json:
+            try:
+                return events_pb2.RawConversationEvent.FromString(value)
+            except DecodeError:
+                raise not_json from None
     return decode(events_pb2.RawConversationEvent, value)
