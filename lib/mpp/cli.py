@@ -11,7 +11,7 @@ mpp catalog load-campaigns F   load or update the campaign catalog
 mpp produce F                  send raw events from a JSON Lines or CSV file
 mpp sample chitchat            write sample conversations as JSON Lines
 mpp demo                       the platform's main job on local defaults
-mpp analytics report|user|sync|charts|erase   analytics numbers, warehouse sync, erasure
+mpp analytics report|user|sync|charts|erase|erase-batch   analytics numbers, warehouse sync, erasure
 mpp recommend USER             ask the running recommender, with its reasons
 mpp keys new --name N --scopes S   a new API key and its MPP_AUTH__KEYS entry
 """
@@ -579,6 +579,25 @@ def analytics_erase(user_id: str) -> None:
         console.print(f"[red]erase failed:[/red] {exc}")
         raise typer.Exit(1) from exc
     out.print_json(data={**asdict(result), "warehouse_pending": result.warehouse_pending})
+
+
+@analytics_app.command("erase-batch")
+def analytics_erase_batch(
+    data: Annotated[Path, typer.Option(help="The batch data folder (raw events, Parquet).")],
+    warehouse: Annotated[bool, typer.Option(help="Also erase from the warehouse.")] = True,
+) -> None:
+    """Rewrite the batch outputs under DATA (and the warehouse) without the erased users, as
+    the DAG's first task does (jobs/mpp_jobs/erase.py, Spark in the jobs' environment)."""
+    import subprocess
+
+    jobs = Path(__file__).resolve().parents[2] / "jobs"
+    sys.path.insert(0, str(jobs))
+    from mpp_jobs import venvs
+
+    python = venvs.ensure_venv("jobs") / "bin" / "python"
+    argv = [str(python), "-m", "mpp_jobs.erase", "--data", str(data), "--master", "local[2]"]
+    code = subprocess.call([*argv, *(["--warehouse"] if warehouse else [])], env=venvs.job_env())
+    raise typer.Exit(code)
 
 
 @keys_app.command("new")
