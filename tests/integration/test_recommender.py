@@ -100,7 +100,7 @@ def recommender_settings(settings: Settings, unique: str, **recommender: Any) ->
     # turn a slow source into a degraded answer (the outage tests set the defaults back).
     timeouts = {f"{s}_timeout_s": 2.0 for s in ("milvus", "neo4j", "postgres")}
     rec = settings.recommender.model_copy(
-        update={"auth_enabled": False, "breaker_reset_s": 0.5, **timeouts, **recommender}
+        update={"breaker_reset_s": 0.5, **timeouts, **recommender}
     )
     return settings.model_copy(update={"milvus": milvus, "kafka": kafka, "recommender": rec})
 

@@ -102,7 +102,10 @@ class Connections:
             if not conn.closed and not conn.broken:
                 return conn
         try:
-            conn = psycopg.connect(self._conninfo, connect_timeout=3)
+            # Named, so that pg_stat_activity tells the report pages' connections apart.
+            conn = psycopg.connect(
+                self._conninfo, connect_timeout=3, application_name="mpp-reports"
+            )
         except psycopg.OperationalError as exc:
             raise HTTPException(503, f"postgres unavailable: {str(exc).strip()[:200]}") from exc
         conn.read_only = True
