@@ -240,11 +240,17 @@ def test_analytics_dead_letters_ids_and_values_its_indexes_would_refuse() -> Non
             "MESSAGE_TOO_LONG",
             "text",
         ),
+        (E.ValidatedMessage(message_id="m1", user_id="u1", text="hi"), "TIMESTAMP_INVALID", ""),
+        (E.ValidatedMessage(message_id="m1", user_id="u1", text="hi"), "TIMESTAMP_MISSING", ""),
     ],
 )
 def test_the_embedder_refuses_what_ingest_would_have(
     message: E.ValidatedMessage, code: str, field: str
 ) -> None:
+    message = E.ValidatedMessage.FromString(message.SerializeToString())
+    if code != "TIMESTAMP_MISSING":
+        message.timestamp.seconds = 2**40 if code == "TIMESTAMP_INVALID" else 1_780_000_000
+    field = field or "timestamp"
     msg = Message(topic="validated", partition=0, offset=0, value=message.SerializeToString())
     rejection = embedder_service.decode(msg, max_chars=4000)
     assert isinstance(rejection, Rejection)

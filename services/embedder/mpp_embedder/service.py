@@ -3,9 +3,10 @@
 One batch at a time (``mpp.kafka.BatchLoop`` through ``mpp.service.run_worker``):
 
 1. decode each ``conversations.validated`` record as ``mpp.v1.ValidatedMessage``; a record that
-   does not decode, lacks its ids or has ids ingest would refuse, or a text longer than ingest
-   allows, goes to ``conversations.dlq`` as a ``DeadLetter`` with the original bytes and
-   position (any other record the handler fails on too: ``mpp.kafka.BatchLoop``'s safety net);
+   does not decode, lacks its ids or has ids ingest would refuse, a time out of range or a text
+   longer than ingest allows, goes to ``conversations.dlq`` as a ``DeadLetter`` with the original
+   bytes and position (any other record the handler fails on too: ``mpp.kafka.BatchLoop``'s
+   safety net);
 2. embed the whole batch in one ``Embedder.encode`` call;
 3. tag intents (``IntentClassifier``) and link campaigns (``CampaignLinker``) from those vectors;
 4. produce one ``mpp.v1.EnrichedMessage`` per message to ``conversations.enriched``, keyed by
@@ -33,7 +34,7 @@ from psycopg.rows import dict_row
 from pydantic import ValidationError
 
 from mpp.catalog import Campaign
-from mpp.codecs import Rejection
+from mpp.codecs import Rejection, event_time
 from mpp.codecs import decode as decode_message
 from mpp.config import Settings, get_settings
 from mpp.deadletters import DeadLetters
@@ -252,6 +253,16 @@ def decode(msg: Message, max_chars: int = 0) -> pb.ValidatedMessage | Rejection:
             "message_id",
             f"message_id {message.message_id[:80]!r} does not match {MESSAGE_ID.pattern}",
         )
+    if not message.HasField("timestamp"):
+        return Rejection(
+            pb.ERROR_CODE_TIMESTAMP_MISSING,
+            "timestamp",
+            "timestamp is not set; ingest always sets it",
+        )
+    try:
+        event_time(message.timestamp, "timestamp")
+    except Rejection as rejection:
+        return rejection
     if max_chars and len(message.text) > max_chars:
         return Rejection(
             pb.ERROR_CODE_MESSAGE_TOO_LONG,
