@@ -402,3 +402,73 @@ def test_keys_new_prints_the_key_once_and_its_entry() -> None:
     assert entry["scopes"] == ["recommendations:read", "feedback:write"]
     bad = CliRunner().invoke(app, ["keys", "new", "--name", "x", "--scopes", "root"])
     assert bad.exit_code == 2
+
+
+class AsyncStubCore(StubCore):
+    async def in_thread(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+
+def test_grpc_door_scopes_rate_limits_and_message_size() -> None:
+    """The gRPC server in this process (loopback, any port) around the stub core."""
+    import grpc
+    from mpp_recommender.grpc_api import build_server
+
+    from mpp.config import GrpcSettings
+    from mpp.v1 import recommender_pb2 as R
+    from mpp.v1 import recommender_pb2_grpc as RG
+
+    async def run() -> list[tuple[str, str, dict[str, str]]]:
+        settings = Settings(auth=KEYS, grpc=GrpcSettings(port=0))
+        server, port = await build_server(settings, AsyncStubCore())  # type: ignore[arg-type]
+        await server.start()
+        outcomes: list[tuple[str, str, dict[str, str]]] = []
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = RG.RecommenderStub(channel)
+                calls = [
+                    (stub.Recommend, R.RecommendRequest(user_id="u1"), ()),
+                    (stub.Recommend, R.RecommendRequest(user_id="u1"), (("x-api-key", "no"),)),
+                    (stub.Recommend, R.RecommendRequest(user_id="u1"), (("x-api-key", WRITE),)),
+                    (stub.ForgetUser, R.ForgetUserRequest(user_id="u1"), (("x-api-key", READ),)),
+                    (stub.ForgetUser, R.ForgetUserRequest(user_id="u1\n"), (("x-api-key", ADMIN),)),
+                    (
+                        stub.Recommend,
+                        R.RecommendRequest(user_id="u" * 2_000_000),
+                        (("x-api-key", ADMIN),),
+                    ),
+                    *[
+                        (
+                            stub.Recommend,
+                            R.RecommendRequest(user_id="u1"),
+                            (("authorization", f"Bearer {SLOW}"),),
+                        )
+                    ]
+                    * 3,
+                ]
+                for call, request, metadata in calls:
+                    try:
+                        await call(request, metadata=metadata)
+                        outcomes.append(("OK", "", {}))
+                    except grpc.aio.AioRpcError as exc:
+                        trailing = {k: str(v) for k, v in exc.trailing_metadata() or ()}
+                        outcomes.append((exc.code().name, exc.details() or "", trailing))
+        finally:
+            await server.stop(0)
+        return outcomes
+
+    outcomes = asyncio.run(run())
+    assert [code for code, _, _ in outcomes] == [
+        "UNAUTHENTICATED",
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+        "PERMISSION_DENIED",
+        "INVALID_ARGUMENT",  # a trailing newline is not part of an id
+        "RESOURCE_EXHAUSTED",  # 2 MB over the 1 MiB receive limit
+        "OK",
+        "OK",
+        "RESOURCE_EXHAUSTED",  # the slow key's third call
+    ]
+    assert "may not erase users" in outcomes[3][1] and "users:erase" in outcomes[3][1]
+    assert "larger than max" in outcomes[5][1]
+    assert "rate limit" in outcomes[8][1] and outcomes[8][2]["retry-after"] == "1"
