@@ -75,10 +75,36 @@ class Rendered:
         raw = self.get("Secret", name).get("data") or {}
         return {key: base64.b64decode(value).decode() for key, value in raw.items()}
 
+    def keys_data(self) -> dict[str, str]:
+        """The keys Secret (the ids HMAC key, the API keys)."""
+        return self.secret_data(f"{FULLNAME}-keys")
+
 
 # The Prometheus Operator's CRD, as a cluster that has it reports it (the chart renders a
 # ServiceMonitor only there).
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+
+
+# The chart's defaults render only with what production demands (helm/mpp/ci/keys-values.yaml):
+# the tests' "defaults" are those plus that file.
+DEFAULTS = "keys-values.yaml"
+
+
+def template_result(
+    helm: Path,
+    *values_files: str,
+    set_values: tuple[str, ...] = (),
+    api_versions: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the chart with files of helm/mpp/ci (or absolute paths) and --set."""
+    args = ["template", RELEASE, str(CHART), "--namespace", "mpp"]
+    for api in api_versions:
+        args += ["--api-versions", api]
+    for name in values_files:
+        args += ["-f", str(CI_VALUES / name)]
+    for assignment in set_values:
+        args += ["--set", assignment]
+    return run_helm(helm, *args)
 
 
 def template(
@@ -87,14 +113,7 @@ def template(
     set_values: tuple[str, ...] = (),
     api_versions: tuple[str, ...] = (),
 ) -> Rendered:
-    args = ["template", RELEASE, str(CHART), "--namespace", "mpp"]
-    for api in api_versions:
-        args += ["--api-versions", api]
-    for name in values_files:
-        args += ["-f", str(CI_VALUES / name)]
-    for assignment in set_values:
-        args += ["--set", assignment]
-    result = run_helm(helm, *args)
+    result = template_result(helm, *values_files, set_values=set_values, api_versions=api_versions)
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     return Rendered(docs, values_files)
@@ -102,12 +121,18 @@ def template(
 
 @pytest.fixture(scope="session")
 def render(helm: Path) -> Callable[..., Rendered]:
-    return lambda *files, set_values=(): template(helm, *files, set_values=set_values)
+    """The chart rendered with the defaults (DEFAULTS), then ``files`` and ``set_values``."""
+    return lambda *files, set_values=(): template(helm, DEFAULTS, *files, set_values=set_values)
 
 
 @pytest.fixture(scope="session")
 def default_render(helm: Path) -> Rendered:
-    return template(helm)
+    return template(helm, DEFAULTS)
+
+
+@pytest.fixture(scope="session")
+def insecure_render(helm: Path) -> Rendered:
+    return template(helm, "insecure-values.yaml")
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,16 @@ import pytest
 
 from mpp.config import AnalyticsSettings, GrpcSettings, Settings
 from mpp.stack.services import SERVICES, ServiceProcess
-from tests.deploy.conftest import CHART, CI_VALUES, FULLNAME, Rendered, run_helm
+from tests.deploy.conftest import CHART, CI_VALUES, DEFAULTS, FULLNAME, Rendered, run_helm
 from tests.deploy.settings_names import is_path_setting, literal_values, setting_field
 
 pytestmark = pytest.mark.timeout(1800)  # the first run builds helm (see conftest)
 
-VALUE_SETS = [(), ("options-values.yaml",), ("secrets-values.yaml",)]
+VALUE_SETS = [(), ("options-values.yaml",), ("secrets-values.yaml",), ("insecure-values.yaml",)]
+# The Secrets options-values.yaml names, made outside the chart (empty: the keys are absent).
+OPTIONS_EXISTING: dict[str, dict[str, str]] = {"mpp-credentials": {}, "mpp-keys": {}}
+# `helm template` of the chart with the defaults that render (keys-values.yaml).
+TEMPLATE = ("template", "r", str(CHART), "-f", str(CI_VALUES / DEFAULTS))
 
 
 def deployment(rendered: Rendered, service: str) -> dict[str, Any]:
@@ -57,18 +61,37 @@ def port_number(c: dict[str, Any], port: int | str) -> int:
 
 
 def pod_environment(
-    rendered: Rendered, workload: dict[str, Any], c: dict[str, Any], secret: dict[str, str]
+    rendered: Rendered,
+    workload: dict[str, Any],
+    c: dict[str, Any],
+    existing: dict[str, dict[str, str]],
 ) -> dict[str, str]:
-    """What the container's process sees: envFrom (ConfigMap, then Secret), then env."""
+    """What the container's process sees: envFrom (ConfigMap, then Secret), then env, whose
+    secretKeyRef entries read the rendered Secrets or ``existing`` (name -> data: Secrets
+    made outside the chart); an optional key that is absent sets nothing."""
+
+    def secret(name: str) -> dict[str, str]:
+        if rendered.find("Secret", name) is not None:
+            return rendered.secret_data(name)
+        assert name in existing, f"{name} is neither rendered nor given"
+        return existing[name]
+
     env: dict[str, str] = {}
     for source in c.get("envFrom", []):
         if "configMapRef" in source:
             env.update(rendered.configmap_data(source["configMapRef"]["name"]))
         elif "secretRef" in source:
-            name = source["secretRef"]["name"]
-            found = rendered.find("Secret", name)
-            env.update(rendered.secret_data(name) if found else secret)
+            env.update(secret(source["secretRef"]["name"]))
     env.update(env_of(c))
+    for entry in c.get("env", []):
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        if ref is None:
+            continue
+        data = secret(ref["name"])
+        if ref["key"] in data:
+            env[entry["name"]] = data[ref["key"]]
+        else:
+            assert ref.get("optional") is True, f"{ref} is missing and not optional"
     return env
 
 
@@ -85,7 +108,7 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
 @pytest.mark.parametrize("files", VALUE_SETS, ids=lambda f: f[0] if f else "defaults")
 def test_lint_is_clean_in_strict_mode(helm: Path, files: tuple[str, ...]) -> None:
     args = ["lint", "--strict", str(CHART)]
-    for name in files:
+    for name in (DEFAULTS, *files):
         args += ["-f", str(CI_VALUES / name)]
     result = run_helm(helm, *args)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -94,13 +117,11 @@ def test_lint_is_clean_in_strict_mode(helm: Path, files: tuple[str, ...]) -> Non
 
 
 def test_schema_rejects_a_wrong_value_at_render_time(helm: Path) -> None:
-    result = run_helm(
-        helm, "template", "r", str(CHART), "--set", "kafka.securityProtocol=PLAINTEXTT"
-    )
+    result = run_helm(helm, *TEMPLATE, "--set", "kafka.securityProtocol=PLAINTEXTT")
     assert result.returncode != 0
     assert "securityProtocol" in result.stderr
 
-    misspelt = run_helm(helm, "template", "r", str(CHART), "--set", "services.ingest.replica=3")
+    misspelt = run_helm(helm, *TEMPLATE, "--set", "services.ingest.replica=3")
     assert misspelt.returncode != 0
     assert "replica" in misspelt.stderr
 
@@ -119,7 +140,7 @@ def test_a_values_file_with_a_wrong_type_or_key_fails_naming_it(
 ) -> None:
     path = tmp_path / "values.yaml"
     path.write_text(values)
-    result = run_helm(helm, "template", "r", str(CHART), "-f", str(path))
+    result = run_helm(helm, *TEMPLATE, "-f", str(path))
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert named in result.stderr, result.stderr
@@ -301,11 +322,19 @@ def test_the_services_start_with_exactly_what_is_rendered(
         assert settings.postgres.password is not None
         assert settings.postgres.password.get_secret_value() == "pg'pass"
         assert settings.neo4j.auth() == ("neo4j", "n3o-pass word")
-        assert [k.get_secret_value() for k in settings.recommender.api_keys] == [
-            "key-one",
-            "key-two",
+        assert settings.ids.hmac_key.get_secret_value() == "ids-hmac-key: 32 bytes, not 'real'"
+        assert [k.get_secret_value() for k in settings.ids.previous_hmac_keys] == [
+            "the ids key before the rotation"
         ]
+        if service in ("recommender", "analytics"):
+            assert [(k.name, k.scopes, k.rate_per_s) for k in settings.auth.keys] == [
+                ("reader", ["recommendations:read", "feedback:write"], 50.0),
+                ("ops", ["admin"], 100.0),
+            ]
+        else:  # the API keys go only to the doors that check them
+            assert "MPP_AUTH__KEYS" not in env, service
         assert settings.kafka.topics.partitions == 12
+        assert settings.kafka.retention_ms == 86_400_000
         assert settings.stack.dir == Path("/var/lib/mpp")
 
 
@@ -324,23 +353,32 @@ def test_defaults_without_credentials_fail_the_way_notes_warn(
 def test_an_existing_secret_replaces_the_charts_own(options_render: Rendered) -> None:
     assert options_render.of_kind("Secret") == []
     refs = set()
+    key_refs = set()
     for workload in workloads(options_render):
         for c in all_containers(workload):
             refs |= {s["secretRef"]["name"] for s in c["envFrom"] if "secretRef" in s}
+            key_refs |= {
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in c.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
         annotations = workload["spec"]["template"]["metadata"].get("annotations") or {}
         assert "checksum/secret" not in annotations
+        assert "checksum/keys" not in annotations
     assert refs == {"mpp-credentials"}
+    assert key_refs == {"mpp-keys"}
 
 
 def test_existing_secret_keys_are_the_ones_the_chart_would_write(
     options_render: Rendered, secrets_render: Rendered, clean_environ: pytest.MonkeyPatch
 ) -> None:
     """An existing Secret with the keys the chart itself writes satisfies every service."""
-    keys = set(secrets_render.secret_data())
-    existing = {key: "s3cret" for key in keys} | {
-        "MPP_RECOMMENDER__API_KEYS": '["k"]',
-        "MPP_KAFKA__SASL_PASSWORD": "kafka-pass",
+    credentials = {key: "s3cret" for key in secrets_render.secret_data()} | {
+        "MPP_KAFKA__SASL_PASSWORD": "kafka-pass"
     }
+    keys = secrets_render.keys_data()
+    assert set(keys) == {"MPP_IDS__HMAC_KEY", "MPP_IDS__PREVIOUS_HMAC_KEYS", "MPP_AUTH__KEYS"}
+    existing = {"mpp-credentials": credentials, "mpp-keys": keys}
     enabled = [s for s in SERVICES if s != "graph-writer"]
     for service in enabled:
         workload = deployment(options_render, service)
@@ -348,6 +386,8 @@ def test_existing_secret_keys_are_the_ones_the_chart_would_write(
             pod_environment(options_render, workload, container(workload), existing),
             clean_environ,
         )
+        assert settings.ids.hmac_key.get_secret_value() == keys["MPP_IDS__HMAC_KEY"]
+        assert bool(settings.auth.keys) == (service in ("recommender", "analytics"))
         assert settings.kafka.client_config()["sasl.mechanism"] == "SCRAM-SHA-512"
         assert settings.kafka.client_config()["sasl.password"] == "kafka-pass"
         assert settings.embedder.project_to_dim == 1024
@@ -359,6 +399,16 @@ def test_files_named_by_settings_are_mounted(options_render: Rendered) -> None:
     """Every file a Path setting names lies in a volume mounted from the right Secret."""
     expected_secret = {
         "MPP_KAFKA__SSL_CA_LOCATION": "kafka-ca",
+        "MPP_NEO4J__CA_FILE": "neo4j-ca",
+        "MPP_POSTGRES__SSLROOTCERT": "postgres-tls",
+        "MPP_POSTGRES__SSLCERT": "postgres-tls",
+        "MPP_POSTGRES__SSLKEY": "postgres-tls",
+        "MPP_REDIS__SSL_CA_FILE": "redis-tls",
+        "MPP_REDIS__SSL_CERT_FILE": "redis-tls",
+        "MPP_REDIS__SSL_KEY_FILE": "redis-tls",
+        "MPP_MILVUS__TLS_CA_FILE": "milvus-tls",
+        "MPP_MILVUS__TLS_CERT_FILE": "milvus-tls",
+        "MPP_MILVUS__TLS_KEY_FILE": "milvus-tls",
         "MPP_WAREHOUSE__BIGQUERY_CREDENTIALS_FILE": "bigquery-key",
         "MPP_GRPC__TLS_CERT_FILE": "recommender-grpc-tls",
         "MPP_GRPC__TLS_KEY_FILE": "recommender-grpc-tls",
@@ -368,9 +418,13 @@ def test_files_named_by_settings_are_mounted(options_render: Rendered) -> None:
         spec = workload["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in spec["volumes"]}
         for c in all_containers(workload):
-            env = pod_environment(options_render, workload, c, {})
+            env = pod_environment(options_render, workload, c, OPTIONS_EXISTING)
             for name, path in env.items():
-                if not is_path_setting(name) or name == "MPP_STACK__DIR":
+                # sslrootcert is a file or "system" (libpq: the system's CAs).
+                is_file = is_path_setting(name) or (
+                    name == "MPP_POSTGRES__SSLROOTCERT" and path != "system"
+                )
+                if not is_file or name == "MPP_STACK__DIR":
                     continue
                 mounts = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
                 assert mounts, f"{workload['metadata']['name']}: {name}={path} is not mounted"
@@ -427,14 +481,12 @@ def test_no_service_monitor_without_its_crd(render: Callable[..., Rendered]) -> 
 
 
 def test_worker_replicas_beyond_the_partitions_are_refused(helm: Path) -> None:
-    too_many = run_helm(helm, "template", "r", str(CHART), "--set", "services.ingest.replicas=13")
+    too_many = run_helm(helm, *TEMPLATE, "--set", "services.ingest.replicas=13")
     assert too_many.returncode != 0
     assert "services.ingest.replicas=13 exceeds kafka.topics.partitions=12" in too_many.stderr
     hpa = run_helm(
         helm,
-        "template",
-        "r",
-        str(CHART),
+        *TEMPLATE,
         "--set",
         "services.recommender.autoscaling.enabled=true",
         "--set",
@@ -445,9 +497,7 @@ def test_worker_replicas_beyond_the_partitions_are_refused(helm: Path) -> None:
     assert "maxReplicas: 20" in hpa.stdout
     raised = run_helm(
         helm,
-        "template",
-        "r",
-        str(CHART),
+        *TEMPLATE,
         "--set",
         "services.ingest.replicas=13",
         "--set",
@@ -566,9 +616,7 @@ def test_extra_env_overrides_a_setting_without_a_duplicate_key(helm: Path) -> No
     """PyYAML keeps the last of two equal keys; the API server refuses them: count the text."""
     result = run_helm(
         helm,
-        "template",
-        "r",
-        str(CHART),
+        *TEMPLATE,
         "--show-only",
         "templates/configmap.yaml",
         "--set",

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mpp.config import Settings
-from tests.deploy.conftest import CHART, FULLNAME, REPO, Rendered, run_helm
+from tests.deploy.conftest import CHART, CI_VALUES, DEFAULTS, FULLNAME, REPO, Rendered, run_helm
 
 pytestmark = pytest.mark.timeout(1800)  # the first run builds helm (see conftest)
 
@@ -70,7 +70,9 @@ def test_nothing_batch_by_default(default_render: Rendered) -> None:
 
 
 def test_lint_is_clean_with_batch(helm: Path) -> None:
-    result = run_helm(helm, "lint", "--strict", str(CHART), "--set", BATCH[0])
+    result = run_helm(
+        helm, "lint", "--strict", str(CHART), "-f", str(CI_VALUES / DEFAULTS), "--set", BATCH[0]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -108,7 +110,10 @@ def test_the_env_secret_carries_the_services_settings(
     config = batch_render.configmap_data()
     secrets = batch_render.secret_data()
     assert secrets, "secrets-values.yaml sets passwords"
-    assert env == {**config, **secrets}
+    # The jobs derive message ids: the ids keys, not the API keys (the batch has no door).
+    ids = {k: v for k, v in batch_render.keys_data().items() if k.startswith("MPP_IDS__")}
+    assert set(ids) == {"MPP_IDS__HMAC_KEY", "MPP_IDS__PREVIOUS_HMAC_KEYS"}
+    assert env == {**config, **secrets, **ids}
     # The settings load as the platform's own (names and values lib/mpp/config.py accepts).
     for name in list(Settings.model_fields):
         monkeypatch.delenv(f"MPP_{name.upper()}", raising=False)
@@ -117,6 +122,7 @@ def test_the_env_secret_carries_the_services_settings(
     settings = Settings()
     assert settings.postgres.host == config["MPP_POSTGRES__HOST"]
     assert settings.postgres.password is not None
+    assert settings.ids.hmac_key.get_secret_value() == ids["MPP_IDS__HMAC_KEY"]
 
 
 def test_names_and_batch_settings_are_configurable(render: Callable[..., Rendered]) -> None:
@@ -134,7 +140,7 @@ def test_names_and_batch_settings_are_configurable(render: Callable[..., Rendere
     env = secret_env(rendered, "spark-env")
     assert env["MPP_LOG_LEVEL"] == "DEBUG"
     assert rendered.configmap_data()["MPP_LOG_LEVEL"] == "INFO", "the services keep theirs"
-    # No chart secrets set: the Secret has the settings only.
+    # No store passwords set: the Secret has the settings (and the default ids key) only.
     assert not any(key.endswith("PASSWORD") for key in env)
     assert rendered.get("Secret", f"{FULLNAME}-secrets")
 
@@ -186,6 +192,8 @@ def test_a_host_folder_becomes_a_volume_bound_to_the_claim_only(
     ],
 )
 def test_schema_refuses_a_wrong_batch_value(helm: Path, assignment: str, named: str) -> None:
-    result = run_helm(helm, "template", "r", str(CHART), "--set", assignment)
+    result = run_helm(
+        helm, "template", "r", str(CHART), "-f", str(CI_VALUES / DEFAULTS), "--set", assignment
+    )
     assert result.returncode != 0
     assert named in result.stderr, result.stderr

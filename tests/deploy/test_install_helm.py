@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import REPO, run_helm
+from tests.deploy.conftest import CI_VALUES, DEFAULTS, REPO, run_helm
 
 SCRIPT = REPO / "scripts" / "install_helm.sh"
 
@@ -43,8 +43,10 @@ def test_a_second_run_reuses_the_binary(helm: Path) -> None:
 def test_helm_assumes_a_kubernetes_the_chart_supports(helm: Path) -> None:
     """A `go install` build without the release's link flags claims Kubernetes 1.20, and
     `helm template` would refuse the chart's kubeVersion; the installer sets them."""
-    shown = run_helm(helm, "template", "r", str(REPO / "helm" / "mpp"))
+    # The defaults plus the keys production demands (tests/deploy/conftest.py: DEFAULTS).
+    chart = ("template", "r", str(REPO / "helm" / "mpp"), "-f", str(CI_VALUES / DEFAULTS))
+    shown = run_helm(helm, *chart)
     assert shown.returncode == 0, shown.stderr
-    older = run_helm(helm, "template", "r", str(REPO / "helm" / "mpp"), "--kube-version", "1.20.0")
+    older = run_helm(helm, *chart, "--kube-version", "1.20.0")
     assert older.returncode != 0
     assert "kubeVersion" in older.stderr

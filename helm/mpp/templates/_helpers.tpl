@@ -77,6 +77,11 @@ set, else <image.repository>/<name>:<image.tag or appVersion>; a digest wins ove
 {{- printf "%s-config" (include "mpp.fullname" .) -}}
 {{- end -}}
 
+{{/* The Secret of the ids HMAC key and the API keys: only the pods that use a key get it. */}}
+{{- define "mpp.keysSecretName" -}}
+{{- .Values.secrets.existingKeysSecret | default (printf "%s-keys" (include "mpp.fullname" .)) -}}
+{{- end -}}
+
 {{- define "mpp.secretName" -}}
 {{- if .Values.secrets.existingSecret -}}
 {{- .Values.secrets.existingSecret -}}
@@ -96,9 +101,103 @@ set, else <image.repository>/<name>:<image.tag or appVersion>; a digest wins ove
 Where the services keep files: the stack directory (the SQLite warehouse), an emptyDir.
 */}}
 {{- define "mpp.dataDir" -}}/var/lib/mpp{{- end -}}
-{{- define "mpp.kafkaTlsDir" -}}/etc/mpp/kafka-tls{{- end -}}
+{{/* Where a store's TLS Secret is mounted: include "mpp.tlsDir" "postgres". */}}
+{{- define "mpp.tlsDir" -}}/etc/mpp/{{ . }}-tls{{- end -}}
 {{- define "mpp.bigqueryDir" -}}/etc/mpp/bigquery{{- end -}}
 {{- define "mpp.grpcTlsDir" -}}/etc/mpp/grpc-tls{{- end -}}
+
+{{/*
+The stores whose TLS Secrets are mounted, each at /etc/mpp/<store>-tls (ca.crt, and tls.crt
+and tls.key with clientCertificate): name, Secret. Call with the root context.
+*/}}
+{{- define "mpp.tlsSecrets" -}}
+{{- $v := .Values -}}
+{{- $out := dict -}}
+{{- range $store := list "kafka" "neo4j" "postgres" "redis" "milvus" -}}
+{{- $tls := (index $v $store).tls | default dict -}}
+{{- if $tls.secretName }}{{ $_ := set $out $store $tls.secretName }}{{ end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/*
+Production defaults. Without `insecure: true`, Kafka and every store must be reached over
+TLS (SASL_SSL or SSL, libpq require/verify-ca/verify-full, bolt+s or neo4j+s, rediss,
+https); the TLS settings must also be coherent whatever `insecure` says. Every problem is
+named at once, with the value to set.
+*/}}
+{{- define "mpp.checkTransport" -}}
+{{- $v := .Values -}}
+{{- $plain := list -}}
+{{- if not (has $v.kafka.securityProtocol (list "SSL" "SASL_SSL")) -}}
+{{- $plain = append $plain (printf "kafka.securityProtocol=%s: set SSL, or SASL_SSL with kafka.saslMechanism (a private CA: kafka.tls.secretName)" $v.kafka.securityProtocol) -}}
+{{- end -}}
+{{- if not (has $v.postgres.sslmode (list "require" "verify-ca" "verify-full")) -}}
+{{- $plain = append $plain (printf "postgres.sslmode=%s: set verify-full (a private CA: postgres.tls.secretName), verify-ca or require" $v.postgres.sslmode) -}}
+{{- end -}}
+{{- if not (regexMatch "^(bolt|neo4j)[+]s://" $v.neo4j.uri) -}}
+{{- $plain = append $plain (printf "neo4j.uri=%s: use bolt+s:// or neo4j+s:// (+ssc does not verify the server; a private CA: neo4j.tls.secretName)" $v.neo4j.uri) -}}
+{{- end -}}
+{{- if not (hasPrefix "rediss://" $v.redis.url) -}}
+{{- $plain = append $plain (printf "redis.url=%s: use rediss:// (a private CA: redis.tls.secretName)" $v.redis.url) -}}
+{{- end -}}
+{{- if not (hasPrefix "https://" $v.milvus.uri) -}}
+{{- $plain = append $plain (printf "milvus.uri=%s: use https:// (a private CA: milvus.tls.secretName)" $v.milvus.uri) -}}
+{{- end -}}
+{{- if and $plain (not $v.insecure) -}}
+{{- fail (printf "insecure is false and these connections would not be encrypted and verified:\n  - %s\nConfigure TLS for each (docs/security.md, \"Production defaults: TLS, SASL and readiness\"), or set insecure: true only where the network is trusted end to end." (join "\n  - " $plain)) -}}
+{{- end -}}
+{{- $wrong := list -}}
+{{- if and $v.kafka.tls.secretName (not (hasSuffix "SSL" $v.kafka.securityProtocol)) -}}
+{{- $wrong = append $wrong (printf "kafka.tls.secretName is set but kafka.securityProtocol=%s does not use TLS: set SSL or SASL_SSL" $v.kafka.securityProtocol) -}}
+{{- end -}}
+{{- if and (eq $v.postgres.sslmode "verify-ca") (not $v.postgres.tls.secretName) -}}
+{{- $wrong = append $wrong "postgres.sslmode=verify-ca needs the server's CA: postgres.tls.secretName (a Secret with ca.crt), or use verify-full with the system's CAs" -}}
+{{- end -}}
+{{- if and $v.postgres.tls.secretName (not (has $v.postgres.sslmode (list "require" "verify-ca" "verify-full"))) -}}
+{{- $wrong = append $wrong (printf "postgres.tls.secretName is set but postgres.sslmode=%s does not require TLS: set verify-full" $v.postgres.sslmode) -}}
+{{- end -}}
+{{- if and $v.neo4j.tls.secretName (not (regexMatch "^(bolt|neo4j)[+]s://" $v.neo4j.uri)) -}}
+{{- $wrong = append $wrong (printf "neo4j.tls.secretName is set but neo4j.uri=%s is not bolt+s:// or neo4j+s://" $v.neo4j.uri) -}}
+{{- end -}}
+{{- if and $v.redis.tls.secretName (not (hasPrefix "rediss://" $v.redis.url)) -}}
+{{- $wrong = append $wrong (printf "redis.tls.secretName is set but redis.url=%s is not rediss://" $v.redis.url) -}}
+{{- end -}}
+{{- if and (or $v.milvus.tls.secretName $v.milvus.tls.serverName) (not (hasPrefix "https://" $v.milvus.uri)) -}}
+{{- $wrong = append $wrong (printf "milvus.tls is set but milvus.uri=%s is not https://" $v.milvus.uri) -}}
+{{- end -}}
+{{- if $wrong -}}
+{{- fail (printf "TLS settings that cannot work:\n  - %s" (join "\n  - " $wrong)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+config.environment=production refuses to render without what the services refuse to start
+without: the ids HMAC key, at least one API key, authentication on. The chart cannot read
+an existing Secret, so secrets.existingKeysSecret stands for both keys.
+*/}}
+{{- define "mpp.checkProduction" -}}
+{{- $v := .Values -}}
+{{- $s := $v.secrets -}}
+{{- if eq $v.config.environment "production" -}}
+{{- $missing := list -}}
+{{- if not (or $s.hmacKey $s.existingKeysSecret) -}}
+{{- $missing = append $missing "secrets.hmacKey: the ids HMAC key (MPP_IDS__HMAC_KEY), 16 bytes or more of randomness, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'" -}}
+{{- end -}}
+{{- if not (or $s.apiKeys $s.existingKeysSecret) -}}
+{{- $missing = append $missing "secrets.apiKeys: at least one API key entry (MPP_AUTH__KEYS), as `mpp keys new --name NAME --scopes recommendations:read` prints it" -}}
+{{- end -}}
+{{- if not $v.auth.enabled -}}
+{{- $missing = append $missing "auth.enabled: true (off, anyone who reaches the recommender or the analytics pages could use them)" -}}
+{{- end -}}
+{{- if and $v.batch.enabled $s.existingKeysSecret (not $s.hmacKey) -}}
+{{- $missing = append $missing "secrets.hmacKey for the batch Secret (batch.envSecretName is written from values and cannot copy secrets.existingKeysSecret): the same key as that Secret's MPP_IDS__HMAC_KEY" -}}
+{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "config.environment=production needs:\n  - %s\n(or secrets.existingKeysSecret naming a Secret with MPP_IDS__HMAC_KEY and MPP_AUTH__KEYS)" (join "\n  - " $missing)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 
 {{/*
 The ConfigMap's data: every non-secret MPP_ setting (names are lib/mpp/config.py's), then
@@ -116,28 +215,57 @@ config.extraEnv, which may override any of them (one key each, sorted).
 {{- with $v.kafka.saslMechanism }}{{ $_ = set $d "MPP_KAFKA__SASL_MECHANISM" . }}{{ end -}}
 {{- with $v.kafka.saslUsername }}{{ $_ = set $d "MPP_KAFKA__SASL_USERNAME" . }}{{ end -}}
 {{- if $v.kafka.tls.secretName -}}
-{{- $_ = set $d "MPP_KAFKA__SSL_CA_LOCATION" (printf "%s/ca.crt" (include "mpp.kafkaTlsDir" .)) -}}
+{{- $_ = set $d "MPP_KAFKA__SSL_CA_LOCATION" (printf "%s/ca.crt" (include "mpp.tlsDir" "kafka")) -}}
 {{- if $v.kafka.tls.clientCertificate -}}
-{{- $_ = set $d "MPP_KAFKA__SSL_CERTIFICATE_LOCATION" (printf "%s/tls.crt" (include "mpp.kafkaTlsDir" .)) -}}
-{{- $_ = set $d "MPP_KAFKA__SSL_KEY_LOCATION" (printf "%s/tls.key" (include "mpp.kafkaTlsDir" .)) -}}
+{{- $_ = set $d "MPP_KAFKA__SSL_CERTIFICATE_LOCATION" (printf "%s/tls.crt" (include "mpp.tlsDir" "kafka")) -}}
+{{- $_ = set $d "MPP_KAFKA__SSL_KEY_LOCATION" (printf "%s/tls.key" (include "mpp.tlsDir" "kafka")) -}}
 {{- end -}}
 {{- end -}}
 {{- $_ = set $d "MPP_KAFKA__CLIENT_ID" $v.kafka.clientId -}}
 {{- $_ = set $d "MPP_KAFKA__GROUP_PREFIX" $v.kafka.groupPrefix -}}
+{{- $_ = set $d "MPP_KAFKA__RETENTION_MS" (int64 $v.kafka.retentionMs) -}}
 {{- $_ = set $d "MPP_KAFKA__TOPICS__PARTITIONS" $v.kafka.topics.partitions -}}
 {{- $_ = set $d "MPP_KAFKA__TOPICS__REPLICATION_FACTOR" $v.kafka.topics.replicationFactor -}}
 {{- $_ = set $d "MPP_NEO4J__URI" $v.neo4j.uri -}}
 {{- $_ = set $d "MPP_NEO4J__USER" $v.neo4j.user -}}
 {{- with $v.neo4j.database }}{{ $_ = set $d "MPP_NEO4J__DATABASE" . }}{{ end -}}
+{{- if $v.neo4j.tls.secretName -}}
+{{- $_ = set $d "MPP_NEO4J__CA_FILE" (printf "%s/ca.crt" (include "mpp.tlsDir" "neo4j")) -}}
+{{- end -}}
 {{- $_ = set $d "MPP_POSTGRES__HOST" $v.postgres.host -}}
 {{- $_ = set $d "MPP_POSTGRES__PORT" $v.postgres.port -}}
 {{- $_ = set $d "MPP_POSTGRES__USER" $v.postgres.user -}}
 {{- $_ = set $d "MPP_POSTGRES__DATABASE" $v.postgres.database -}}
 {{- $_ = set $d "MPP_POSTGRES__SSLMODE" $v.postgres.sslmode -}}
+{{- if $v.postgres.tls.secretName -}}
+{{- $_ = set $d "MPP_POSTGRES__SSLROOTCERT" (printf "%s/ca.crt" (include "mpp.tlsDir" "postgres")) -}}
+{{- if $v.postgres.tls.clientCertificate -}}
+{{- $_ = set $d "MPP_POSTGRES__SSLCERT" (printf "%s/tls.crt" (include "mpp.tlsDir" "postgres")) -}}
+{{- $_ = set $d "MPP_POSTGRES__SSLKEY" (printf "%s/tls.key" (include "mpp.tlsDir" "postgres")) -}}
+{{- end -}}
+{{- else if eq $v.postgres.sslmode "verify-full" -}}
+{{- /* libpq 16+: the system's CAs (libpq's default is ~/.postgresql/root.crt, absent in a pod). */ -}}
+{{- $_ = set $d "MPP_POSTGRES__SSLROOTCERT" "system" -}}
+{{- end -}}
 {{- $_ = set $d "MPP_REDIS__URL" $v.redis.url -}}
+{{- if $v.redis.tls.secretName -}}
+{{- $_ = set $d "MPP_REDIS__SSL_CA_FILE" (printf "%s/ca.crt" (include "mpp.tlsDir" "redis")) -}}
+{{- if $v.redis.tls.clientCertificate -}}
+{{- $_ = set $d "MPP_REDIS__SSL_CERT_FILE" (printf "%s/tls.crt" (include "mpp.tlsDir" "redis")) -}}
+{{- $_ = set $d "MPP_REDIS__SSL_KEY_FILE" (printf "%s/tls.key" (include "mpp.tlsDir" "redis")) -}}
+{{- end -}}
+{{- end -}}
 {{- $_ = set $d "MPP_MILVUS__URI" $v.milvus.uri -}}
 {{- $_ = set $d "MPP_MILVUS__DB_NAME" $v.milvus.dbName -}}
 {{- $_ = set $d "MPP_MILVUS__INDEX_TYPE" $v.milvus.indexType -}}
+{{- if $v.milvus.tls.secretName -}}
+{{- $_ = set $d "MPP_MILVUS__TLS_CA_FILE" (printf "%s/ca.crt" (include "mpp.tlsDir" "milvus")) -}}
+{{- if $v.milvus.tls.clientCertificate -}}
+{{- $_ = set $d "MPP_MILVUS__TLS_CERT_FILE" (printf "%s/tls.crt" (include "mpp.tlsDir" "milvus")) -}}
+{{- $_ = set $d "MPP_MILVUS__TLS_KEY_FILE" (printf "%s/tls.key" (include "mpp.tlsDir" "milvus")) -}}
+{{- end -}}
+{{- end -}}
+{{- with $v.milvus.tls.serverName }}{{ $_ = set $d "MPP_MILVUS__TLS_SERVER_NAME" . }}{{ end -}}
 {{- $_ = set $d "MPP_WAREHOUSE__BACKEND" $v.warehouse.backend -}}
 {{- $_ = set $d "MPP_WAREHOUSE__BIGQUERY_PROJECT" $v.warehouse.bigquery.project -}}
 {{- $_ = set $d "MPP_WAREHOUSE__BIGQUERY_DATASET" $v.warehouse.bigquery.dataset -}}
@@ -151,7 +279,7 @@ config.extraEnv, which may override any of them (one key each, sorted).
 {{- $_ = set $d "MPP_EMBEDDER__DEVICE" $v.embedder.device -}}
 {{- $_ = set $d "MPP_EMBEDDER__TORCH_THREADS" $v.embedder.torchThreads -}}
 {{- $_ = set $d "MPP_EMBEDDER__ENCODE_WORKERS" $v.embedder.encodeWorkers -}}
-{{- $_ = set $d "MPP_RECOMMENDER__AUTH_ENABLED" $v.recommender.authEnabled -}}
+{{- $_ = set $d "MPP_AUTH__ENABLED" $v.auth.enabled -}}
 {{- range $name, $value := $v.config.extraEnv }}{{ $_ = set $d $name $value }}{{ end -}}
 {{- $lines := list -}}
 {{- range $name, $value := $d }}{{ $lines = append $lines (printf "%s: %s" $name ($value | toString | quote)) }}{{ end -}}
@@ -176,8 +304,46 @@ MPP_MILVUS__TOKEN: {{ . | b64enc | quote }}
 {{- with $s.kafkaSaslPassword }}
 MPP_KAFKA__SASL_PASSWORD: {{ . | b64enc | quote }}
 {{- end }}
-{{- with $s.recommenderApiKeys }}
-MPP_RECOMMENDER__API_KEYS: {{ toJson . | b64enc | quote }}
+{{- end -}}
+
+{{/* The keys from values, base64. With (dict "root" $ "api" false): the ids keys only (the
+batch Secret, the migration hook's copy). */}}
+{{- define "mpp.keysData" -}}
+{{- $s := .root.Values.secrets -}}
+{{- with $s.hmacKey }}
+MPP_IDS__HMAC_KEY: {{ . | b64enc | quote }}
+{{- end }}
+{{- with $s.previousHmacKeys }}
+MPP_IDS__PREVIOUS_HMAC_KEYS: {{ toJson . | b64enc | quote }}
+{{- end }}
+{{- if .api }}
+{{- with $s.apiKeys }}
+MPP_AUTH__KEYS: {{ toJson . | b64enc | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The keys a pod takes from the keys Secret, as env entries (optional: a key the Secret lacks
+leaves the setting's default, which production refuses). The ids HMAC key goes to every
+pod that loads the settings: they refuse environment=production without it (a check of
+Settings as a whole, lib/mpp/config.py), and the writers, ingest and the recommender use it.
+The API keys go only to the doors that check them: the recommender and analytics. Call with
+(dict "root" $ "name" SERVICE), and "secret" NAME for another Secret than the keys Secret.
+*/}}
+{{- define "mpp.keysEnv" -}}
+{{- $keys := list "MPP_IDS__HMAC_KEY" "MPP_IDS__PREVIOUS_HMAC_KEYS" -}}
+{{- if has .name (list "recommender" "analytics") -}}
+{{- $keys = append $keys "MPP_AUTH__KEYS" -}}
+{{- end -}}
+{{- $secret := .secret | default (include "mpp.keysSecretName" .root) -}}
+{{- range $keys }}
+- name: {{ . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ . }}
+      optional: true
 {{- end }}
 {{- end -}}
 
@@ -197,10 +363,10 @@ MPP_RECOMMENDER__API_KEYS: {{ toJson . | b64enc | quote }}
   emptyDir: {}
 - name: data
   emptyDir: {}
-{{- if .Values.kafka.tls.secretName }}
-- name: kafka-tls
+{{- range $store, $secret := include "mpp.tlsSecrets" . | fromJson }}
+- name: {{ $store }}-tls
   secret:
-    secretName: {{ .Values.kafka.tls.secretName }}
+    secretName: {{ $secret }}
 {{- end }}
 {{- if .Values.warehouse.bigquery.credentialsSecret }}
 - name: bigquery
@@ -217,9 +383,9 @@ MPP_RECOMMENDER__API_KEYS: {{ toJson . | b64enc | quote }}
   mountPath: /tmp
 - name: data
   mountPath: {{ include "mpp.dataDir" . }}
-{{- if .Values.kafka.tls.secretName }}
-- name: kafka-tls
-  mountPath: {{ include "mpp.kafkaTlsDir" . }}
+{{- range $store, $secret := include "mpp.tlsSecrets" . | fromJson }}
+- name: {{ $store }}-tls
+  mountPath: {{ include "mpp.tlsDir" $store }}
   readOnly: true
 {{- end }}
 {{- if .Values.warehouse.bigquery.credentialsSecret }}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mpp.auth import key_entry
 from mpp.config import Settings, host_port
 from mpp.stack import cluster_config, repo_root, stack_dir
 from mpp.stack.base import Progress, StackError
@@ -100,12 +101,19 @@ def local_values(
     ``batch_data``, the DAG's batch objects too, their data volume on that host folder."""
     ports = store_ports(settings, kafka_port)
     name = RELEASE  # the release is named like the chart, so objects are <release>-<thing>
-    secrets: dict[str, Any] = {"recommenderApiKeys": [api_key]}
+    # The local stack's admin key (``mpp recommend`` sends it), given to the recommender and
+    # analytics as its SHA-256. No ids HMAC key: development's default is what the local
+    # processes use too, so pods and processes derive the same message ids.
+    secrets: dict[str, Any] = {"apiKeys": [key_entry("local", api_key, ["admin"])]}
     if settings.postgres.password is not None:
         secrets["postgresPassword"] = settings.postgres.password.get_secret_value()
     if settings.neo4j.password is not None:
         secrets["neo4jPassword"] = settings.neo4j.password.get_secret_value()
     return {
+        # The local stack's servers speak plaintext only (Kafka PLAINTEXT, PostgreSQL without
+        # ssl, bolt://, redis://, http:// Milvus), reached over the host's pod bridge, which no
+        # other machine is on: the chart refuses that unless told so explicitly.
+        "insecure": True,
         "image": {"repository": "localhost/mpp", "tag": tag, "pullPolicy": "Never"},
         # The local stack's servers have no passwords; production would refuse that.
         "config": {"environment": "development"},
