@@ -142,7 +142,10 @@ def build_handler(
         for kind, key, fact in facts:
             try:
                 if kind == "message":
-                    inserted[0] += store.write([fact], []).messages_inserted
+                    result = store.write([fact], [])
+                    inserted[0] += result.messages_inserted
+                    if result.message_id_conflicts:  # another user's id: not moved
+                        plan.rejected.append((plan.origins[(kind, key)], conflict(key)))
                 else:
                     inserted[1] += store.write([], [fact]).feedback_inserted
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
