@@ -32,6 +32,8 @@ from mpp.v1 import events_pb2 as E
 # Nothing listens there: clients are made, nothing is ever delivered.
 NOWHERE = KafkaSettings(bootstrap_servers="127.0.0.1:9")
 LIMIT = 900_000
+# Those clients would log every failed connection to stderr.
+QUIET: dict[str, Any] = {"log_level": 0}
 
 
 class ListSink:
@@ -118,7 +120,7 @@ def test_the_dead_letters_sink_sends_within_the_settings_limit() -> None:
 def test_kafka_itself_takes_the_dead_letter_of_a_record_at_its_size_limit() -> None:
     """librdkafka checks message.max.bytes (1,000,000) when a record is produced: the dead
     letter of a near-limit event is accepted, the whole event with its reason is not."""
-    producer = TrackedProducer(NOWHERE, "unit")
+    producer = TrackedProducer(NOWHERE, "unit", log_level=0)
     value = b"y" * 999_950
     producer.produce("raw", value, key=b"user-1")  # the event itself fits
     dead = dead_letter(record(value), REASON, "ingest")
@@ -127,6 +129,7 @@ def test_kafka_itself_takes_the_dead_letter_of_a_record_at_its_size_limit() -> N
     assert not whole.HasField("truncated")
     with pytest.raises(RecordRefused, match="refused"):
         producer.produce("dlq", whole.SerializeToString(), key=b"user-1")
+    producer._producer.purge()  # nothing is ever delivered there
 
 
 def test_an_exception_becomes_processing_failed_with_its_type() -> None:
@@ -169,6 +172,7 @@ def make_loop(handler: Any, sink: ListSink | None, **kw: Any) -> tuple[BatchLoop
         handler,
         dead_letter=dead_letters.send_failure if dead_letters else None,
         max_backoff_s=0.05,
+        consumer_overrides=QUIET,
         **kw,
     )
     committed: list[int] = []
@@ -332,7 +336,15 @@ def test_broker_health_follows_the_statistics_and_the_errors() -> None:
 
 def test_readyz_says_not_ready_while_kafka_cannot_be_reached() -> None:
     """A loop pointed at a port where no broker listens: its readiness names Kafka."""
-    loop = BatchLoop(NOWHERE, "unit", "unit-group", ["raw"], lambda batch: None, max_wait_s=0.1)
+    loop = BatchLoop(
+        NOWHERE,
+        "unit",
+        "unit-group",
+        ["raw"],
+        lambda batch: None,
+        max_wait_s=0.1,
+        consumer_overrides=QUIET,
+    )
     readiness = loop_readiness(loop, Worker("unit", ["raw"], lambda batch: None, 1, 0.1))
     thread = threading.Thread(target=loop.run)
     thread.start()
