@@ -97,9 +97,12 @@ return pushed
 
 # An erasure: the marker moves forward (never back), then every key of the user goes.
 _ERASE = """
-local old = tonumber(redis.call('GET', KEYS[1]) or '0')
-local at = math.max(old, tonumber(ARGV[1]))
-redis.call('SET', KEYS[1], tostring(at), 'EX', tonumber(ARGV[2]))
+local at = ARGV[1]
+local old = redis.call('GET', KEYS[1])
+if old and tonumber(old) > tonumber(at) then
+  at = old
+end
+redis.call('SET', KEYS[1], at, 'EX', tonumber(ARGV[2]))
 return redis.call('DEL', unpack(KEYS, 2))
 """
 
