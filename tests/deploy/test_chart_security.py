@@ -72,7 +72,10 @@ def test_bare_defaults_are_tls_and_refuse_only_for_the_keys(helm: Path) -> None:
     ("assignment", "named"),
     [
         ("kafka.securityProtocol=PLAINTEXT", "kafka.securityProtocol=PLAINTEXT"),
-        ("kafka.securityProtocol=SASL_PLAINTEXT", "kafka.securityProtocol=SASL_PLAINTEXT"),
+        (
+            "kafka.securityProtocol=SASL_PLAINTEXT,kafka.saslMechanism=PLAIN",
+            "kafka.securityProtocol=SASL_PLAINTEXT",
+        ),
         ("postgres.sslmode=prefer", "postgres.sslmode=prefer"),
         ("postgres.sslmode=disable", "postgres.sslmode=disable"),
         ("neo4j.uri=bolt://graph:7687", "neo4j.uri=bolt://graph:7687"),
@@ -130,6 +133,10 @@ def test_insecure_renders_plaintext_without_keys_in_development(
     ("assignments", "named"),
     [
         (("postgres.sslmode=verify-ca",), "postgres.sslmode=verify-ca needs the server's CA"),
+        (
+            ("kafka.securityProtocol=SASL_SSL",),
+            "kafka.securityProtocol=SASL_SSL needs kafka.saslMechanism",
+        ),
         (
             ("insecure=true", "postgres.sslmode=prefer", "postgres.tls.secretName=pg"),
             "postgres.tls.secretName is set but postgres.sslmode=prefer",

@@ -151,6 +151,9 @@ named at once, with the value to set.
 {{- if and $v.kafka.tls.secretName (not (hasSuffix "SSL" $v.kafka.securityProtocol)) -}}
 {{- $wrong = append $wrong (printf "kafka.tls.secretName is set but kafka.securityProtocol=%s does not use TLS: set SSL or SASL_SSL" $v.kafka.securityProtocol) -}}
 {{- end -}}
+{{- if and (hasPrefix "SASL" $v.kafka.securityProtocol) (not $v.kafka.saslMechanism) -}}
+{{- $wrong = append $wrong (printf "kafka.securityProtocol=%s needs kafka.saslMechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)" $v.kafka.securityProtocol) -}}
+{{- end -}}
 {{- if and (eq $v.postgres.sslmode "verify-ca") (not $v.postgres.tls.secretName) -}}
 {{- $wrong = append $wrong "postgres.sslmode=verify-ca needs the server's CA: postgres.tls.secretName (a Secret with ca.crt), or use verify-full with the system's CAs" -}}
 {{- end -}}
