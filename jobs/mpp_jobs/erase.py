@@ -176,7 +176,7 @@ def _dropper(frame: DataFrame, users: ErasedUsers) -> Any | None:
         def drops(user_id: Any, at: Any) -> bool:
             return users.drops(user_id, row_time(at))
 
-        udf = F.udf(drops, T.BooleanType())
+        udf = F.udf(drops, T.BooleanType(), useArrow=False)
         at = F.col(time_column) if time_column else F.lit(None)
         return udf(F.col("user_id"), at)
     if "raw" in columns:
@@ -184,7 +184,7 @@ def _dropper(frame: DataFrame, users: ErasedUsers) -> Any | None:
         def drops_raw(raw: Any) -> bool:
             return users.drops(*user_of_json(raw))
 
-        return F.udf(drops_raw, T.BooleanType())(F.col("raw"))
+        return F.udf(drops_raw, T.BooleanType(), useArrow=False)(F.col("raw"))
     return None
 
 
