@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -48,6 +49,11 @@ def _validated(event: E.RawConversationEvent, rules: Rules) -> E.ValidatedMessag
 
 @fuzz(700)
 @given(raw_events())
+@example(  # at the limit, with an address shorter than "[email]"
+    E.RawConversationEvent(
+        user_id="u1", message="x" * 114 + "a@b.cd", timestamp=Timestamp(seconds=1_790_000_000)
+    )
+)
 def test_any_event_is_validated_or_refused_with_a_field(event: E.RawConversationEvent) -> None:
     out = _validated(event, RULES)
     if out is None:
@@ -58,6 +64,7 @@ def test_any_event_is_validated_or_refused_with_a_field(event: E.RawConversation
     assert not out.channel or CHANNEL.fullmatch(out.channel)
     assert not out.locale or LOCALE.fullmatch(out.locale)
     assert out.text and normalize_text(out.text) == out.text
+    assert len(out.text) <= RULES.max_message_chars  # what the embedder takes
     assert redact_pii(out.text) == (out.text, [])  # nothing left to redact
     assert list(out.redactions) == redact_pii(normalize_text(event.message))[1]
     assert RULES.oldest <= out.timestamp.ToDatetime(tzinfo=UTC) <= NOW + RULES.max_future_skew

@@ -294,3 +294,18 @@ def test_redaction_grows_linearly_on_adversarial_text(name: str) -> None:
         return min(times)
 
     assert best(ADVERSARIAL[name]) < 20 * best(ordinary) + 0.01
+
+
+def test_a_text_that_redaction_makes_longer_than_the_limit_is_refused_here() -> None:
+    """ "[email]" is longer than "a@b.cd": at the limit, the redacted text would be over it, and
+    the embedder dead-letters such a text (found by tests/fuzz)."""
+    at_limit = "x" * (RULES.max_message_chars - 6) + "a@b.cd"
+    assert validate_event(
+        _event(user_id="u", message=at_limit), Rules(**{**RULES.__dict__, "redact": False}), NOW
+    )
+    with pytest.raises(Rejection) as info:
+        validate_event(_event(user_id="u", message=at_limit), RULES, NOW)
+    assert (info.value.code, info.value.field) == (E.ERROR_CODE_MESSAGE_TOO_LONG, "message")
+    assert "[email]" in info.value.detail
+    shorter = validate_event(_event(user_id="u", message=at_limit[1:]), RULES, NOW)
+    assert len(shorter.text) == RULES.max_message_chars
