@@ -51,7 +51,7 @@ def _validated(event: E.RawConversationEvent, rules: Rules) -> E.ValidatedMessag
 @given(raw_events())
 @example(  # at the limit, with an address shorter than "[email]"
     E.RawConversationEvent(
-        user_id="u1", message="x" * 114 + "a@b.cd", timestamp=Timestamp(seconds=1_790_000_000)
+        user_id="u1", message="x" * 113 + " a@b.cd", timestamp=Timestamp(seconds=1_790_000_000)
     )
 )
 def test_any_event_is_validated_or_refused_with_a_field(event: E.RawConversationEvent) -> None:

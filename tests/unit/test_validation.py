@@ -297,9 +297,9 @@ def test_redaction_grows_linearly_on_adversarial_text(name: str) -> None:
 
 
 def test_a_text_that_redaction_makes_longer_than_the_limit_is_refused_here() -> None:
-    """ "[email]" is longer than "a@b.cd": at the limit, the redacted text would be over it, and
-    the embedder dead-letters such a text (found by tests/fuzz)."""
-    at_limit = "x" * (RULES.max_message_chars - 6) + "a@b.cd"
+    """A placeholder longer than what it replaces ("[email]" for "a@b.cd") would take a text at
+    the limit over it, and the embedder dead-letters such a text (found by tests/fuzz)."""
+    at_limit = "x" * (RULES.max_message_chars - 7) + " a@b.cd"
     assert validate_event(
         _event(user_id="u", message=at_limit), Rules(**{**RULES.__dict__, "redact": False}), NOW
     )
