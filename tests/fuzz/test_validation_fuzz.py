@@ -6,11 +6,14 @@ no PII left that redaction would find)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import example, given
 from hypothesis import strategies as st
+from pydantic import StringConstraints, TypeAdapter, ValidationError
 
+from mpp.catalog import CAMPAIGN_ID_PATTERN
 from mpp.codecs import Rejection, decode_raw_event, encode
 from mpp.v1 import events_pb2 as E
 from mpp.validation import (
@@ -18,7 +21,9 @@ from mpp.validation import (
     CHANNEL,
     LOCALE,
     MESSAGE_ID,
+    MESSAGE_ID_PATTERN,
     USER_ID,
+    USER_ID_PATTERN,
     Rules,
     normalize_text,
     pii_spans,
@@ -126,3 +131,31 @@ def test_normalization_invariants(text: str) -> None:
     assert once == once.strip() and "  " not in once
     assert not any(ch in once for ch in "\n\r\t\x00\u200b\ufeff")
     assert len(pii_spans(once)) == len(pii_spans(normalize_text(" " + text + " ")))
+
+
+ID_PATTERNS = {
+    "user_id": (USER_ID_PATTERN, USER_ID),
+    "message_id": (MESSAGE_ID_PATTERN, MESSAGE_ID),
+    "campaign_id": (CAMPAIGN_ID_PATTERN, CAMPAIGN_ID),
+}
+
+
+@fuzz(300)
+@given(
+    st.sampled_from(sorted(ID_PATTERNS)),
+    st.one_of(
+        st.text(max_size=140),
+        st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@\-]{0,130}[\n\r ]?", fullmatch=True),
+    ),
+)
+def test_ingest_and_the_http_apis_agree_on_ids(name: str, value: str) -> None:
+    """The APIs check path ids with pydantic (Rust's regex engine), ingest with Python's re and
+    fullmatch: the same ids pass both (a trailing newline neither)."""
+    pattern, compiled = ID_PATTERNS[name]
+    adapter = TypeAdapter(Annotated[str, StringConstraints(pattern=pattern)])
+    try:
+        adapter.validate_python(value)
+        by_pydantic = True
+    except ValidationError:
+        by_pydantic = False
+    assert by_pydantic == (compiled.fullmatch(value) is not None), (name, value)
