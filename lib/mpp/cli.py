@@ -149,7 +149,8 @@ def services_status(only: ServicesOption = None) -> None:
 
 @topics_app.command("ensure")
 def topics_ensure() -> None:
-    """Create the platform's topics that are missing."""
+    """Create the platform's topics that are missing; hold every one to MPP_KAFKA__RETENTION_MS
+    (the erasure deadline for Kafka)."""
     from mpp.kafka import ensure_topics
 
     created = ensure_topics(_settings().kafka)
