@@ -7,7 +7,8 @@ on inputs built for each PII pattern so that a backtracking regex engine retries
 character: long runs of the characters the pattern is made of (letters, digits, dots, dashes,
 ``@``, spaces, ``+``, parentheses, accented letters and combining marks, country codes and
 check digits, the words that label an SSN or an order number), and the densest run of real
-matches (each one a Python callback), for each kind (e-mail, IBAN, card, SSN, phone). Beside it, in the same run:
+matches (each one a Python callback), for each kind (e-mail, IBAN, card, SSN, phone).
+Beside it, in the same run:
 - the baseline: the same call on ordinary chat of the same length (chitchat-dataset messages
   joined by spaces, with one or two of each kind of PII in the middle);
 - for the e-mail inputs, ``EMAIL.sub`` alone: how redaction searched for addresses before
