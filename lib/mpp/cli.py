@@ -26,6 +26,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -90,7 +91,7 @@ def stack_up(only: OnlyOption = None) -> None:
     try:
         statuses = Stack(_settings(), _only(only)).up(_progress)
     except StackError as exc:
-        console.print(f"[red]stack up failed:[/red] {exc}")
+        console.print(f"[red]stack up failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     _print_status(statuses)
 
@@ -126,7 +127,7 @@ def services_up(only: ServicesOption = None) -> None:
     try:
         statuses = Stack.services(_settings(), _only(only)).up(_progress)
     except StackError as exc:
-        console.print(f"[red]services up failed:[/red] {exc}")
+        console.print(f"[red]services up failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     _print_status(statuses)
 
@@ -191,7 +192,7 @@ def catalog_load_campaigns(
     try:
         campaigns = parse_campaigns(source)
     except (CatalogError, OSError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
     with postgres_connect(_settings()) as conn:
         count = upsert_campaigns(conn, campaigns)
@@ -279,7 +280,7 @@ def demo(
         catalog_load_campaigns(None)
         Stack.services(settings).up(_progress)
     except StackError as exc:
-        console.print(f"[red]demo failed:[/red] {exc}")
+        console.print(f"[red]demo failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     sample = Stack(settings).dir / "samples" / f"chitchat-{count}.jsonl"
     sample.parent.mkdir(parents=True, exist_ok=True)
@@ -301,7 +302,7 @@ def demo(
         try:
             _print_answer(_recommendations(settings, user_id, 3))
         except Exception as exc:
-            console.print(f"[red]no recommendation for {user_id}:[/red] {exc}")
+            console.print(f"[red]no recommendation for {user_id}:[/red] {escape(str(exc))}")
     out.print(
         "The services keep running: `make status`, `.venv/bin/mpp services status`; "
         "stop everything with `make down`."
@@ -525,7 +526,7 @@ def analytics_sync(
         finally:
             warehouse.close()
     except (WarehouseError, psycopg.Error) as exc:
-        console.print(f"[red]sync failed:[/red] {exc}")
+        console.print(f"[red]sync failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     out.print_json(data=asdict(report))
 
@@ -577,7 +578,7 @@ def analytics_erase(user_id: str) -> None:
     try:
         result = erase_user(settings, user_id)
     except RetryableError as exc:
-        console.print(f"[red]erase failed:[/red] {exc}")
+        console.print(f"[red]erase failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     out.print_json(data={**asdict(result), "warehouse_pending": result.warehouse_pending})
 

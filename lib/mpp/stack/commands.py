@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mpp.clikit import console, out, print_status, progress, settings
@@ -54,7 +55,7 @@ def cluster_up() -> None:
     try:
         statuses = Cluster(settings).up(_progress)
     except StackError as exc:
-        console.print(f"[red]cluster up failed:[/red] {exc}")
+        console.print(f"[red]cluster up failed:[/red] {escape(str(exc))}")
         console.print("(`mpp cluster down` stops what did start and undoes the network setup)")
         raise typer.Exit(1) from exc
     _print_status(statuses)
@@ -69,7 +70,7 @@ def cluster_down() -> None:
     try:
         stopped = Cluster(_settings()).down(_progress)
     except StackError as exc:
-        console.print(f"[red]cluster down failed:[/red] {exc}")
+        console.print(f"[red]cluster down failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing (none was running)'}")
 
@@ -117,7 +118,7 @@ def images_build(
     try:
         built = build(services or (), progress=_progress, import_images=import_)
     except (ImageError, StackError) as exc:
-        console.print(f"[red]images build failed:[/red] {exc}")
+        console.print(f"[red]images build failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     table = Table("service", "image", "size", "archive")
     for image in built:
@@ -172,7 +173,7 @@ def airflow_up(
         )
         statuses = airflow.up(_progress)
     except StackError as exc:
-        console.print(f"[red]airflow up failed:[/red] {exc}")
+        console.print(f"[red]airflow up failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     _print_status(statuses)
     console.print(f"UI and REST API: {airflow.api_url}  (user admin, `mpp airflow status`)")
@@ -225,7 +226,7 @@ def deploy_up(
         deployment = Deployment(settings)
         deployment.up(_progress, tag=image_ref("ingest").rsplit(":", 1)[1])
     except (StackError, ImageError) as exc:
-        console.print(f"[red]deploy up failed:[/red] {exc}")
+        console.print(f"[red]deploy up failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     _print_pods(deployment)
 
@@ -238,7 +239,7 @@ def deploy_down() -> None:
     try:
         removed = Deployment(_settings()).down(_progress)
     except StackError as exc:
-        console.print(f"[red]deploy down failed:[/red] {exc}")
+        console.print(f"[red]deploy down failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     console.print("uninstalled" if removed else "nothing to uninstall")
 
@@ -252,7 +253,7 @@ def deploy_status() -> None:
     try:
         deployment.require_cluster()
     except StackError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1) from exc
     if not _print_pods(deployment):
         raise typer.Exit(1)
