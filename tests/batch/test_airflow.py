@@ -69,7 +69,12 @@ def test_the_dag_is_listed_without_import_errors(airflow: Airflow) -> None:
     everything = airflow.import_errors()
     assert [e for e in everything if e["filename"].endswith(DAG_FILE)] == [], everything
     tasks = airflow.request("GET", f"/api/v2/dags/{DAG_ID}/tasks").json()["tasks"]
-    assert sorted(t["task_id"] for t in tasks) == ["aggregate", "embed_backfill", "warehouse_sync"]
+    assert sorted(t["task_id"] for t in tasks) == [
+        "aggregate",
+        "embed_backfill",
+        "erase_batch",
+        "warehouse_sync",
+    ]
     assert {t["operator_name"] for t in tasks} == {"KubernetesPodOperator"}
 
 
