@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 if __package__ in (None, ""):  # spark-submit runs this file as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mpp_jobs.common import add_spark_options, emit_summary, spark_session
+from mpp_jobs.common import add_spark_options, emit_summary, spark_session, store_failures
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -315,7 +315,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    emit_summary(run(args), args.summary)
+    # PostgreSQL (the ledger) or the warehouse down: one readable line and exit 75, and the
+    # task's retry runs the job again (it rewrites nothing before it has read the ledger).
+    with store_failures("erase"):
+        summary = run(args)
+    emit_summary(summary, args.summary)
     return 0
 
 

@@ -61,6 +61,7 @@ from .conftest import batch_namespace, kubectl
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
 TASKS = ("erase_batch", "embed_backfill", "aggregate", "warehouse_sync")
+FIRST = TASKS[0]
 WRITERS = ("vector-writer", "graph-writer", "analytics")
 EXECUTORS = 2
 RUN_TIMEOUT_S = 900
@@ -515,27 +516,28 @@ def test_a_second_run_of_the_same_day_changes_nothing(batch: Batch) -> None:
 
 def test_a_run_without_postgres_fails_readably_and_succeeds_on_retry(batch: Batch) -> None:
     assert batch.after_first, "the first run did not complete"
+    # The first task reads the erasure ledger in PostgreSQL: it is the one that fails.
     batch.postgres.cut()
     try:
         run_id = batch.trigger(2)
         deadline = time.monotonic() + RUN_TIMEOUT_S
         state = None
         while time.monotonic() < deadline:
-            state = batch.instances(run_id).get("embed_backfill", {}).get("state")
+            state = batch.instances(run_id).get(FIRST, {}).get("state")
             if state in {"up_for_retry", "failed", "success"}:
                 break
             time.sleep(2)
         assert state == "up_for_retry", batch.explain(run_id)
     finally:
         batch.postgres.restore()
-    first_try = batch.airflow.task_log(DAG_ID, run_id, "embed_backfill", 1)
-    assert "embed: PostgreSQL is unavailable: connection failed" in first_try, first_try[-4000:]
+    first_try = batch.airflow.task_log(DAG_ID, run_id, FIRST, 1)
+    assert "erase: PostgreSQL is unavailable: connection failed" in first_try, first_try[-4000:]
     assert f'"{HOST_GATEWAY}", port {batch.postgres.port}' in first_try, first_try[-4000:]
     # The failed pod is kept for `kubectl logs`.
     failed = [
         pod
         for pod in batch.pods()
-        if pod["metadata"]["labels"].get("task_id") == "embed_backfill"
+        if pod["metadata"]["labels"].get("task_id") == FIRST
         and pod["status"].get("phase") == "Failed"
     ]
     assert len(failed) == 1, [p["metadata"]["name"] for p in batch.pods()]
@@ -544,7 +546,7 @@ def test_a_run_without_postgres_fails_readably_and_succeeds_on_retry(batch: Batc
 
     assert batch.wait(run_id) == "success", batch.explain(run_id)
     instances = batch.instances(run_id)
-    assert instances["embed_backfill"]["try_number"] == 2
+    assert instances[FIRST]["try_number"] == 2
     assert snapshot(batch) == batch.after_first
 
 
