@@ -46,6 +46,26 @@ MESSAGE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 # Use these with fullmatch (see the module's docstring).
 USER_ID = re.compile(USER_ID_PATTERN)
 MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
+
+
+def stored_ids_rejection(user_id: str, message_id: str, prefix: str = "") -> Rejection | None:
+    """A record past ingest whose ids ingest would refuse: a row written with them could never
+    be read or erased through the APIs. ``prefix`` names where the ids sit (``message.``)."""
+    if not USER_ID.fullmatch(user_id):
+        return Rejection(
+            events_pb2.ERROR_CODE_USER_ID_INVALID,
+            f"{prefix}user_id",
+            f"{prefix}user_id {user_id[:80]!r} does not match {USER_ID.pattern}; ingest refuses it",
+        )
+    if not MESSAGE_ID.fullmatch(message_id):
+        return Rejection(
+            events_pb2.ERROR_CODE_SCHEMA_INVALID,
+            f"{prefix}message_id",
+            f"{prefix}message_id {message_id[:80]!r} does not match {MESSAGE_ID.pattern}",
+        )
+    return None
+
+
 CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
 CHANNEL = re.compile(CHANNEL_PATTERN)
 LOCALE = re.compile(LOCALE_PATTERN)

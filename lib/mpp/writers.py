@@ -31,7 +31,7 @@ from mpp.logs import get_logger
 from mpp.ownership import conflict
 from mpp.service import Worker
 from mpp.v1 import events_pb2, feedback_pb2
-from mpp.validation import MESSAGE_ID, USER_ID
+from mpp.validation import stored_ids_rejection
 
 ERASED_DROPPED = Counter(
     "mpp_erased_messages_dropped_total",
@@ -119,20 +119,7 @@ def check_ids(enriched: events_pb2.EnrichedMessage) -> Rejection | None:
                 f"message.{name}",
                 f"message.{name} has {len(value)} characters; at most {MAX_ID_CHARS}",
             )
-    # As ingest checks them: a row whose id the APIs refuse could never be read or erased.
-    if not USER_ID.fullmatch(message.user_id):
-        return Rejection(
-            events_pb2.ERROR_CODE_USER_ID_INVALID,
-            "message.user_id",
-            f"message.user_id {message.user_id[:80]!r} does not match {USER_ID.pattern}",
-        )
-    if not MESSAGE_ID.fullmatch(message.message_id):
-        return Rejection(
-            events_pb2.ERROR_CODE_SCHEMA_INVALID,
-            "message.message_id",
-            f"message.message_id {message.message_id[:80]!r} does not match {MESSAGE_ID.pattern}",
-        )
-    return None
+    return stored_ids_rejection(message.user_id, message.message_id, "message.")
 
 
 def decode_known(cls: type[P], value: bytes | None, usual: str = "") -> P:

@@ -45,7 +45,7 @@ from mpp.logs import configure_logging, get_logger
 from mpp.service import Worker, run_worker
 from mpp.stores import postgres_connect
 from mpp.v1 import events_pb2 as pb
-from mpp.validation import MESSAGE_ID, USER_ID
+from mpp.validation import stored_ids_rejection
 from mpp.vectors import CampaignVector, VectorStore
 
 SERVICE = "embedder"
@@ -241,18 +241,9 @@ def decode(msg: Message, max_chars: int = 0) -> pb.ValidatedMessage | Rejection:
                 field,
                 f"{field} is empty; ingest always sets it, so this record did not come from ingest",
             )
-    if not USER_ID.fullmatch(message.user_id):
-        return Rejection(
-            pb.ERROR_CODE_USER_ID_INVALID,
-            "user_id",
-            f"user_id {message.user_id[:80]!r} does not match {USER_ID.pattern}; ingest refuses it",
-        )
-    if not MESSAGE_ID.fullmatch(message.message_id):
-        return Rejection(
-            pb.ERROR_CODE_SCHEMA_INVALID,
-            "message_id",
-            f"message_id {message.message_id[:80]!r} does not match {MESSAGE_ID.pattern}",
-        )
+    refused = stored_ids_rejection(message.user_id, message.message_id)
+    if refused is not None:
+        return refused
     if not message.HasField("timestamp"):
         return Rejection(
             pb.ERROR_CODE_TIMESTAMP_MISSING,
