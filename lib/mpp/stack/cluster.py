@@ -132,22 +132,41 @@ def image_present(name: str) -> bool:
 
 def prune_images(keep: set[str], prefixes: list[str]) -> list[str]:
     """Remove the images named with one of ``prefixes`` but not in ``keep`` (earlier trees'
-    builds); containerd then collects their layers unless a container still uses them."""
-    result = subprocess.run(
-        ["ctr", "--address", str(CONTAINERD_SOCKET), "-n", "k8s.io", "images", "ls", "-q"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+    builds), and the ``sha256:<id>`` aliases that the CRI plugin adds to every image and that
+    no named image shares any more: left behind, an alias keeps all its layers (about 7 GB for
+    the embedder or the job image) and containerd never collects them."""
     stale = [
         name
-        for name in result.stdout.split()
-        if name not in keep and any(name.startswith(prefix) for prefix in prefixes)
+        for name in _image_digests()
+        if not name.startswith("sha256:")
+        and name not in keep
+        and any(name.startswith(prefix) for prefix in prefixes)
     ]
     if stale:
         run_checked(
             ["ctr", "--address", str(CONTAINERD_SOCKET), "-n", "k8s.io", "images", "rm", *stale],
             "ctr images rm",
         )
-    return stale
+    images = _image_digests()
+    named = {digest for name, digest in images.items() if not name.startswith("sha256:")}
+    orphans = [n for n, d in images.items() if n.startswith("sha256:") and d not in named]
+    if orphans:
+        run_checked(
+            ["ctr", "--address", str(CONTAINERD_SOCKET), "-n", "k8s.io", "images", "rm", *orphans],
+            "ctr images rm (aliases of removed images)",
+        )
+    return stale + orphans
+
+
+def _image_digests() -> dict[str, str]:
+    """Every image name in containerd's k8s.io namespace -> its manifest digest."""
+    result = subprocess.run(
+        ["ctr", "--address", str(CONTAINERD_SOCKET), "-n", "k8s.io", "images", "ls"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    # REF TYPE DIGEST SIZE...: the digest is the third column.
+    return {row[0]: row[2] for row in rows if len(row) >= 3}
 
 
 def node_name() -> str:
