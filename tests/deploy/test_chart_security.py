@@ -368,6 +368,13 @@ def test_local_cluster_values_say_insecure_and_carry_the_local_key(
         ("local", hashlib.sha256(b"the-local-key").hexdigest())
     ]
     assert "the-local-key" not in json.dumps(rendered.docs)
+    # The pods speak the local servers' plaintext protocols (the chart's defaults are TLS: a
+    # value left out made every client time out against the local broker).
+    assert settings.kafka.security_protocol == "PLAINTEXT"
+    assert settings.neo4j.uri.startswith("bolt://")
+    assert settings.redis.url.startswith("redis://")
+    assert settings.milvus.uri.startswith("http://")
+    assert "sslmode=disable" in settings.postgres.conninfo()
     values["insecure"] = False
     path.write_text(json.dumps(values))
     refused = template_result(helm, str(path))

@@ -119,6 +119,9 @@ def local_values(
         "config": {"environment": "development"},
         "kafka": {
             "bootstrapServers": f"{name}-kafka:{ports['kafka']}",
+            # Said explicitly: the chart's default is SSL, which the local broker does not speak
+            # (the clients then only time out: "Broker transport failure").
+            "securityProtocol": "PLAINTEXT",
             "groupPrefix": "k8s",
             "topics": {
                 "partitions": settings.kafka.topics.partitions,
