@@ -4,9 +4,21 @@
 # (`make down` stops them).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+step() { printf '\n== %s\n' "$*"; }
+
+# Jaeger, Prometheus and promtool (tests that read traces and metrics back) are built from
+# source with Go: about 25 minutes on two cores the first time, nothing later (cached under
+# ~/.cache/mpp/observability). The build runs in the background, in its own process group,
+# beside the steps below, and is waited for before the tests.
+mkdir -p .stack
+obs_log=.stack/install_observability.log
+step "observability builds: Jaeger, Prometheus, promtool (background; log: $obs_log)"
+setsid -w bash scripts/install_observability.sh all >"$obs_log" 2>&1 &
+obs_pid=$!
+trap 'kill -TERM -- -"$obs_pid" 2>/dev/null || true' EXIT
+
 bash scripts/bootstrap.sh
 py=.venv/bin/python
-step() { printf '\n== %s\n' "$*"; }
 
 step "ruff"
 $py -m ruff check lib services tests bench jobs dags
@@ -24,5 +36,24 @@ step "images"
 $py -m mpp.cli images build --import
 step "job image"
 $py -m mpp.stack.job_image --import
+step "observability builds (waiting for them)"
+started=$SECONDS
+next=$SECONDS
+while kill -0 "$obs_pid" 2>/dev/null; do
+  if [ "$SECONDS" -ge "$next" ]; then
+    printf '  still building after %ss: %s\n' "$((SECONDS - started))" "$(tail -n 1 "$obs_log")"
+    next=$((SECONDS + 60))
+  fi
+  sleep 5
+done
+if ! wait "$obs_pid"; then
+  printf 'the observability builds failed; the end of %s:\n' "$obs_log" >&2
+  tail -n 40 "$obs_log" >&2
+  exit 1
+fi
+trap - EXIT
+grep -E 'ready in|already built' "$obs_log" || true
+step "stack up --with observability"
+$py -m mpp.cli stack up --with observability
 step "pytest"
 $py -m pytest "$@"

@@ -82,14 +82,24 @@ OnlyOption = Annotated[
 ]
 
 
+WithOption = Annotated[
+    str | None,
+    typer.Option(
+        "--with",
+        help="Also these optional groups (comma-separated): observability (Jaeger and "
+        "Prometheus, built from source with Go the first time: about 25 minutes).",
+    ),
+]
+
+
 _print_status = print_status
 
 
 @stack_app.command("up")
-def stack_up(only: OnlyOption = None) -> None:
+def stack_up(only: OnlyOption = None, with_: WithOption = None) -> None:
     """Install what is missing, start every server not already running, wait until ready."""
     try:
-        statuses = Stack(_settings(), _only(only)).up(_progress)
+        statuses = Stack(_settings(), _only(only), with_=_only(with_)).up(_progress)
     except StackError as exc:
         console.print(f"[red]stack up failed:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
@@ -97,16 +107,26 @@ def stack_up(only: OnlyOption = None) -> None:
 
 
 @stack_app.command("down")
-def stack_down(only: OnlyOption = None) -> None:
+def stack_down(only: OnlyOption = None, with_: WithOption = None) -> None:
     """Stop the servers that `stack up` started (and nothing else)."""
-    stopped = Stack(_settings(), _only(only)).down(_progress)
+    try:
+        stack = Stack(_settings(), _only(only), with_=_only(with_))
+    except StackError as exc:
+        console.print(f"[red]stack down failed:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    stopped = stack.down(_progress)
     console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing (none was ours)'}")
 
 
 @stack_app.command("status")
-def stack_status(only: OnlyOption = None) -> None:
+def stack_status(only: OnlyOption = None, with_: WithOption = None) -> None:
     """Probe every server; exit 1 if any is down."""
-    statuses = Stack(_settings(), _only(only)).status()
+    try:
+        stack = Stack(_settings(), _only(only), with_=_only(with_))
+    except StackError as exc:
+        console.print(f"[red]stack status failed:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    statuses = stack.status()
     _print_status(statuses)
     if any(s.state == State.DOWN for s in statuses):
         raise typer.Exit(1)

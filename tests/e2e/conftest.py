@@ -7,6 +7,9 @@ import pytest
 
 from mpp.config import Settings
 from tests.e2e.pipeline import Pipeline, isolated_run
+from tests.observability import jaeger, prometheus
+
+__all__ = ["jaeger", "pipeline", "prometheus"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

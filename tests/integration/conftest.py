@@ -1,5 +1,9 @@
 import pytest
 
+from tests.observability import jaeger, prometheus
+
+__all__ = ["jaeger", "prometheus"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

@@ -3,7 +3,8 @@ on loopback.
 
 ``up`` installs what is missing (cached under ~/.cache/mpp), starts every server that does not
 already answer, all at once, and waits for each with a deadline; ``down`` stops what ``up``
-started and nothing else; ``status`` probes each endpoint.
+started and nothing else; ``status`` probes each endpoint. Optional groups join with
+``with_``: ``observability`` adds Jaeger and Prometheus (built from source the first time).
 """
 
 from __future__ import annotations
@@ -15,13 +16,23 @@ from pathlib import Path
 from mpp.config import Settings
 from mpp.stack.base import Progress, Server, StackError, State, Status, apt_install, port_open
 from mpp.stack.bigquery import BigQueryServer
+from mpp.stack.jaeger import JaegerServer
 from mpp.stack.kafka import KafkaServer
 from mpp.stack.milvus import MilvusServer
 from mpp.stack.neo4j import Neo4jServer
 from mpp.stack.postgres import PostgresServer
+from mpp.stack.prometheus import PrometheusServer
 from mpp.stack.redis import RedisServer
 
-__all__ = ["SERVER_NAMES", "Stack", "StackError", "State", "Status", "repo_root"]
+__all__ = [
+    "OPTIONAL_GROUPS",
+    "SERVER_NAMES",
+    "Stack",
+    "StackError",
+    "State",
+    "Status",
+    "repo_root",
+]
 
 SERVER_TYPES: tuple[type[Server], ...] = (
     KafkaServer,
@@ -32,6 +43,11 @@ SERVER_TYPES: tuple[type[Server], ...] = (
     BigQueryServer,
 )
 SERVER_NAMES = tuple(t.name for t in SERVER_TYPES)
+# Servers started only when asked for (`mpp stack up --with observability`, or by name).
+OPTIONAL_GROUPS: dict[str, tuple[type[Server], ...]] = {
+    "observability": (JaegerServer, PrometheusServer),
+}
+OPTIONAL_TYPES = tuple(t for group in OPTIONAL_GROUPS.values() for t in group)
 
 
 def repo_root() -> Path:
@@ -57,6 +73,7 @@ class Stack:
         only: tuple[str, ...] = (),
         servers: list[Server] | None = None,
         stop_upstream_first: bool = False,
+        with_: tuple[str, ...] = (),
     ) -> None:
         self.settings = settings
         self.dir = stack_dir(settings)
@@ -64,15 +81,24 @@ class Stack:
         if servers is not None:
             self.servers = servers
             return
-        unknown = set(only) - set(SERVER_NAMES)
+        names = SERVER_NAMES + tuple(t.name for t in OPTIONAL_TYPES)
+        unknown = set(only) - set(names)
         if unknown:
             raise StackError(
-                f"unknown server(s) {', '.join(sorted(unknown))}; choose from "
-                + ", ".join(SERVER_NAMES)
+                f"unknown server(s) {', '.join(sorted(unknown))}; choose from " + ", ".join(names)
             )
-        self.servers = [
-            t(settings, self.dir, repo_root()) for t in SERVER_TYPES if not only or t.name in only
-        ]
+        unknown = set(with_) - set(OPTIONAL_GROUPS)
+        if unknown:
+            raise StackError(
+                f"unknown group(s) {', '.join(sorted(unknown))}; choose from "
+                + ", ".join(OPTIONAL_GROUPS)
+            )
+        # The usual servers (or those named), then the optional groups' (or those named).
+        wanted = [t for t in SERVER_TYPES if not only or t.name in only]
+        for group in with_:
+            wanted += [t for t in OPTIONAL_GROUPS[group] if t not in wanted]
+        wanted += [t for t in OPTIONAL_TYPES if t.name in only and t not in wanted]
+        self.servers = [t(settings, self.dir, repo_root()) for t in wanted]
 
     @classmethod
     def services(
