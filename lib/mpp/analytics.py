@@ -44,6 +44,7 @@ from mpp.erasure import record_erasure
 from mpp.ids import user_hashes
 from mpp.kafka import RetryableError
 from mpp.logs import get_logger
+from mpp.observability import store_operation, store_rows
 from mpp.v1 import events_pb2, feedback_pb2
 from mpp.writers import MAX_ID_CHARS, decode_known
 
@@ -634,7 +635,7 @@ def write_batch(
                     touched.add_feedback(user_id, day, channel, campaign_id)
             recompute(conn, touched)
     except psycopg.OperationalError as exc:
-        raise RetryableError(f"postgres: {exc}") from exc
+        raise RetryableError(f"postgres: {exc}", "postgres") from exc
     return WriteResult(
         messages_inserted=inserted_messages,
         feedback_inserted=inserted_feedback,
@@ -658,7 +659,7 @@ class AnalyticsStore:
             try:
                 self._conn = psycopg.connect(self._conninfo, autocommit=True)
             except psycopg.OperationalError as exc:
-                raise RetryableError(f"postgres: {exc}") from exc
+                raise RetryableError(f"postgres: {exc}", "postgres") from exc
         return self._conn
 
     def write(
@@ -669,12 +670,18 @@ class AnalyticsStore:
         warehouse: str | None = None,
         ledger: Mapping[str, tuple[str, datetime]] | None = None,
     ) -> WriteResult:
-        conn = self.connection()
         try:
-            return write_batch(conn, messages, feedback, erasures, warehouse, ledger)
+            with store_operation("postgres", "write_batch"):
+                result = write_batch(
+                    self.connection(), messages, feedback, erasures, warehouse, ledger
+                )
         except RetryableError:
             self.close()
             raise
+        store_rows("postgres", "write_batch", result.messages_inserted + result.feedback_inserted)
+        if result.messages_erased or result.feedback_erased:
+            store_rows("postgres", "erase_facts", result.messages_erased + result.feedback_erased)
+        return result
 
     def ping(self) -> str | None:
         """None when PostgreSQL answers; its own short connection, so that a probe never

@@ -45,7 +45,7 @@ BAD_KEY = "invalid API key: no configured key has this SHA-256 (MPP_AUTH__KEYS)"
 REFUSED = Counter(
     "mpp_front_door_refused_total",
     "Requests refused before the service looked at them, by door and reason.",
-    ["door", "reason"],
+    ["service", "door", "reason"],
 )
 REASONS = {401: "unauthenticated", 403: "forbidden", 413: "too_large", 429: "rate_limited"}
 
@@ -185,5 +185,6 @@ class KeyRing:
 
 
 def refused(door: str, denial: Denial) -> None:
-    """Count a refusal (mpp_front_door_refused_total)."""
-    REFUSED.labels(door, REASONS[denial.status]).inc()
+    """Count a refusal (mpp_front_door_refused_total). A door is named ``<service>-<api>``
+    (``recommender-grpc``), so its service is known without asking the process."""
+    REFUSED.labels(door.rsplit("-", 1)[0], door, REASONS[denial.status]).inc()

@@ -22,7 +22,7 @@ from mpp.codecs import Rejection, encode
 from mpp.config import KafkaSettings
 from mpp.kafka import RecordRefused, Sink, position
 from mpp.logs import get_logger
-from mpp.observability import RECORDS_FAILED
+from mpp.observability import RECORDS_DEAD_LETTERED
 from mpp.v1 import events_pb2
 
 log = get_logger(__name__)
@@ -149,7 +149,7 @@ def send_to_dlq(
 ) -> None:
     """Produce the dead letter (keyed like the original, or by its prefix), count it, log it."""
     code = events_pb2.ErrorCode.Name(rejection.code)  # type: ignore[arg-type]
-    RECORDS_FAILED.labels(service, code).inc()
+    RECORDS_DEAD_LETTERED.labels(service, code).inc()
     dead = dead_letter(msg, rejection, service, max_bytes)
     log.warning(
         "record_dead_lettered",

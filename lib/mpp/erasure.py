@@ -31,6 +31,7 @@ from mpp.config import Settings
 from mpp.ids import user_hash, user_hashes
 from mpp.kafka import RetryableError
 from mpp.logs import get_logger
+from mpp.observability import store_operation
 
 log = get_logger(__name__)
 
@@ -116,7 +117,7 @@ class ErasureLedger:
         if self._conn is not None:
             self._conn.close()
         self._conn = None
-        return RetryableError(f"postgres {operation}: {exc}")
+        return RetryableError(f"postgres {operation}: {exc}", "postgres")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -127,10 +128,11 @@ class ErasureLedger:
         if not erasures:
             return
         try:
-            conn = self._connection()
-            with conn.transaction():
-                for user_id, (request_id, erased_at) in erasures.items():
-                    record_erasure(conn, user_id, request_id, erased_at)
+            with store_operation("postgres", "record_erasures"):
+                conn = self._connection()
+                with conn.transaction():
+                    for user_id, (request_id, erased_at) in erasures.items():
+                        record_erasure(conn, user_id, request_id, erased_at)
         except psycopg.OperationalError as exc:
             raise self._fail("record erasures", exc) from exc
 
@@ -140,7 +142,8 @@ class ErasureLedger:
         if not users:
             return {}
         try:
-            return erased_at(self._connection(), users)
+            with store_operation("postgres", "read_erasures"):
+                return erased_at(self._connection(), users)
         except psycopg.OperationalError as exc:
             raise self._fail("read erasures", exc) from exc
 

@@ -30,7 +30,6 @@ with FOREACH for the links ran 3-4 times faster than separate statements in one 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,26 +44,21 @@ from neo4j.exceptions import (
     SessionExpired,
     TransientError,
 )
-from prometheus_client import Counter, Histogram
 
 from mpp.config import Settings
 from mpp.kafka import RetryableError
 from mpp.logs import get_logger
+from mpp.observability import store_operation, store_rows
 from mpp.ownership import Conflicts, RecentOwners, screen_owners
 from mpp.stores import neo4j_driver
 from mpp.v1 import events_pb2
 
 log = get_logger(__name__)
 
-NEO4J_SECONDS = Histogram(
-    "mpp_neo4j_seconds",
-    "Time of one GraphStore operation, the driver's transaction retries included.",
-    ["operation"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-)
-NEO4J_ROWS = Counter(
-    "mpp_neo4j_rows_total", "Messages merged into or users deleted from Neo4j.", ["operation"]
-)
+# Metrics: mpp_store_operations_total, mpp_store_operation_duration_seconds (the driver's
+# transaction retries included) and mpp_store_rows_total with store="neo4j"
+# (``mpp.observability``).
+STORE = "neo4j"
 
 UNKNOWN_INTENT = "unknown"
 
@@ -366,15 +360,13 @@ class GraphStore:
 
     @contextmanager
     def _op(self, operation: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        except Exception as exc:
-            if is_transient(exc):
-                raise RetryableError(f"neo4j {operation}: {exc}") from exc
-            raise
-        finally:
-            NEO4J_SECONDS.labels(operation).observe(time.perf_counter() - started)
+        with store_operation(STORE, operation):
+            try:
+                yield
+            except Exception as exc:
+                if is_transient(exc):
+                    raise RetryableError(f"neo4j {operation}: {exc}", STORE) from exc
+                raise
 
     def _write(self, operation: str, query: LiteralString, **params: Any) -> list[neo4j.Record]:
         def work(tx: neo4j.ManagedTransaction) -> list[neo4j.Record]:
@@ -426,7 +418,7 @@ class GraphStore:
             return 0
         self.ensure_schema()
         self._write("merge_messages", MERGE_MESSAGES, **batch.parameters)
-        NEO4J_ROWS.labels("merge_messages").inc(batch.size)
+        store_rows(STORE, "merge_messages", batch.size)
         return batch.size
 
     def message_owners(self, message_ids: Sequence[str]) -> dict[str, str]:
@@ -447,8 +439,9 @@ class GraphStore:
         records = self._write("delete_user", DELETE_USER, user_id=user_id)
         if not records:
             return 0
-        NEO4J_ROWS.labels("delete_user").inc()
-        return int(records[0]["messages"])
+        removed = int(records[0]["messages"])
+        store_rows(STORE, "delete_user", removed)
+        return removed
 
     # -- reads, for tests and operators ------------------------------------------------------
 

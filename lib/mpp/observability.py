@@ -9,30 +9,64 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+# The naming scheme (docs/metrics.md): every name starts with ``mpp_``, every series carries
+# ``service`` (the process's ``service_name()`` unless a call site knows better), units are
+# in the name (``_seconds``, ``_records``), counters end in ``_total``. The alert rules and the
+# dashboard (helm/mpp/files/) may name only metrics defined with this scheme, which
+# tests/unit/test_metrics_names.py checks against the registry.
+
+_service = "unknown"
+
+
+def set_service(name: str) -> None:
+    """Name this process's service, for the series of code shared between services (the
+    stores, the front doors). Called once at start, before any store is used."""
+    global _service
+    _service = name
+
+
+def service_name() -> str:
+    """The name ``set_service`` gave (``unknown`` before it was called)."""
+    return _service
+
+
+# Latency buckets for one store call (a MERGE of a batch, a vector search) and for a batch.
+STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
 RECORDS_CONSUMED = Counter(
-    "mpp_records_consumed_total", "Records read from Kafka.", ["service", "topic"]
+    "mpp_records_consumed_total",
+    "Records read from Kafka and committed (the batch's writes succeeded).",
+    ["service", "topic"],
 )
 RECORDS_PRODUCED = Counter(
-    "mpp_records_produced_total", "Records written to Kafka.", ["service", "topic"]
+    "mpp_records_produced_total",
+    "Records written to Kafka and acknowledged by the brokers (dead letters included).",
+    ["service", "topic"],
 )
-RECORDS_FAILED = Counter(
-    "mpp_records_failed_total", "Records dead-lettered or rejected.", ["service", "reason"]
+RECORDS_DEAD_LETTERED = Counter(
+    "mpp_records_dead_lettered_total",
+    "Records sent to the DLQ, by the reason's ErrorCode name.",
+    ["service", "reason"],
 )
 CONSUMER_LAG = Gauge(
-    "mpp_consumer_lag",
-    "Messages behind the end of the partition.",
+    "mpp_consumer_lag_records",
+    "Records between the consumer's position and the end of the partition (librdkafka's "
+    "statistics, every 5 s).",
     ["service", "topic", "partition"],
 )
-BATCH_SECONDS = Histogram(
-    "mpp_batch_seconds",
-    "Time to process and commit one batch.",
+BATCH_DURATION = Histogram(
+    "mpp_batch_duration_seconds",
+    "From a batch read to its commit: processing, writes, produce and flush.",
     ["service"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=BATCH_BUCKETS,
 )
 COMMIT_FAILURES = Counter(
     "mpp_commit_failures_total",
@@ -40,13 +74,53 @@ COMMIT_FAILURES = Counter(
     ["service"],
 )
 BATCH_RETRIES = Counter(
-    "mpp_batch_retries_total", "Batches retried because a store or Kafka failed.", ["service"]
+    "mpp_batch_retries_total",
+    "Batch attempts retried because a dependency failed; cause: the store (milvus, neo4j, "
+    "postgres) or kafka.",
+    ["service", "cause"],
 )
 BATCHES_BISECTED = Counter(
     "mpp_batches_bisected_total",
     "Batches split in halves because a record made the handler fail (a poison record).",
     ["service"],
 )
+STORE_OPERATIONS = Counter(
+    "mpp_store_operations_total",
+    "Calls to a store, by outcome (ok, or error: the call raised).",
+    ["service", "store", "operation", "outcome"],
+)
+STORE_DURATION = Histogram(
+    "mpp_store_operation_duration_seconds",
+    "Time of one store call, whatever its outcome (the batch loop's retries excluded).",
+    ["service", "store", "operation"],
+    buckets=STORE_BUCKETS,
+)
+STORE_ROWS = Counter(
+    "mpp_store_rows_total",
+    "Rows (messages, facts, users) a store call wrote or deleted.",
+    ["service", "store", "operation"],
+)
+
+
+@contextmanager
+def store_operation(store: str, operation: str, service: str | None = None) -> Iterator[None]:
+    """Count and time one store call: ``mpp_store_operations_total`` (outcome ok, or error
+    when the block raises) and ``mpp_store_operation_duration_seconds``."""
+    name = service or _service
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    finally:
+        STORE_DURATION.labels(name, store, operation).observe(time.perf_counter() - started)
+        STORE_OPERATIONS.labels(name, store, operation, outcome).inc()
+
+
+def store_rows(store: str, operation: str, rows: int, service: str | None = None) -> None:
+    """Add ``rows`` to ``mpp_store_rows_total``."""
+    STORE_ROWS.labels(service or _service, store, operation).inc(rows)
+
 
 ReadinessCheck = Callable[[], str | None]
 

@@ -19,7 +19,7 @@ from mpp.config import Settings
 from mpp.deadletters import DeadLetters
 from mpp.kafka import BatchLoop, Handler, TrackedProducer
 from mpp.logs import configure_logging, get_logger
-from mpp.observability import HealthServer, ReadinessCheck
+from mpp.observability import HealthServer, ReadinessCheck, set_service
 
 
 @dataclass
@@ -90,6 +90,7 @@ def run_worker(settings: Settings, worker: Worker) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     configure_logging(settings, worker.name)
     log = get_logger(worker.name)
+    set_service(worker.name)
     loop = build_loop(settings, worker)
     health = HealthServer(settings.http.host, settings.http.port, loop_readiness(loop, worker))
     health.start()

@@ -39,13 +39,13 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client import Counter, Histogram
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from mpp.config import Settings
 from mpp.kafka import RetryableError
 from mpp.logs import get_logger
+from mpp.observability import store_operation, store_rows
 from mpp.ownership import Conflicts, RecentOwners, screen_owners
 from mpp.stores import milvus_client
 from mpp.v1 import events_pb2
@@ -53,15 +53,9 @@ from mpp.writers import MAX_ID_CHARS
 
 log = get_logger(__name__)
 
-MILVUS_SECONDS = Histogram(
-    "mpp_milvus_seconds",
-    "Time of one VectorStore operation, retries of the batch loop excluded.",
-    ["operation"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-)
-MILVUS_ROWS = Counter(
-    "mpp_milvus_rows_total", "Rows upserted into or deleted from Milvus.", ["operation"]
-)
+# Metrics: mpp_store_operations_total, mpp_store_operation_duration_seconds and
+# mpp_store_rows_total with store="milvus" (``mpp.observability``).
+STORE = "milvus"
 
 # VARCHAR limits of the schema. Ingest allows ids of at most 128 characters; the margin lets
 # a producer's id grow without a schema change. (Milvus Lite does not enforce max_length;
@@ -295,26 +289,26 @@ class VectorStore:
 
     @contextmanager
     def _op(self, operation: str) -> Iterator[MilvusClient]:
-        """Times one operation and turns transient failures into RetryableError."""
-        started = time.perf_counter()
-        try:
-            yield self._conn()
-        except (DimensionMismatchError, SchemaMismatchError):
-            raise
-        except MilvusException as exc:
-            if exc.code == _COLLECTION_NOT_FOUND:
-                # Dropped while we ran: forget what we ensured, so the retry recreates it.
-                self._dim = None
-                raise RetryableError(f"milvus {operation}: collection missing ({exc})") from exc
-            if is_transient(exc):
-                raise RetryableError(f"milvus {operation}: {exc.message}") from exc
-            raise
-        except Exception as exc:
-            if is_transient(exc):
-                raise RetryableError(f"milvus {operation}: {exc}") from exc
-            raise
-        finally:
-            MILVUS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+        """Counts and times one operation and turns transient failures into RetryableError."""
+        with store_operation(STORE, operation):
+            try:
+                yield self._conn()
+            except (DimensionMismatchError, SchemaMismatchError):
+                raise
+            except MilvusException as exc:
+                if exc.code == _COLLECTION_NOT_FOUND:
+                    # Dropped while we ran: forget what we ensured, so the retry recreates it.
+                    self._dim = None
+                    raise RetryableError(
+                        f"milvus {operation}: collection missing ({exc})", STORE
+                    ) from exc
+                if is_transient(exc):
+                    raise RetryableError(f"milvus {operation}: {exc.message}", STORE) from exc
+                raise
+            except Exception as exc:
+                if is_transient(exc):
+                    raise RetryableError(f"milvus {operation}: {exc}", STORE) from exc
+                raise
 
     @property
     def _timeout(self) -> float:
@@ -460,7 +454,7 @@ class VectorStore:
         with self._op("upsert_messages") as client:
             for part in chunks(data, dim, self._cfg.max_request_bytes):
                 client.upsert(self.messages.name, list(part), timeout=self._timeout)
-        MILVUS_ROWS.labels("upsert_messages").inc(len(data))
+        store_rows(STORE, "upsert_messages", len(data))
         return len(data)
 
     def upsert_campaigns(self, rows: Sequence[CampaignVector]) -> int:
@@ -472,7 +466,7 @@ class VectorStore:
         with self._op("upsert_campaigns") as client:
             for part in chunks(data, dim, self._cfg.max_request_bytes):
                 client.upsert(self.campaigns.name, list(part), timeout=self._timeout)
-        MILVUS_ROWS.labels("upsert_campaigns").inc(len(data))
+        store_rows(STORE, "upsert_campaigns", len(data))
         return len(data)
 
     def delete_user(self, user_id: str) -> int:
@@ -504,7 +498,7 @@ class VectorStore:
                     break
                 client.delete(self.messages.name, ids=ids, timeout=self._timeout)
                 removed.update(ids)
-        MILVUS_ROWS.labels("delete_user").inc(len(removed))
+        store_rows(STORE, "delete_user", len(removed))
         return len(removed)
 
     # -- reads -------------------------------------------------------------------------------

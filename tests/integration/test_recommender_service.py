@@ -395,4 +395,5 @@ def test_front_doors_refuse_before_the_body_and_enforce_scopes_rates_and_sizes(
         ("recommender-http", "forbidden"),
         ("recommender-grpc", "rate_limited"),
     ):
-        assert f'mpp_front_door_refused_total{{door="{door}",reason="{reason}"}}' in metrics
+        series = f'service="recommender",door="{door}",reason="{reason}"'
+        assert f"mpp_front_door_refused_total{{{series}}}" in metrics

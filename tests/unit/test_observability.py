@@ -3,8 +3,17 @@ import urllib.error
 import urllib.request
 
 import pytest
+from prometheus_client import REGISTRY
 
-from mpp.observability import RECORDS_CONSUMED, HealthServer
+from mpp.kafka import DeliveryError, RetryableError, retry_cause
+from mpp.observability import (
+    RECORDS_CONSUMED,
+    HealthServer,
+    service_name,
+    set_service,
+    store_operation,
+    store_rows,
+)
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -35,3 +44,40 @@ def test_health_endpoints(reason: str | None) -> None:
         assert _get(base + "/nope")[0] == 404
     finally:
         server.stop()
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_store_operation_counts_outcomes_and_times_each_call() -> None:
+    labels = {"service": "unit-store", "store": "milvus", "operation": "upsert_messages"}
+    with store_operation("milvus", "upsert_messages", service="unit-store"):
+        pass
+    with (
+        pytest.raises(RetryableError),
+        store_operation("milvus", "upsert_messages", service="unit-store"),
+    ):
+        raise RetryableError("milvus upsert_messages: down", "milvus")
+    store_rows("milvus", "upsert_messages", 7, service="unit-store")
+    assert _sample("mpp_store_operations_total", {**labels, "outcome": "ok"}) == 1
+    assert _sample("mpp_store_operations_total", {**labels, "outcome": "error"}) == 1
+    assert _sample("mpp_store_operation_duration_seconds_count", labels) == 2
+    assert _sample("mpp_store_rows_total", labels) == 7
+
+
+def test_store_series_take_the_process_service_by_default() -> None:
+    before = service_name()
+    set_service("unit-default")
+    try:
+        store_rows("neo4j", "merge_messages", 3)
+    finally:
+        set_service(before)
+    labels = {"service": "unit-default", "store": "neo4j", "operation": "merge_messages"}
+    assert _sample("mpp_store_rows_total", labels) == 3
+
+
+def test_retry_cause_names_the_store_or_kafka() -> None:
+    assert retry_cause(RetryableError("neo4j merge_messages: gone", "neo4j")) == "neo4j"
+    assert retry_cause(RetryableError("something")) == "unknown"
+    assert retry_cause(DeliveryError("1 record(s) not delivered")) == "kafka"

@@ -63,8 +63,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from mpp.config import KafkaSettings
 from mpp.logs import get_logger
 from mpp.observability import (
+    BATCH_DURATION,
     BATCH_RETRIES,
-    BATCH_SECONDS,
     BATCHES_BISECTED,
     COMMIT_FAILURES,
     CONSUMER_LAG,
@@ -76,7 +76,23 @@ log = get_logger(__name__)
 
 
 class RetryableError(Exception):
-    """A dependency is unavailable; the same batch should be tried again later."""
+    """A dependency is unavailable; the same batch should be tried again later.
+
+    ``cause`` names the dependency (``milvus``, ``neo4j``, ``postgres``): the loop counts the
+    retry under it (``mpp_batch_retries_total{cause}``).
+    """
+
+    def __init__(self, message: str, cause: str = "unknown") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def retry_cause(exc: BaseException) -> str:
+    """What made a batch retry: the store a ``RetryableError`` names, else ``kafka`` (a
+    refused produce, a record not acknowledged)."""
+    if isinstance(exc, RetryableError):
+        return exc.cause
+    return "kafka"
 
 
 class RecordRefused(ValueError):
@@ -687,7 +703,7 @@ class BatchLoop:
                 log.warning("stopped_during_retry", error=str(failure), records=len(batch))
                 return False
             self.stats.retries += 1
-            BATCH_RETRIES.labels(self.service).inc()
+            BATCH_RETRIES.labels(self.service, retry_cause(failure)).inc()
             log.warning("batch_retry", error=str(failure), records=len(batch), backoff_s=backoff)
             self._wait_paused(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
@@ -700,7 +716,7 @@ class BatchLoop:
         self.stats.batches += 1
         self.stats.records += len(batch)
         elapsed = time.perf_counter() - started
-        BATCH_SECONDS.labels(self.service).observe(elapsed)
+        BATCH_DURATION.labels(self.service).observe(elapsed)
         log.info("batch_committed", records=len(batch), ms=round(elapsed * 1000, 1))
 
     def _wait_paused(self, seconds: float) -> None:

@@ -4,6 +4,7 @@ import sys
 
 from mpp.config import get_settings
 from mpp.logs import configure_logging, get_logger
+from mpp.observability import set_service
 from mpp.service import run_worker
 from mpp_analytics.service import SERVICE, WarehouseSyncer, worker
 from mpp_analytics.web import ReportServer
@@ -11,6 +12,7 @@ from mpp_analytics.web import ReportServer
 if __name__ == "__main__":
     settings = get_settings()
     configure_logging(settings, SERVICE)
+    set_service(SERVICE)
     syncer = WarehouseSyncer(settings)
     reports = ReportServer(settings, syncer)
     serving = True

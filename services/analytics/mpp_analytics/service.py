@@ -32,6 +32,7 @@ from mpp.config import Settings
 from mpp.deadletters import DeadLetters
 from mpp.kafka import Handler, Sink, TrackedProducer
 from mpp.logs import get_logger
+from mpp.observability import store_operation, store_rows
 from mpp.ownership import conflict
 from mpp.service import Worker
 from mpp.stores import postgres_connect
@@ -47,20 +48,24 @@ log = get_logger(SERVICE)
 FACTS_INSERTED = Counter(
     "mpp_analytics_facts_inserted_total",
     "Facts inserted (replays insert nothing).",
-    ["kind"],
+    ["service", "kind"],
 )
-USERS_ERASED = Counter("mpp_analytics_users_erased_total", "Erasure requests applied.")
+USERS_ERASED = Counter("mpp_analytics_users_erased_total", "Erasure requests applied.", ["service"])
 SYNC_SECONDS = Histogram(
     "mpp_analytics_warehouse_sync_seconds",
     "Time of one warehouse sync.",
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
-SYNC_FAILURES = Counter("mpp_analytics_warehouse_sync_failures_total", "Failed warehouse syncs.")
+    ["service"],
+SYNC_FAILURES = Counter(
+    "mpp_analytics_warehouse_sync_failures_total", "Failed warehouse syncs.", ["service"]
+)
 LAST_SYNC = Gauge(
     "mpp_analytics_warehouse_last_sync_timestamp_seconds",
     "Unix time of the last successful warehouse sync.",
 )
 
+    ["service"],
 
 # Longest channel kept (as in Milvus' column): channels are names such as "web" or "sms".
 MAX_CHANNEL_CHARS = 64
@@ -183,12 +188,12 @@ def build_handler(
                 # than fail the batch forever.
                 log.warning("batch_refused_writing_fact_by_fact", error=str(exc)[:300])
                 inserted = write_each(plan)
-            FACTS_INSERTED.labels("message").inc(inserted[0])
-            FACTS_INSERTED.labels("feedback").inc(inserted[1])
+            FACTS_INSERTED.labels(SERVICE, "message").inc(inserted[0])
+            FACTS_INSERTED.labels(SERVICE, "feedback").inc(inserted[1])
             for request_id in plan.erasures.values():
                 # The user id is not logged: the request id traces the erasure.
                 log.info("user_erased", request_id=request_id)
-            USERS_ERASED.inc(len(plan.erasures))
+            USERS_ERASED.labels(SERVICE).inc(len(plan.erasures))
             log.debug("facts_written", messages=inserted[0], feedback=inserted[1])
         for msg, rejection in plan.rejected:
             dead_letters.send(msg, rejection)
@@ -243,17 +248,21 @@ class WarehouseSyncer:
             try:
                 if self._warehouse is None:
                     self._warehouse = open_warehouse(self.settings)
-                with postgres_connect(self.settings, autocommit=True) as conn:
+                with (
+                    store_operation("warehouse", "sync", SERVICE),
+                    postgres_connect(self.settings, autocommit=True) as conn,
+                ):
                     report = sync_warehouse(conn, self._warehouse, full=full)
             except Exception as exc:
-                SYNC_FAILURES.inc()
+                SYNC_FAILURES.labels(SERVICE).inc()
                 self.last_error = str(exc)[:500]
                 if isinstance(exc, WarehouseError) and self._warehouse is not None:
                     self._warehouse.close()
                     self._warehouse = None
                 raise
-            SYNC_SECONDS.observe(time.perf_counter() - started)
-            LAST_SYNC.set(time.time())
+            SYNC_SECONDS.labels(SERVICE).observe(time.perf_counter() - started)
+            store_rows("warehouse", "sync", sum(report.facts.values()), SERVICE)
+            LAST_SYNC.labels(SERVICE).set(time.time())
             self.last, self.last_error = report, None
             return report
 

@@ -42,6 +42,7 @@ from mpp.embedding import Embedder
 from mpp.intents import UNKNOWN, CampaignLinker, IntentCatalog, IntentClassifier, LinkSource
 from mpp.kafka import Handler, RetryableError, Sink, TrackedProducer
 from mpp.logs import configure_logging, get_logger
+from mpp.observability import set_service
 from mpp.service import Worker, run_worker
 from mpp.stores import postgres_connect
 from mpp.v1 import events_pb2 as pb
@@ -56,20 +57,26 @@ ENCODE_SECONDS = Histogram(
     "mpp_embedder_encode_seconds",
     "Time to embed one batch of messages.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    ["service"],
 )
 INTENTS_TAGGED = Counter(
-    "mpp_embedder_intents_total", "Messages by their best intent (or unknown).", ["intent"]
+    "mpp_embedder_intents_total",
+    "Messages by their best intent (or unknown).",
+    ["service", "intent"],
 )
 CAMPAIGN_LINKS = Counter(
-    "mpp_embedder_campaign_links_total", "Campaign links written, by source.", ["source"]
+    "mpp_embedder_campaign_links_total", "Campaign links written, by source.", ["service", "source"]
 )
 CATALOG_CAMPAIGNS = Gauge(
-    "mpp_embedder_catalog_campaigns", "Active campaigns in the catalog the embedder links to."
+    "mpp_embedder_catalog_campaigns",
+    "Active campaigns in the catalog the embedder links to.",
+    ["service"],
 )
 CATALOG_REFRESH_FAILURES = Counter(
     "mpp_embedder_catalog_refresh_failures_total",
     "Campaign catalog reads that failed (the previous catalog stayed in use).",
 )
+    ["service"],
 
 _LINK_SOURCES = {
     LinkSource.EVENT: pb.CAMPAIGN_LINK_SOURCE_EVENT,
@@ -125,7 +132,7 @@ class CampaignCatalog:
         try:
             campaigns = self._load()
         except (psycopg.Error, OSError) as exc:
-            CATALOG_REFRESH_FAILURES.inc()
+            CATALOG_REFRESH_FAILURES.labels(SERVICE).inc()
             log.warning(
                 "campaign_catalog_unavailable",
                 error=str(exc).strip(),
@@ -136,7 +143,7 @@ class CampaignCatalog:
         if not self.loaded or campaigns != self.campaigns:
             log.info("campaign_catalog_loaded", campaigns=len(campaigns))
         self.campaigns, self.loaded = campaigns, True
-        CATALOG_CAMPAIGNS.set(len(campaigns))
+        CATALOG_CAMPAIGNS.labels(SERVICE).set(len(campaigns))
         return True
 
 
@@ -193,7 +200,7 @@ class Enricher:
             return []
         started = time.perf_counter()
         vectors = self.embedder.encode([m.text for m in messages])
-        ENCODE_SECONDS.observe(time.perf_counter() - started)
+        ENCODE_SECONDS.labels(SERVICE).observe(time.perf_counter() - started)
         intents = self.classifier.classify_vectors(vectors)
         links = self.linker.link_vectors(vectors, [m.campaign_id for m in messages])
         enriched_at = datetime.now(UTC)
@@ -216,9 +223,9 @@ class Enricher:
                 for link in campaign_links
             )
             enriched.enriched_at.FromDatetime(enriched_at)
-            INTENTS_TAGGED.labels(tags[0].intent).inc()
+            INTENTS_TAGGED.labels(SERVICE, tags[0].intent).inc()
             for link in campaign_links:
-                CAMPAIGN_LINKS.labels(link.source.value).inc()
+                CAMPAIGN_LINKS.labels(SERVICE, link.source.value).inc()
             out.append(enriched)
         return out
 
@@ -367,3 +374,4 @@ def main() -> int:
     # Before the model loads, so that its log lines are structured too.
     configure_logging(settings, SERVICE)
     return run_worker(settings, build_worker(settings))
+    set_service(SERVICE)
