@@ -27,7 +27,7 @@ up: venv  ## Start the local stack (real servers on loopback), reusing what runs
 down: venv  ## Stop the services and servers that `make demo`/`make up` started, nothing else
 	@$(MPP) airflow down
 	@$(MPP) services down
-	@$(MPP) stack down
+	@$(MPP) stack down --with observability
 
 status: venv  ## Probe every server of the stack and every service
 	@$(MPP) stack status; $(MPP) services status
