@@ -33,11 +33,11 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import redis
 import redis.asyncio as aioredis
-from prometheus_client import Counter
 
 from mpp.config import Settings
 from mpp.ids import user_hash
@@ -46,10 +46,6 @@ from mpp.stores import redis_client
 from mpp_recommender.breaker import CircuitBreaker, State
 
 log = get_logger(__name__)
-
-CACHE_CALLS = Counter(
-    "mpp_recommender_cache_total", "Cache lookups by result (hit, miss, error).", ["result"]
-)
 
 # One round trip after an answer was computed: the last answer (always), and, only if the
 # session's newest entry is still the one the answer was computed from, the answer and the
@@ -184,6 +180,23 @@ class Session:
     # The session holds the user's recent messages read from Milvus too (not only those that
     # arrived while the service followed the stream): Milvus need not be read again.
     complete: bool = False
+    # Why Redis was not read (head None): "open" (its breaker) or "error".
+    problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A cached-answer lookup: the answer (None: a miss, or Redis was not read) and why."""
+
+    raw: bytes | None
+    outcome: Literal["hit", "miss", "error"]
+    # When the outcome is "error": "open" (the Redis breaker) or "error".
+    problem: str = ""
+
+
+_OPEN = Lookup(None, "error", "open")
+_FAILED = Lookup(None, "error", "error")
+_MISS = Lookup(None, "miss")
 
 
 class RedisCache:
@@ -224,35 +237,29 @@ class RedisCache:
 
     # -- answers -----------------------------------------------------------------------------
 
-    def get_answer(self, user_id: str, field: str) -> bytes | None:
-        """The cached answer of ``field`` (``answer_field``) for the user, or None."""
+    def get_answer(self, user_id: str, field: str) -> Lookup:
+        """The cached answer of ``field`` (``answer_field``) for the user, if any."""
         if not self.breaker.allow():
-            CACHE_CALLS.labels("error").inc()
-            return None
+            return _OPEN
         try:
             raw = self._client.hget(answer_key(user_id), field)
         except redis.RedisError as exc:
             self._fail("get_answer", exc)
-            CACHE_CALLS.labels("error").inc()
-            return None
+            return _FAILED
         self.breaker.success()
-        CACHE_CALLS.labels("hit" if raw is not None else "miss").inc()
-        return raw  # type: ignore[return-value]
+        return Lookup(raw, "hit") if isinstance(raw, bytes) else _MISS
 
-    async def get_answer_async(self, user_id: str, field: str) -> bytes | None:
+    async def get_answer_async(self, user_id: str, field: str) -> Lookup:
         """``get_answer`` on the caller's event loop."""
         if not self.breaker.allow():
-            CACHE_CALLS.labels("error").inc()
-            return None
+            return _OPEN
         try:
             raw = await self._async.hget(answer_key(user_id), field)
         except (redis.RedisError, OSError) as exc:
             self._fail("get_answer", exc)
-            CACHE_CALLS.labels("error").inc()
-            return None
+            return _FAILED
         self.breaker.success()
-        CACHE_CALLS.labels("hit" if raw is not None else "miss").inc()
-        return raw if isinstance(raw, bytes) else None
+        return Lookup(raw, "hit") if isinstance(raw, bytes) else _MISS
 
     def save(
         self,
@@ -324,7 +331,7 @@ class RedisCache:
 
     def session(self, user_id: str) -> Session:
         if not self.breaker.allow():
-            return Session([], None)
+            return Session([], None, problem="open")
         try:
             pipe = self._client.pipeline(transaction=False)
             pipe.lrange(session_key(user_id), 0, self._session_len - 1)
@@ -332,7 +339,7 @@ class RedisCache:
             raw, complete = pipe.execute()
         except redis.RedisError as exc:
             self._fail("session", exc)
-            return Session([], None)
+            return Session([], None, problem="error")
         self.breaker.success()
         entries: list[bytes] = list(raw)
         messages = []

@@ -22,6 +22,7 @@ impressions (reported as feedback), see docs/recommender.md.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import re
 import threading
@@ -34,8 +35,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
-
-from prometheus_client import Counter, Gauge, Histogram
 
 from mpp.catalog import CAMPAIGN_ID_PATTERN
 from mpp.codecs import Rejection, event_time
@@ -57,34 +56,22 @@ from mpp_recommender.blend import (
     blend,
 )
 from mpp_recommender.breaker import CircuitBreaker, State
-from mpp_recommender.cache import RedisCache, answer_field
+from mpp_recommender.cache import Lookup, RedisCache, answer_field
 from mpp_recommender.sources import MilvusSource, Neo4jSource, PostgresSource, SourceAnswer
+from mpp_recommender.telemetry import (
+    ANSWERS,
+    FEEDBACK_OF_ERASED,
+    LOG_ROWS,
+    SERVICE,
+    SOURCE_OF_STORE,
+    SourceCall,
+    breaker_changed,
+    note_answer,
+    reason_of,
+)
 
 log = get_logger(__name__)
 T = TypeVar("T")
-
-SOURCE_SECONDS = Histogram(
-    "mpp_recommender_source_seconds",
-    "Time of one candidate source call (calls that ran, whatever their outcome).",
-    ["source"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
-DEGRADED = Counter(
-    "mpp_recommender_degraded_total",
-    "Answers computed without a source, by source and why (error, timeout, open).",
-    ["source", "why"],
-)
-BREAKER_OPEN = Gauge(
-    "mpp_recommender_breaker_open", "1 while a source's circuit breaker is open.", ["source"]
-)
-STRATEGIES = Counter("mpp_recommender_answers_total", "Answers by strategy.", ["strategy"])
-LOG_ROWS = Counter(
-    "mpp_recommender_log_rows_total", "recommendation_log rows by outcome.", ["outcome"]
-)
-FEEDBACK_OF_ERASED = Counter(
-    "mpp_recommender_feedback_of_erased_total",
-    "Feedback not recorded: its user was erased at or after its timestamp.",
-)
 
 FEEDBACK_KINDS = {
     F.FEEDBACK_TYPE_IMPRESSION: "impression",
@@ -190,11 +177,12 @@ def check_feedback(feedback: F.FeedbackEvent, now_s: float | None = None) -> tup
 
 @dataclass(slots=True)
 class _Call:
-    """One source call in flight; a late outcome after its deadline is not counted twice."""
+    """One source call in flight (``future`` None: skipped, its breaker is open); its first
+    outcome, its answer or its deadline, is the one counted (``SourceCall.finish``)."""
 
-    future: Future[Any]
+    future: Future[Any] | None
     deadline: float
-    timed_out: bool = False
+    source: SourceCall
 
 
 class RecommendationLog:
@@ -240,7 +228,7 @@ class RecommendationLog:
                 if count < self.PRUNE_CHUNK:
                     break
         if deleted:
-            LOG_ROWS.labels("pruned").inc(deleted)
+            LOG_ROWS.labels(SERVICE, "pruned").inc(deleted)
             log.info("recommendation_log_pruned", rows=deleted, before=cutoff.isoformat())
         return deleted
 
@@ -257,7 +245,7 @@ class RecommendationLog:
         try:
             self._queue.put_nowait((user_id, answer))
         except queue.Full:
-            LOG_ROWS.labels("dropped").inc(len(answer.items))
+            LOG_ROWS.labels(SERVICE, "dropped").inc(len(answer.items))
 
     def flush(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -317,7 +305,7 @@ class RecommendationLog:
                 erased = fence(conn, {row[2] for row in rows})
                 if erased:
                     kept = [r for r in rows if r[2] not in erased or r[6] > erased[r[2]]]
-                    LOG_ROWS.labels("erased").inc(len(rows) - len(kept))
+                    LOG_ROWS.labels(SERVICE, "erased").inc(len(rows) - len(kept))
                     rows = kept
                 with (
                     conn.cursor() as cur,
@@ -329,10 +317,10 @@ class RecommendationLog:
                     for row in rows:
                         copy.write_row(row)
         except Exception as exc:
-            LOG_ROWS.labels("dropped").inc(len(rows))
+            LOG_ROWS.labels(SERVICE, "dropped").inc(len(rows))
             log.warning("recommendation_log_failed", rows=len(rows), error=str(exc))
             return
-        LOG_ROWS.labels("written").inc(len(rows))
+        LOG_ROWS.labels(SERVICE, "written").inc(len(rows))
 
 
 class Recommender:
@@ -418,10 +406,10 @@ class Recommender:
         check_user_id(user_id)
         limit = check_limit(limit, self.cfg.default_limit)
         check_target(channel, locale)
-        raw = self.cache.get_answer(user_id, answer_field(limit, channel, locale))
-        if raw is not None:
-            answer = R.RecommendResponse.FromString(raw)
-            answer.cached = True
+        cache = SourceCall("cache")
+        lookup = self.cache.get_answer(user_id, answer_field(limit, channel, locale))
+        answer = self._cached(cache, lookup)
+        if answer is not None:
             return answer
         return self.compute(user_id, limit, channel, locale)
 
@@ -433,58 +421,81 @@ class Recommender:
         check_user_id(user_id)
         limit = check_limit(limit, self.cfg.default_limit)
         check_target(channel, locale)
-        raw = await self.cache.get_answer_async(user_id, answer_field(limit, channel, locale))
-        if raw is not None:
-            answer = R.RecommendResponse.FromString(raw)
-            answer.cached = True
+        cache = SourceCall("cache")
+        lookup = await self.cache.get_answer_async(user_id, answer_field(limit, channel, locale))
+        answer = self._cached(cache, lookup)
+        if answer is not None:
             return answer
+        # The request's context (its span: the sources' spans are its children) goes along.
+        run = contextvars.copy_context().run
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self.requests, self.compute, user_id, limit, channel, locale
+            self.requests, run, self.compute, user_id, limit, channel, locale
         )
 
-    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking call (feedback, erasure) on the request threads."""
-        return await asyncio.get_running_loop().run_in_executor(self.requests, fn, *args)
+    @staticmethod
+    def _cached(call: SourceCall, lookup: Lookup) -> R.RecommendResponse | None:
+        """Record the cache lookup; the cached answer, if it was a hit."""
+        call.finish_cache(lookup.outcome, reason_of(lookup.problem) if lookup.problem else None)
+        if lookup.raw is None:
+            return None
+        answer = R.RecommendResponse.FromString(lookup.raw)
+        answer.cached = True
+        note_answer(answer.strategy, True, list(answer.degraded_sources), len(answer.items))
+        return answer
 
-    def _submit(self, name: str, fn: Callable[..., T], *args: Any) -> _Call | None:
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call (feedback, erasure) on the request threads, in the caller's
+        context (its span)."""
+        run = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(self.requests, run, fn, *args)
+
+    def _submit(self, name: str, fn: Callable[..., T], *args: Any) -> _Call:
+        """Start a source call on the sources' threads, behind its breaker; its span is a
+        child of the current (request) span."""
+        source = SourceCall(SOURCE_OF_STORE[name])
         breaker = self.breakers[name]
         if not breaker.allow():
-            DEGRADED.labels(name, "open").inc()
-            return None
-        holder: list[_Call] = []
+            source.finish("skipped", "breaker_open")
+            return _Call(None, 0.0, source)
 
         def run() -> T:
-            started = time.perf_counter()
+            token = source.attach()
             try:
                 result = fn(*args)
             except Exception as exc:
-                if not holder or not holder[0].timed_out:
+                # After the deadline the breaker has counted the failure already.
+                if source.finish("degraded", "error", exc):
                     breaker.failure()
-                    DEGRADED.labels(name, "error").inc()
                 log.warning("source_failed", source=name, error=str(exc)[:300])
                 raise
             finally:
-                SOURCE_SECONDS.labels(name).observe(time.perf_counter() - started)
-            if not holder or not holder[0].timed_out:
+                source.detach(token)
+            if source.finish("ok"):
                 breaker.success()
             return result
 
-        call = _Call(self._pool.submit(run), time.monotonic() + self.timeouts[name])
-        holder.append(call)
-        return call
+        return _Call(self._pool.submit(run), time.monotonic() + self.timeouts[name], source)
 
-    def _result(self, name: str, call: _Call | None) -> Any | None:
-        if call is None:
+    def _result(self, name: str, call: _Call) -> Any | None:
+        if call.future is None:
             return None
         try:
             return call.future.result(timeout=max(0.0, call.deadline - time.monotonic()))
         except FutureTimeout:
-            call.timed_out = True
+            if not call.source.finish("degraded", "timeout"):
+                # Its outcome came in just now: take it.
+                return self._result_now(call.future)
             self.breakers[name].failure()
             log.warning("source_timed_out", source=name, after_s=self.timeouts[name])
-            DEGRADED.labels(name, "timeout").inc()
             return None
+        except Exception:
+            return None
+
+    @staticmethod
+    def _result_now(future: Future[Any]) -> Any | None:
+        try:
+            return future.result()
         except Exception:
             return None
 
@@ -495,9 +506,14 @@ class Recommender:
         # The fence of the cache and of the in-process answers: an erasure after this instant
         # keeps this answer from being written back (``RedisCache.save``).
         started_ms = int(time.time() * 1000)
+        session_call = SourceCall("session")
         session = self.cache.session(user_id)
         if session.head is None:
             degraded.append("redis")
+            reason = reason_of(session.problem)
+            session_call.finish("skipped" if reason == "breaker_open" else "degraded", reason)
+        else:
+            session_call.finish("ok")
         calls = {
             "milvus": self._submit(
                 "milvus", self.milvus.recommend, user_id, session.messages, session.complete
@@ -530,7 +546,8 @@ class Recommender:
         if len(ranked) < limit:
             ranked += self._fillers(catalog, rules, now, ranked, limit, *target)
         answer = self._answer(user_id, ranked, catalog, degraded, strategy)
-        STRATEGIES.labels(strategy).inc()
+        ANSWERS.labels(SERVICE, strategy).inc()
+        note_answer(strategy, False, degraded, len(answer.items))
         serialized = answer.SerializeToString()
         if session.head is not None:
             ttl = DEGRADED_TTL_S if degraded else self.cfg.cache_ttl_s
@@ -672,7 +689,8 @@ class Recommender:
                 )
         del answer.degraded_sources[:]
         answer.degraded_sources.extend(degraded)
-        STRATEGIES.labels(answer.strategy).inc()
+        ANSWERS.labels(SERVICE, answer.strategy).inc()
+        note_answer(answer.strategy, answer.cached, degraded, len(answer.items))
         return answer
 
     # -- feedback ----------------------------------------------------------------------------
@@ -688,7 +706,7 @@ class Recommender:
             # Feedback of an erased user, stamped at or before the erasure, brings nothing
             # back: neither the topic nor the tables get it (the analytics and the ledger
             # would drop it too). The caller is answered as usual (a retry changes nothing).
-            FEEDBACK_OF_ERASED.inc()
+            FEEDBACK_OF_ERASED.labels(SERVICE).inc()
             log.info("feedback_of_erased_user_dropped", feedback_id=feedback.feedback_id)
             return feedback.feedback_id
         try:
@@ -704,7 +722,7 @@ class Recommender:
             with self.postgres.pool.connection() as conn, conn.transaction():
                 at = fence(conn, [feedback.user_id]).get(feedback.user_id)
                 if at is not None and occurred <= at:
-                    FEEDBACK_OF_ERASED.inc()
+                    FEEDBACK_OF_ERASED.labels(SERVICE).inc()
                     return feedback.feedback_id
                 conn.execute(
                     "INSERT INTO recommender_feedback (feedback_id, user_id, campaign_id, kind,"
@@ -835,7 +853,7 @@ def _analytics_erase() -> Callable[..., Any] | None:
 
 
 def _noted(name: str, state: State) -> None:
-    BREAKER_OPEN.labels(name).set(1 if state == "open" else 0)
+    breaker_changed(name, state == "open")
     if state == "open":
         log.warning("breaker_opened", source=name)
     else:

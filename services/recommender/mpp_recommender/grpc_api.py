@@ -15,6 +15,7 @@ because a store is down: it degrades (see core.py).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -22,7 +23,6 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Histogram
 
 from mpp.auth import Denial, KeyRing, bearer, refused
 from mpp.config import Scope, Settings
@@ -30,17 +30,18 @@ from mpp.logs import get_logger
 from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
 from mpp_recommender.core import InvalidArgument, Recommender, Unavailable
+from mpp_recommender.telemetry import REQUEST_DURATION, REQUESTS, SERVICE
 
 log = get_logger(__name__)
 T = TypeVar("T")
 
-REQUEST_SECONDS = Histogram(
-    "mpp_recommender_request_seconds",
-    "Time to answer one request, by front door, method and outcome.",
-    ["api", "method", "outcome"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
 SERVICE_NAME = R.DESCRIPTOR.services_by_name["Recommender"].full_name
+
+
+def count_request(method: str, code: grpc.StatusCode, started: float) -> None:
+    """``mpp_requests_total`` and ``mpp_request_duration_seconds`` for one gRPC call."""
+    REQUESTS.labels(SERVICE, "grpc", method, code.name).inc()
+    REQUEST_DURATION.labels(SERVICE, "grpc", method).observe(time.perf_counter() - started)
 
 
 class Servicer(RG.RecommenderServicer):
@@ -53,21 +54,24 @@ class Servicer(RG.RecommenderServicer):
         self, method: str, context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[T]
     ) -> T:
         started = time.perf_counter()
-        outcome = "ok"
+        code = grpc.StatusCode.OK
         try:
             return await call
         except InvalidArgument as exc:
-            outcome = "invalid"
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            await context.abort(code, str(exc))
         except Unavailable as exc:
-            outcome = "unavailable"
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            code = grpc.StatusCode.UNAVAILABLE
+            await context.abort(code, str(exc))
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as exc:
-            outcome = "error"
+            code = grpc.StatusCode.INTERNAL
             log.exception("grpc_request_failed", method=method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            await context.abort(code, f"internal error: {type(exc).__name__}")
         finally:
-            REQUEST_SECONDS.labels("grpc", method, outcome).observe(time.perf_counter() - started)
+            count_request(method, code, started)
         raise AssertionError("abort returned")  # pragma: no cover
 
     async def Recommend(
@@ -140,6 +144,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Any:
         if not self._keys.enabled or not details.method.startswith(self._prefix):
             return await continuation(details)
+        started = time.perf_counter()
         method = details.method[len(self._prefix) :]
         scope, action = METHOD_SCOPES.get(method, (None, f"call {method}"))
         decision = self._keys.authorize(metadata_key(details.invocation_metadata), scope, action)
@@ -150,19 +155,38 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         trailing = (("retry-after", decision.retry_after),) if decision.status == 429 else ()
 
         async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            count_request(method, code, started)
             await context.abort(code, decision.message, trailing_metadata=trailing)
 
         return grpc.unary_unary_rpc_method_handler(deny)
 
 
+def tracing_interceptor() -> grpc.aio.ServerInterceptor:
+    """OpenTelemetry's server interceptor for the Recommender's methods (health checks and
+    reflection are not traced): a call's span continues the client's trace when the call's
+    metadata carries one (W3C ``traceparent``), and is current while the method runs."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        filter_=filters.service_name(SERVICE_NAME)
+    )
+    return interceptor
+
+
 async def build_server(
-    settings: Settings, core: Recommender, keys: KeyRing | None = None
+    settings: Settings, core: Recommender, keys: KeyRing | None = None, tracing: bool = False
 ) -> tuple[grpc.aio.Server, int]:
     """The server on the running event loop, bound (not started), and its port; ``keys``
-    shared with the HTTP door (one rate limit per key)."""
+    shared with the HTTP door (one rate limit per key). ``tracing``: calls start spans
+    (``mpp.tracing.configure_tracing`` said tracing is on), refusals included."""
     cfg = settings.grpc
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        AuthInterceptor(keys or KeyRing(settings.auth))
+    ]
+    if tracing:
+        interceptors.insert(0, tracing_interceptor())
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(keys or KeyRing(settings.auth))],
+        interceptors=interceptors,
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),

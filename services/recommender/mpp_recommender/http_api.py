@@ -13,8 +13,9 @@ with Retry-After), or 503 (feedback or erasure not published; retry).
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import UTC
 from typing import Annotated, Any, Literal
 
@@ -28,12 +29,12 @@ from pydantic import AwareDatetime, BaseModel, Field
 from mpp.auth import KeyRing
 from mpp.codecs import checked_utc
 from mpp.config import Settings
-from mpp.http_guard import Guard, Rule
+from mpp.http_guard import ASGIApp, Guard, Receive, Rule, Send
 from mpp.logs import get_logger
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
 from mpp_recommender.core import InvalidArgument, Recommender, Unavailable
-from mpp_recommender.grpc_api import REQUEST_SECONDS
+from mpp_recommender.telemetry import REQUEST_DURATION, REQUESTS, SERVICE
 
 log = get_logger(__name__)
 
@@ -106,6 +107,91 @@ RULES = (
 )
 
 
+# The API's routes by the method names gRPC gives them (mpp_requests_total's ``method``), and
+# the path template a span shows instead of the path (which holds a user id).
+METHODS = (
+    ("GET", "/recommendations/", "Recommend", "/recommendations/{user_id}"),
+    ("POST", "/feedback", "RecordFeedback", "/feedback"),
+    ("DELETE", "/users/", "ForgetUser", "/users/{user_id}"),
+)
+# Not traced (unless OTEL_PYTHON_FASTAPI_EXCLUDED_URLS says otherwise): probes and scrapes.
+UNTRACED = "/healthz$,/readyz$,/metrics$"
+
+
+def route_of(method: str, path: str) -> tuple[str, str] | None:
+    """The API method a request calls and its path template, None for other paths."""
+    for verb, prefix, name, template in METHODS:
+        if verb == method and (path.startswith(prefix) if prefix.endswith("/") else path == prefix):
+            return name, template
+    return None
+
+
+class RequestMetrics:
+    """``mpp_requests_total`` (by status code) and ``mpp_request_duration_seconds`` for the
+    API's methods; a pure ASGI middleware outside the Guard, so that refusals count too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        route = route_of(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            REQUESTS.labels(SERVICE, "http", route[0], str(status)).inc()
+            REQUEST_DURATION.labels(SERVICE, "http", route[0]).observe(
+                time.perf_counter() - started
+            )
+
+
+def _hide_user_ids(span: Any, scope: dict[str, Any]) -> None:
+    """The request span's URL attributes name the path template, not the user's id."""
+    if not span.is_recording():
+        return
+    route = route_of(scope.get("method", ""), scope.get("path", ""))
+    if route is None:
+        return
+    template = route[1]
+    query = scope.get("query_string", b"").decode("latin-1")
+    target = f"{template}?{query}" if query else template
+    attributes = getattr(span, "attributes", None) or {}
+    for key, value in (("url.path", template), ("http.target", target)):
+        if key in attributes:
+            span.set_attribute(key, value)
+    url = attributes.get("http.url") or attributes.get("url.full")
+    if url:
+        raw = scope.get("raw_path") or scope["path"].encode()
+        path = raw.decode("latin-1")
+        head = str(url).split(path, 1)[0] if path in str(url) else ""
+        span.set_attribute("http.url" if "http.url" in attributes else "url.full", head + target)
+
+
+def instrument(app: FastAPI) -> None:
+    """OpenTelemetry's FastAPI instrumentation: each request starts a span (continuing the
+    caller's trace when its headers carry one), the probes and /metrics excepted; no
+    receive/send spans, and no user id in the span's attributes."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        excluded_urls=os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", UNTRACED),
+        exclude_spans=["receive", "send"],
+        server_request_hook=_hide_user_ids,
+    )
+
+
 def _errors(status: int, errors: list[dict[str, str]]) -> JSONResponse:
     return JSONResponse({"errors": errors}, status_code=status)
 
@@ -120,8 +206,10 @@ def create_app(
     core: Recommender,
     readiness: Callable[[], dict[str, Any]],
     keys: KeyRing | None = None,
+    tracing: bool = False,
 ) -> FastAPI:
-    """The app behind its Guard; ``keys`` shared with the gRPC door (one rate limit per key)."""
+    """The app behind its Guard; ``keys`` shared with the gRPC door (one rate limit per key).
+    ``tracing``: requests start spans (``mpp.tracing.configure_tracing`` said it is on)."""
     default_limit = settings.recommender.default_limit
     app = FastAPI(
         title="mpp recommender",
@@ -138,6 +226,10 @@ def create_app(
         challenge="Bearer",
         door="recommender-http",
     )
+    # Added last, so outermost: it sees the Guard's refusals.
+    app.add_middleware(RequestMetrics)
+    if tracing:
+        instrument(app)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -172,10 +264,8 @@ def create_app(
     ) -> Response:
         """The campaigns for the user, best first, each with its reasons (same answer as the
         gRPC Recommend)."""
-        started = time.perf_counter()
         answer = await core.recommend_async(user_id, limit or default_limit, channel, locale)
         body = json.dumps(answer_json(answer), separators=(",", ":")).encode()
-        REQUEST_SECONDS.labels("http", "Recommend", "ok").observe(time.perf_counter() - started)
         return Response(body, media_type="application/json")
 
     @app.post("/feedback", dependencies=Documented)

@@ -18,6 +18,7 @@ import uvloop
 from mpp.auth import MISSING_KEYS, KeyRing
 from mpp.config import Settings
 from mpp.logs import configure_logging, get_logger
+from mpp.tracing import configure_tracing, shutdown_tracing
 from mpp_recommender.activity import ActivityFollower
 from mpp_recommender.core import Recommender
 from mpp_recommender.grpc_api import build_server
@@ -30,13 +31,19 @@ def http_port(settings: Settings) -> int:
     return settings.http.port or settings.recommender.http_port
 
 
-async def serve(settings: Settings, core: Recommender, follower: ActivityFollower | None) -> None:
-    """Both servers on one event loop until SIGTERM/SIGINT."""
+async def serve(
+    settings: Settings,
+    core: Recommender,
+    follower: ActivityFollower | None,
+    tracing: bool = False,
+) -> None:
+    """Both servers on one event loop until SIGTERM/SIGINT; ``tracing``: both doors start a
+    span per request."""
     log = get_logger(SERVICE)
     cfg = settings.recommender
     # One key ring for both doors: a key's rate limit counts its requests through either.
     keys = KeyRing(settings.auth)
-    server, grpc_port = await build_server(settings, core, keys)
+    server, grpc_port = await build_server(settings, core, keys, tracing=tracing)
     await server.start()
 
     def readiness() -> dict[str, Any]:
@@ -53,7 +60,7 @@ async def serve(settings: Settings, core: Recommender, follower: ActivityFollowe
 
     port = http_port(settings)
     config = uvicorn.Config(
-        create_app(settings, core, readiness, keys),
+        create_app(settings, core, readiness, keys, tracing=tracing),
         host=cfg.http_host if settings.http.port == 0 else settings.http.host,
         port=port,
         log_level="warning",
@@ -63,7 +70,7 @@ async def serve(settings: Settings, core: Recommender, follower: ActivityFollowe
         # the service, closes idle keep-alive connections (no request lost in between).
         timeout_keep_alive=75,
     )
-    log.info("service_started", http_port=port, grpc_port=grpc_port)
+    log.info("service_started", http_port=port, grpc_port=grpc_port, tracing=tracing)
     # uvicorn handles SIGTERM/SIGINT while it serves, then restores the previous handlers and
     # raises the signal again: with these no-op handlers in place, the process goes on to stop
     # gRPC, the follower and the stores' clients instead of dying on the spot.
@@ -77,6 +84,8 @@ async def serve(settings: Settings, core: Recommender, follower: ActivityFollowe
 
 def run(settings: Settings) -> int:
     configure_logging(settings, SERVICE)
+    # Off unless the OTEL_* variables turn it on (mpp.tracing).
+    tracing = configure_tracing(SERVICE)
     log = get_logger(SERVICE)
     cfg = settings.recommender
     if settings.auth.enabled and not settings.auth.keys:
@@ -89,10 +98,11 @@ def run(settings: Settings) -> int:
     follower = ActivityFollower(core).start() if cfg.follow_activity else None
     try:
         # uvloop: the event loop both servers share, in C (the hit path is mostly loop work).
-        uvloop.run(serve(settings, core, follower))
+        uvloop.run(serve(settings, core, follower, tracing))
     finally:
         if follower is not None:
             follower.stop()
         core.close()
+        shutdown_tracing()
         log.info("service_stopped")
     return 0
