@@ -229,7 +229,9 @@ def test_health_reflection_metrics_and_openapi_need_no_key(service: Running) -> 
     assert ready["status"] == "ready" and ready["catalog_loaded"] is True
     assert ready["stores"]["milvus"] == "closed"
     metrics = httpx.get(f"{service.http}/metrics").text
-    assert "mpp_recommender_cache_total" in metrics
+    for family in ("mpp_requests_total", "mpp_cache_requests_total", "mpp_source_calls_total"):
+        assert f"# TYPE {family} counter" in metrics
+    assert "mpp_recommender_cache_total" not in metrics
     schema = httpx.get(f"{service.http}/openapi.json").json()
     assert {"/recommendations/{user_id}", "/feedback", "/users/{user_id}"} <= set(schema["paths"])
     assert "APIKeyHeader" in schema["components"]["securitySchemes"]
