@@ -18,6 +18,7 @@ import uvloop
 from mpp.auth import MISSING_KEYS, KeyRing
 from mpp.config import Settings
 from mpp.logs import configure_logging, get_logger
+from mpp.observability import set_service
 from mpp.tracing import configure_tracing, shutdown_tracing
 from mpp_recommender.activity import ActivityFollower
 from mpp_recommender.core import Recommender
@@ -84,6 +85,8 @@ async def serve(
 
 def run(settings: Settings) -> int:
     configure_logging(settings, SERVICE)
+    # The shared store clients' series (Milvus, Neo4j, PostgreSQL) say service="recommender".
+    set_service(SERVICE)
     # Off unless the OTEL_* variables turn it on (mpp.tracing).
     tracing = configure_tracing(SERVICE)
     log = get_logger(SERVICE)
