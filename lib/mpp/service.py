@@ -89,8 +89,8 @@ def freeze_startup_objects() -> None:
 def run_worker(settings: Settings, worker: Worker) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     configure_logging(settings, worker.name)
-    log = get_logger(worker.name)
     set_service(worker.name)
+    log = get_logger(worker.name)
     loop = build_loop(settings, worker)
     health = HealthServer(settings.http.host, settings.http.port, loop_readiness(loop, worker))
     health.start()

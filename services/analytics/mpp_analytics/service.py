@@ -54,18 +54,18 @@ USERS_ERASED = Counter("mpp_analytics_users_erased_total", "Erasure requests app
 SYNC_SECONDS = Histogram(
     "mpp_analytics_warehouse_sync_seconds",
     "Time of one warehouse sync.",
+    ["service"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
-    ["service"],
 SYNC_FAILURES = Counter(
     "mpp_analytics_warehouse_sync_failures_total", "Failed warehouse syncs.", ["service"]
 )
 LAST_SYNC = Gauge(
     "mpp_analytics_warehouse_last_sync_timestamp_seconds",
     "Unix time of the last successful warehouse sync.",
+    ["service"],
 )
 
-    ["service"],
 
 # Longest channel kept (as in Milvus' column): channels are names such as "web" or "sms".
 MAX_CHANNEL_CHARS = 64

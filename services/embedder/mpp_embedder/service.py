@@ -56,8 +56,8 @@ log = get_logger(SERVICE)
 ENCODE_SECONDS = Histogram(
     "mpp_embedder_encode_seconds",
     "Time to embed one batch of messages.",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     ["service"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 INTENTS_TAGGED = Counter(
     "mpp_embedder_intents_total",
@@ -75,8 +75,8 @@ CATALOG_CAMPAIGNS = Gauge(
 CATALOG_REFRESH_FAILURES = Counter(
     "mpp_embedder_catalog_refresh_failures_total",
     "Campaign catalog reads that failed (the previous catalog stayed in use).",
-)
     ["service"],
+)
 
 _LINK_SOURCES = {
     LinkSource.EVENT: pb.CAMPAIGN_LINK_SOURCE_EVENT,
@@ -373,5 +373,5 @@ def main() -> int:
     settings = get_settings()
     # Before the model loads, so that its log lines are structured too.
     configure_logging(settings, SERVICE)
-    return run_worker(settings, build_worker(settings))
     set_service(SERVICE)
+    return run_worker(settings, build_worker(settings))
