@@ -3,10 +3,13 @@ import urllib.error
 import urllib.request
 
 import pytest
+from confluent_kafka import TopicPartition
 from prometheus_client import REGISTRY
 
-from mpp.kafka import DeliveryError, RetryableError, retry_cause
+from mpp.config import KafkaSettings
+from mpp.kafka import BatchLoop, DeliveryError, RetryableError, retry_cause
 from mpp.observability import (
+    CONSUMER_LAG,
     RECORDS_CONSUMED,
     HealthServer,
     service_name,
@@ -81,3 +84,17 @@ def test_retry_cause_names_the_store_or_kafka() -> None:
     assert retry_cause(RetryableError("neo4j merge_messages: gone", "neo4j")) == "neo4j"
     assert retry_cause(RetryableError("something")) == "unknown"
     assert retry_cause(DeliveryError("1 record(s) not delivered")) == "kafka"
+
+
+def test_a_revoked_partition_stops_reporting_its_lag() -> None:
+    """After a rebalance the new owner reports the partition's lag; the old one's series goes,
+    or the alert's sum across replicas would count it twice."""
+    loop = BatchLoop(
+        KafkaSettings(bootstrap_servers="127.0.0.1:9"), "unit-lag", "g", ["t"], lambda b: None
+    )
+    CONSUMER_LAG.labels("unit-lag", "t", "0").set(40)
+    CONSUMER_LAG.labels("unit-lag", "t", "1").set(2)
+    lag = {"service": "unit-lag", "topic": "t"}
+    loop._on_revoke(None, [TopicPartition("t", 0), TopicPartition("t", 7)])
+    assert REGISTRY.get_sample_value("mpp_consumer_lag_records", {**lag, "partition": "0"}) is None
+    assert _sample("mpp_consumer_lag_records", {**lag, "partition": "1"}) == 2

@@ -32,6 +32,7 @@ written and committed too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -450,7 +451,12 @@ class BatchLoop:
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self) -> LoopStats:
-        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
+        self._consumer.subscribe(
+            self.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
         log.info(
             "loop_started",
             topics=self.topics,
@@ -471,6 +477,13 @@ class BatchLoop:
         return self.stats
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Their lag is the new owner's to report: a series left here would count it twice
+        # (mpp_consumer_lag_records is summed across replicas).
+        for p in partitions:
+            with contextlib.suppress(KeyError):  # never reported
+                CONSUMER_LAG.remove(self.service, p.topic, str(p.partition))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned.set()
