@@ -30,7 +30,7 @@ from mpp.logs import get_logger
 from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
 from mpp_recommender.core import InvalidArgument, Recommender, Unavailable
-from mpp_recommender.telemetry import REQUEST_DURATION, REQUESTS, SERVICE
+from mpp_recommender.telemetry import request_done
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -40,8 +40,7 @@ SERVICE_NAME = R.DESCRIPTOR.services_by_name["Recommender"].full_name
 
 def count_request(method: str, code: grpc.StatusCode, started: float) -> None:
     """``mpp_requests_total`` and ``mpp_request_duration_seconds`` for one gRPC call."""
-    REQUESTS.labels(SERVICE, "grpc", method, code.name).inc()
-    REQUEST_DURATION.labels(SERVICE, "grpc", method).observe(time.perf_counter() - started)
+    request_done("grpc", method, code.name, time.perf_counter() - started)
 
 
 class Servicer(RG.RecommenderServicer):

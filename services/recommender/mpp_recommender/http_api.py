@@ -34,7 +34,7 @@ from mpp.logs import get_logger
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
 from mpp_recommender.core import InvalidArgument, Recommender, Unavailable
-from mpp_recommender.telemetry import REQUEST_DURATION, REQUESTS, SERVICE
+from mpp_recommender.telemetry import request_done
 
 log = get_logger(__name__)
 
@@ -150,10 +150,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            REQUESTS.labels(SERVICE, "http", route[0], str(status)).inc()
-            REQUEST_DURATION.labels(SERVICE, "http", route[0]).observe(
-                time.perf_counter() - started
-            )
+            request_done("http", route[0], str(status), time.perf_counter() - started)
 
 
 def _hide_user_ids(span: Any, scope: dict[str, Any]) -> None:

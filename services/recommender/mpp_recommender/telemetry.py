@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 
-from mpp.tracing import get_tracer
+from mpp import tracing
 
 SERVICE: Final = "recommender"
 
@@ -140,7 +140,7 @@ def tracer() -> trace.Tracer:
     provider = trace.get_tracer_provider()
     cached = _tracer
     if cached is None or cached[0] is not provider:
-        cached = _tracer = (provider, get_tracer("mpp_recommender"))
+        cached = _tracer = (provider, tracing.get_tracer("mpp_recommender"))
     return cached[1]
 
 
@@ -148,6 +148,23 @@ def tracer() -> trace.Tracer:
 _CACHE_COUNTS = {o: CACHE_REQUESTS.labels(SERVICE, o) for o in ("hit", "miss", "error")}
 _CACHE_DURATION = SOURCE_DURATION.labels(SERVICE, "cache")
 _CACHE_OK = SOURCE_CALLS.labels(SERVICE, "cache", "ok")
+
+
+_bound: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def request_done(api: str, method: str, code: str, seconds: float) -> None:
+    """Count one request (``mpp_requests_total``) and observe its time
+    (``mpp_request_duration_seconds``); the series are looked up once."""
+    key = (api, method, code)
+    series = _bound.get(key)
+    if series is None:
+        series = _bound[key] = (
+            REQUESTS.labels(SERVICE, api, method, code),
+            REQUEST_DURATION.labels(SERVICE, api, method),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def breaker_changed(store: str, is_open: bool) -> None:
@@ -178,10 +195,15 @@ class SourceCall:
 
     def __init__(self, source: Source, parent: otel_context.Context | None = None) -> None:
         self.source = source
-        self.span = tracer().start_span(
-            source,
-            context=parent,
-            attributes={ATTR_SOURCE: source, ATTR_STORE: STORE_OF_SOURCE[source]},
+        # Off, not even the API's no-op tracer is asked (a few microseconds a request).
+        self.span: trace.Span = (
+            tracer().start_span(
+                source,
+                context=parent,
+                attributes={ATTR_SOURCE: source, ATTR_STORE: STORE_OF_SOURCE[source]},
+            )
+            if tracing.enabled()
+            else trace.INVALID_SPAN
         )
         self._started = time.perf_counter()
         self._lock = threading.Lock()
