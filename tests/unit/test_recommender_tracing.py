@@ -253,7 +253,7 @@ def test_a_miss_has_one_child_per_source_then_a_hit_only_the_cache(
         "redis",
         "milvus",
         "neo4j",
-        "postgresql",
+        "postgres",
     }
     assert miss.attributes is not None
     assert miss.attributes["mpp.recommend.strategy"] == "personalized"

@@ -54,7 +54,7 @@ STORE_OF_SOURCE: Final[dict[Source, str]] = {
     "session": "redis",
     "vector": "milvus",
     "graph": "neo4j",
-    "popularity": "postgresql",
+    "popularity": "postgres",
 }
 
 # Span attributes.
