@@ -12,6 +12,7 @@ Secrets are ``SecretStr`` so that they never appear in logs or ``repr``.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -23,6 +24,9 @@ from pydantic import AwareDatetime, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+# The logging.Logger that receives librdkafka's log lines (every client's ``logger``).
+KAFKA_LOGGER = "librdkafka"
 
 
 def is_loopback(host: str) -> bool:
@@ -101,11 +105,15 @@ class KafkaSettings(BaseModel):
         return self
 
     def client_config(self) -> dict[str, Any]:
-        """librdkafka settings shared by producers, consumers and the admin client."""
+        """librdkafka settings shared by producers, consumers and the admin client.
+
+        ``logger`` hands librdkafka's own log lines to the ``logging`` module (``mpp.logs``
+        renders them as JSON) instead of its plain lines on stderr."""
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
             "client.id": self.client_id,
+            "logger": logging.getLogger(KAFKA_LOGGER),
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism

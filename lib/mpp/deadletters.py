@@ -23,6 +23,7 @@ from mpp.config import KafkaSettings
 from mpp.kafka import RecordRefused, Sink, position
 from mpp.logs import get_logger
 from mpp.observability import RECORDS_DEAD_LETTERED
+from mpp.tracing import record_context
 from mpp.v1 import events_pb2
 
 log = get_logger(__name__)
@@ -160,4 +161,6 @@ def send_to_dlq(
         offset=dead.source.offset,
         truncated=dead.HasField("truncated"),
     )
-    producer.produce(dlq_topic, encode(dead), key=dead.original_key or None)
+    # In the trace of the record's processing span, or else of the record itself.
+    with record_context(msg):
+        producer.produce(dlq_topic, encode(dead), key=dead.original_key or None)

@@ -20,6 +20,7 @@ from mpp.deadletters import DeadLetters
 from mpp.kafka import BatchLoop, Handler, TrackedProducer
 from mpp.logs import configure_logging, get_logger
 from mpp.observability import HealthServer, ReadinessCheck, set_service
+from mpp.tracing import configure_tracing, shutdown_tracing
 
 
 @dataclass
@@ -90,6 +91,8 @@ def run_worker(settings: Settings, worker: Worker) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     configure_logging(settings, worker.name)
     set_service(worker.name)
+    # OTEL_* variables only; off unless they name an exporter or an endpoint.
+    tracing = configure_tracing(worker.name)
     log = get_logger(worker.name)
     loop = build_loop(settings, worker)
     health = HealthServer(settings.http.host, settings.http.port, loop_readiness(loop, worker))
@@ -99,6 +102,7 @@ def run_worker(settings: Settings, worker: Worker) -> int:
         http_port=health.port,
         group=group_id(settings, worker),
         topics=list(worker.topics),
+        tracing=tracing,
     )
     loop.install_signal_handlers()
     freeze_startup_objects()
@@ -106,5 +110,6 @@ def run_worker(settings: Settings, worker: Worker) -> int:
         loop.run()
     finally:
         health.stop()
+        shutdown_tracing()  # flushes the spans still queued
     log.info("service_stopped", batches=loop.stats.batches, records=loop.stats.records)
     return 0

@@ -19,9 +19,12 @@ travels in Kafka record headers: producers call ``inject_headers`` and consumers
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -36,15 +39,24 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
+from opentelemetry.trace import Link, Span
 
 __all__ = [
+    "Link",
+    "Span",
     "configure_tracing",
     "enabled",
     "extract_context",
     "get_tracer",
     "inject_headers",
+    "links_to",
+    "record_context",
+    "record_span",
     "shutdown_tracing",
+    "start_record_span",
+    "store_span",
     "tracing_requested",
+    "use_span",
 ]
 
 KafkaHeaders = Sequence[tuple[str, bytes | None]]
@@ -54,6 +66,22 @@ _provider: TracerProvider | None = None
 _getter = KafkaContextGetter()
 _setter = KafkaContextSetter()
 _EMPTY = otel_context.Context()
+# What the helpers below hand out while tracing is off: nothing is allocated per record.
+_OFF: ContextManager[trace.Span] = contextlib.nullcontext(trace.INVALID_SPAN)
+_OFF_NONE: ContextManager[None] = contextlib.nullcontext()
+
+
+class KafkaRecord(Protocol):
+    """What the span helpers read of a consumed record (a ``confluent_kafka.Message``)."""
+
+    def topic(self) -> str | None: ...
+
+    def partition(self) -> int | None: ...
+
+    def offset(self) -> int | None: ...
+
+    # A consumed record's headers: a list of (str, bytes) pairs, or None.
+    def headers(self) -> Any: ...
 
 
 def _env(name: str) -> str:
@@ -163,6 +191,107 @@ def extract_context(headers: KafkaHeaders | None) -> otel_context.Context:
     if _provider is None or not headers:
         return _EMPTY
     return propagate.extract(headers, getter=_getter, context=_EMPTY)
+
+
+def start_record_span(tracer: trace.Tracer, msg: KafkaRecord) -> trace.Span:
+    """Start (not as current) the span of one consumed record's processing: a child of the
+    span that produced the record (its headers), named ``<topic> process``. End it yourself.
+    Off: the API's invalid span, shared, on which every call is a no-op."""
+    if _provider is None:
+        return trace.INVALID_SPAN
+    topic = msg.topic() or ""
+    attributes: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+        "messaging.destination.partition.id": str(msg.partition()),
+        "messaging.kafka.offset": msg.offset() or 0,
+    }
+    return tracer.start_span(
+        f"{topic} process",
+        context=extract_context(msg.headers()),
+        kind=trace.SpanKind.CONSUMER,
+        attributes=attributes,
+    )
+
+
+def use_span(span: trace.Span) -> ContextManager[trace.Span]:
+    """Make ``span`` current (records produced meanwhile carry its context) without ending it."""
+    if _provider is None:
+        return _OFF
+    return trace.use_span(span, end_on_exit=False)
+
+
+@contextlib.contextmanager
+def _record_span(tracer: trace.Tracer, msg: KafkaRecord) -> Iterator[trace.Span]:
+    span = start_record_span(tracer, msg)
+    with trace.use_span(span, end_on_exit=True, record_exception=True):
+        yield span
+
+
+def record_span(tracer: trace.Tracer, msg: KafkaRecord) -> ContextManager[trace.Span]:
+    """``start_record_span`` as the current span for a ``with`` block, ended on leaving it."""
+    if _provider is None:
+        return _OFF
+    return _record_span(tracer, msg)
+
+
+@contextlib.contextmanager
+def _record_context(msg: KafkaRecord) -> Iterator[None]:
+    if trace.get_current_span().get_span_context().is_valid:
+        yield
+        return
+    token = otel_context.attach(extract_context(msg.headers()))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def record_context(msg: KafkaRecord) -> ContextManager[None]:
+    """Within it, records produced carry the current span's context or, with no current span,
+    the consumed record's own (a dead letter sent by the loop's safety net stays in the trace
+    of the record it carries)."""
+    if _provider is None:
+        return _OFF_NONE
+    return _record_context(msg)
+
+
+def links_to(spans: Iterable[trace.Span]) -> list[trace.Link]:
+    """Links to the sampled ones of ``spans`` (an unsampled span is exported nowhere). The SDK
+    keeps the first ``OTEL_SPAN_LINK_COUNT_LIMIT`` (128) of a span's links."""
+    if _provider is None:
+        return []
+    links = []
+    for span in spans:
+        ctx = span.get_span_context()
+        if ctx.is_valid and ctx.trace_flags.sampled:
+            links.append(trace.Link(ctx))
+    return links
+
+
+def store_span(
+    tracer: trace.Tracer,
+    store: str,
+    operation: str,
+    size: int,
+    links: Sequence[trace.Link] = (),
+) -> ContextManager[trace.Span]:
+    """The current span of one batch write to a store: ``<store> <operation>``, kind CLIENT,
+    with ``mpp.store``, ``mpp.store.operation`` and ``mpp.batch.size``, linked to the spans of
+    the records in the batch (``links_to``). An exception leaving it marks the span an error."""
+    if _provider is None:
+        return _OFF
+    return tracer.start_as_current_span(
+        f"{store} {operation}",
+        kind=trace.SpanKind.CLIENT,
+        links=links,
+        attributes={
+            "mpp.store": store,
+            "mpp.store.operation": operation,
+            "mpp.batch.size": size,
+        },
+    )
 
 
 def shutdown_tracing() -> None:

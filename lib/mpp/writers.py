@@ -30,6 +30,16 @@ from mpp.kafka import Sink, TrackedProducer
 from mpp.logs import get_logger
 from mpp.ownership import conflict
 from mpp.service import Worker
+from mpp.tracing import (
+    Link,
+    Span,
+    get_tracer,
+    links_to,
+    start_record_span,
+    store_span,
+    use_span,
+)
+from mpp.tracing import enabled as tracing_enabled
 from mpp.v1 import events_pb2, feedback_pb2
 from mpp.validation import stored_ids_rejection
 
@@ -177,6 +187,9 @@ class Prepared(Generic[R]):
 
     erasures: dict[str, str]
     rows: R | None
+    # Messages in ``rows``, and links to the spans of their records (for the write's span).
+    count: int = 0
+    links: list[Link] = field(default_factory=list)
 
 
 @dataclass
@@ -189,6 +202,9 @@ class StoreWriter(Generic[R]):
     write: Callable[[R], object]
     # Messages the store cannot take (``Screen``); None: every checked message can be written.
     screen: Screen | None = None
+    # The store and the write, as the write's trace span names them (``mpp.store``).
+    store: str = "store"
+    operation: str = "write"
 
 
 class WriterHandler(Generic[R]):
@@ -215,8 +231,19 @@ class WriterHandler(Generic[R]):
         self._erase = erase
         self._ledger = ledger
         self._log = get_logger(service)
+        self._tracer = get_tracer(__name__)
 
     def prepare(self, batch: list[Message]) -> Prepared[R]:
+        # Each record's span (a child of its producer's) covers its preparation; the store
+        # write's span links to them.
+        spans = {id(msg): start_record_span(self._tracer, msg) for msg in batch}
+        try:
+            return self._prepare(batch, spans)
+        finally:
+            for span in spans.values():
+                span.end()
+
+    def _prepare(self, batch: list[Message], spans: dict[int, Span]) -> Prepared[R]:
         topics, ledger = self._topics, self._ledger
         plan = plan_batch(batch, topics.enriched, topics.erasure, self._check)
         if self._writer.screen is not None and plan.messages:
@@ -235,8 +262,15 @@ class WriterHandler(Generic[R]):
         # Last, so that a step above that raises RetryableError (the prepare is then
         # retried) sends none of them twice.
         for msg, rejection in plan.rejected:
-            self._dead_letters.send(msg, rejection)
-        return Prepared(plan.erasures, rows)
+            with use_span(spans[id(msg)]):
+                self._dead_letters.send(msg, rejection)
+        links: list[Link] = []
+        if tracing_enabled():
+            written = [spans[id(plan.origins[m.message.message_id])] for m in messages]
+            for span, message in zip(written, messages, strict=True):
+                span.set_attribute("mpp.message_id", message.message.message_id)
+            links = links_to(written)
+        return Prepared(plan.erasures, rows, len(messages), links)
 
     def apply(self, prepared: Prepared[R]) -> None:
         for user_id, request_id in prepared.erasures.items():
@@ -244,7 +278,11 @@ class WriterHandler(Generic[R]):
             # The user id is not logged: the request id traces the erasure.
             self._log.info("user_erased", request_id=request_id, removed=removed)
         if prepared.rows is not None:
-            self._writer.write(prepared.rows)
+            writer = self._writer
+            with store_span(
+                self._tracer, writer.store, writer.operation, prepared.count, prepared.links
+            ):
+                writer.write(prepared.rows)
 
     def __call__(self, batch: list[Message]) -> None:
         self.apply(self.prepare(batch))

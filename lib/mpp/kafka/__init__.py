@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from confluent_kafka import (
     Consumer,
@@ -72,8 +72,11 @@ from mpp.observability import (
     RECORDS_CONSUMED,
     RECORDS_PRODUCED,
 )
+from mpp.tracing import inject_headers
 
 log = get_logger(__name__)
+# Headers as confluent-kafka's typing spells them.
+_Headers = list[tuple[str, str | bytes | None]]
 
 
 class RetryableError(Exception):
@@ -190,7 +193,9 @@ class DeliveryError(RuntimeError):
 class TrackedProducer:
     """An idempotent producer whose ``flush`` raises if any record since the last flush failed.
 
-    A service produces its outputs, flushes, and only then commits its input offsets.
+    A service produces its outputs, flushes, and only then commits its input offsets. Each
+    record carries the trace context of the span current when it is produced
+    (``mpp.tracing.inject_headers``), so the consumer's span continues the same trace.
     """
 
     def __init__(self, settings: KafkaSettings, service: str, **overrides: Any) -> None:
@@ -230,7 +235,8 @@ class TrackedProducer:
                     topic,
                     value=value,
                     key=key,
-                    headers=list(headers or ()),
+                    # The current span's W3C context (none while tracing is off).
+                    headers=cast(_Headers, inject_headers(headers)),
                     on_delivery=self._on_delivery,
                 )
                 return

@@ -36,6 +36,8 @@ from mpp.observability import store_operation, store_rows
 from mpp.ownership import conflict
 from mpp.service import Worker
 from mpp.stores import postgres_connect
+from mpp.tracing import Link, Span, get_tracer, links_to, start_record_span, store_span, use_span
+from mpp.tracing import enabled as tracing_enabled
 from mpp.v1 import events_pb2
 from mpp.validation import MESSAGE_ID, USER_ID
 from mpp.warehouse import Warehouse, WarehouseError, open_warehouse, warehouse_id
@@ -134,6 +136,7 @@ def build_handler(
     topics = settings.kafka.topics
     warehouse = warehouse_id(settings)
     dead_letters = DeadLetters.of(settings.kafka, producer, SERVICE)
+    tracer = get_tracer(__name__)
 
     def write_each(plan: analytics.Batch) -> tuple[int, int]:
         """The batch fact by fact, after PostgreSQL refused it whole: the facts it refuses
@@ -164,19 +167,43 @@ def build_handler(
         return inserted[0], inserted[1]
 
     def handle(batch: list[Message]) -> None:
+        # Each record's span (a child of its producer's); the PostgreSQL write's span links
+        # to those of the facts it writes, a dead letter carries its record's.
+        spans = {id(msg): start_record_span(tracer, msg) for msg in batch}
+        try:
+            handle_traced(batch, spans)
+        finally:
+            for span in spans.values():
+                span.end()
+
+    def fact_links(plan: analytics.Batch, spans: dict[int, Span]) -> list[Link]:
+        if not tracing_enabled():
+            return []
+        written = []
+        for key in plan.messages:
+            span = spans[id(plan.origins[("message", key)])]
+            span.set_attribute("mpp.message_id", key)
+            written.append(span)
+        written += [spans[id(plan.origins[("feedback", key)])] for key in plan.feedback]
+        return links_to(written)
+
+    def handle_traced(batch: list[Message], spans: dict[int, Span]) -> None:
         plan = analytics.plan_batch(batch, topics.enriched, topics.feedback, topics.erasure)
         bound_lengths(plan)
         if not plan.empty:
             # Raises RetryableError while PostgreSQL is away: nothing below runs, the loop
             # retries the whole batch (and no dead letter is produced twice).
             try:
-                result = store.write(
-                    list(plan.messages.values()),
-                    list(plan.feedback.values()),
-                    list(plan.erasures),
-                    warehouse=warehouse,
-                    ledger=plan.ledger,
-                )
+                facts = len(plan.messages) + len(plan.feedback)
+                links = fact_links(plan, spans)
+                with store_span(tracer, "postgres", "insert", facts, links):
+                    result = store.write(
+                        list(plan.messages.values()),
+                        list(plan.feedback.values()),
+                        list(plan.erasures),
+                        warehouse=warehouse,
+                        ledger=plan.ledger,
+                    )
                 inserted = (result.messages_inserted, result.feedback_inserted)
                 # Ids another user's fact holds: not moved, dead-lettered (mpp.ownership).
                 for message_id in result.message_id_conflicts:
@@ -196,7 +223,8 @@ def build_handler(
             USERS_ERASED.labels(SERVICE).inc(len(plan.erasures))
             log.debug("facts_written", messages=inserted[0], feedback=inserted[1])
         for msg, rejection in plan.rejected:
-            dead_letters.send(msg, rejection)
+            with use_span(spans[id(msg)]):
+                dead_letters.send(msg, rejection)
         if plan.erasures and on_erasure is not None:
             on_erasure()
 

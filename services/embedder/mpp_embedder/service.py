@@ -45,6 +45,7 @@ from mpp.logs import configure_logging, get_logger
 from mpp.observability import set_service
 from mpp.service import Worker, run_worker
 from mpp.stores import postgres_connect
+from mpp.tracing import Span, get_tracer, start_record_span, use_span
 from mpp.v1 import events_pb2 as pb
 from mpp.validation import stored_ids_rejection
 from mpp.vectors import CampaignVector, VectorStore
@@ -282,6 +283,7 @@ def build_handler(
     topics = settings.kafka.topics
     dead_letters = DeadLetters.of(settings.kafka, producer, SERVICE)
     max_chars = settings.ingest.max_message_chars
+    tracer = get_tracer(__name__)
 
     def handle(batch: list[Message]) -> None:
         if (
@@ -294,19 +296,31 @@ def build_handler(
         elif campaign_vectors is not None:
             campaign_vectors.publish()
         messages: list[pb.ValidatedMessage] = []
+        # Each record's span (a child of its producer's), from its decoding to its output.
+        spans: list[Span] = []
         dead = 0
-        for msg in batch:
-            decoded = decode(msg, max_chars)
-            if isinstance(decoded, Rejection):
-                dead_letters.send(msg, decoded)
-                dead += 1
-            else:
-                messages.append(decoded)
-        enriched = enricher.enrich(messages)
-        for message in enriched:
-            producer.produce(
-                topics.enriched, message.SerializeToString(), key=message.message.user_id
-            )
+        try:
+            for msg in batch:
+                span = start_record_span(tracer, msg)
+                decoded = decode(msg, max_chars)
+                if isinstance(decoded, Rejection):
+                    with use_span(span):
+                        dead_letters.send(msg, decoded)
+                    span.end()
+                    dead += 1
+                else:
+                    messages.append(decoded)
+                    spans.append(span)
+            enriched = enricher.enrich(messages)
+            for message, span in zip(enriched, spans, strict=True):
+                span.set_attribute("mpp.message_id", message.message.message_id)
+                with use_span(span):
+                    producer.produce(
+                        topics.enriched, message.SerializeToString(), key=message.message.user_id
+                    )
+        finally:
+            for span in spans:
+                span.end()
         unknown = sum(1 for m in enriched if m.intents[0].intent == UNKNOWN)
         log.info(
             "batch_enriched",

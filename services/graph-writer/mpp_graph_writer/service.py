@@ -60,5 +60,7 @@ def rows(messages: Sequence[events_pb2.EnrichedMessage]) -> MergeBatch:
 def worker(settings: Settings) -> Worker:
     store = GraphStore(settings)
     # A message_id another user owns is dead-lettered (MESSAGE_ID_CONFLICT), never moved.
-    writer = writers.StoreWriter(rows, store.merge_batch, store.screen_message_ids)
+    writer = writers.StoreWriter(
+        rows, store.merge_batch, store.screen_message_ids, "neo4j", "merge"
+    )
     return writers.worker(settings, SERVICE, store, check_enriched, writer, settings.graph_writer)

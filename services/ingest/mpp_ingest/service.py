@@ -23,6 +23,7 @@ from mpp.deadletters import DeadLetters
 from mpp.kafka import Handler, Sink, TrackedProducer, position
 from mpp.logs import get_logger
 from mpp.service import Worker
+from mpp.tracing import get_tracer, record_span
 from mpp.v1 import events_pb2
 from mpp.validation import Rules, validate_event
 
@@ -38,6 +39,7 @@ def build_handler(
     rules = Rules.from_settings(settings.ingest)
     topics = settings.kafka.topics
     dead_letters = DeadLetters.of(settings.kafka, producer, SERVICE)
+    tracer = get_tracer(__name__)
 
     def check(msg: Message, now: datetime) -> events_pb2.ValidatedMessage | Rejection:
         try:
@@ -52,18 +54,21 @@ def build_handler(
         now = clock()
         seen: set[str] = set()
         for msg in batch:
-            validated = check(msg, now)
-            if isinstance(validated, Rejection):
-                dead_letters.send(msg, validated)
-                continue
-            if validated.message_id in seen:
-                continue
-            seen.add(validated.message_id)
-            topic, partition, offset = position(msg)
-            validated.source.topic, validated.source.partition = topic, partition
-            validated.source.offset = offset
-            validated.ingested_at.FromDatetime(now)
-            producer.produce(topics.validated, encode(validated), key=validated.user_id)
+            # The record's span (a child of its producer's): its output and dead letter carry it.
+            with record_span(tracer, msg) as span:
+                validated = check(msg, now)
+                if isinstance(validated, Rejection):
+                    dead_letters.send(msg, validated)
+                    continue
+                span.set_attribute("mpp.message_id", validated.message_id)
+                if validated.message_id in seen:
+                    continue
+                seen.add(validated.message_id)
+                topic, partition, offset = position(msg)
+                validated.source.topic, validated.source.partition = topic, partition
+                validated.source.offset = offset
+                validated.ingested_at.FromDatetime(now)
+                producer.produce(topics.validated, encode(validated), key=validated.user_id)
 
     return handle
 

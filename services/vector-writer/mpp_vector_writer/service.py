@@ -139,7 +139,7 @@ def worker(settings: Settings) -> Worker:
     store = VectorStore(settings)
     # A message_id another user owns is dead-lettered (MESSAGE_ID_CONFLICT), never moved.
     screen = chained(dimension_screen(store), store.screen_message_ids)
-    writer = writers.StoreWriter(rows, store.upsert_messages, screen)
+    writer = writers.StoreWriter(rows, store.upsert_messages, screen, "milvus", "upsert")
     return writers.worker(
         settings,
         SERVICE,
