@@ -236,23 +236,29 @@ def produce(
 def _produce_file(settings: Settings, path: Path, topic: str, limit: int | None) -> int:
     from mpp.kafka import TrackedProducer
     from mpp.samples import read_events
+    from mpp.tracing import configure_tracing, get_tracer, produce_span, shutdown_tracing
 
     total = limit or sum(1 for line in path.open("rb") if line.strip())
     if path.suffix.lower() == ".csv" and not limit:
         total -= 1
     producer = TrackedProducer(settings.kafka, service="cli")
+    configure_tracing("mpp-cli")  # only when OTEL_* ask for it
+    tracer = get_tracer(__name__)
     sent = 0
     with _bar() as bar:
         task = bar.add_task(f"producing to {topic}", total=total)
         for key, value in read_events(path):
             if limit is not None and sent >= limit:
                 break
-            producer.produce(topic, value=value, key=key)
+            # Each event its own trace, when OTEL_* turn tracing on for this command.
+            with produce_span(tracer, topic):
+                producer.produce(topic, value=value, key=key)
             sent += 1
             if sent % 1000 == 0:
                 bar.update(task, completed=sent)
         producer.flush()
         bar.update(task, completed=sent)
+    shutdown_tracing()
     return sent
 
 

@@ -26,6 +26,7 @@ from mpp.stack import repo_root
 from mpp.stack.base import pid_alive
 from mpp.stack.services import SERVICES, ServiceProcess
 from mpp.stores import milvus_client, neo4j_driver
+from mpp.tracing import get_tracer, produce_span
 from mpp.v1 import events_pb2 as E
 
 # Which topic each service's consumer group reads, to know when the pipeline has drained.
@@ -111,9 +112,13 @@ class Pipeline:
 
     def produce(self, records: list[bytes], keys: list[bytes | None], rate: float = 0) -> None:
         producer = TrackedProducer(self.settings.kafka, service="e2e")
+        topic = self.settings.kafka.topics.raw
+        # With tracing on (OTEL_* in this process), each event starts its own trace here.
+        tracer = get_tracer(__name__)
         started = time.monotonic()
         for index, (key, value) in enumerate(zip(keys, records, strict=True)):
-            producer.produce(self.settings.kafka.topics.raw, value, key=key)
+            with produce_span(tracer, topic):
+                producer.produce(topic, value, key=key)
             if rate and index % 50 == 0:
                 ahead = index / rate - (time.monotonic() - started)
                 if ahead > 0:

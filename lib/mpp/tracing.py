@@ -50,6 +50,7 @@ __all__ = [
     "get_tracer",
     "inject_headers",
     "links_to",
+    "produce_span",
     "record_context",
     "record_span",
     "shutdown_tracing",
@@ -212,6 +213,22 @@ def start_record_span(tracer: trace.Tracer, msg: KafkaRecord) -> trace.Span:
         context=extract_context(msg.headers()),
         kind=trace.SpanKind.CONSUMER,
         attributes=attributes,
+    )
+
+
+def produce_span(tracer: trace.Tracer, topic: str) -> ContextManager[trace.Span]:
+    """A new trace's first span, current while an event enters the pipeline (a replay, the
+    demo): ``<topic> publish``, kind PRODUCER; the record produced meanwhile carries it."""
+    if _provider is None:
+        return _OFF
+    return tracer.start_as_current_span(
+        f"{topic} publish",
+        kind=trace.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+        },
     )
 
 
