@@ -1,6 +1,6 @@
 """Throughput of the streaming path, each stage beside its bare library call, in one run.
 
-    .venv/bin/python bench/streaming.py [--events 3000] [--reps 3]
+    .venv/bin/python bench/streaming.py [--events 3000] [--reps 3] [--tracing] [--only-end-to-end]
 
 Needs the local stack (``make up``). Every run uses topics, consumer groups, collections and
 user ids of its own, and removes its collections and graph nodes afterwards.
@@ -27,6 +27,15 @@ statement):
 - end to end: raw events produced to Kafka until both stores hold every message, with the four
   services as processes, vs the bare encode rate (the slowest bare step).
 Targets (issue #3): each stage at least 0.8 of its bare call; end to end at least 0.7.
+
+``--tracing`` runs the end-to-end step ``--reps`` times with tracing off and as many with it
+on, alternating (off, on, off, on...), and prints both medians' ratios and the drop: the
+services traced by the standard OTEL_* variables, every record sampled
+(``parentbased_always_on``), spans sent over OTLP gRPC to the local Jaeger (``mpp stack up
+--with observability``). The bench's producer is not traced: each record's trace starts at
+ingest, which costs the services what a traced producer would. Target (issue #16): the ratio
+with tracing on at most 5% below the one without. ``--only-end-to-end`` skips the three
+stages (the bare encode is still measured: it is the end-to-end step's denominator).
 """
 
 from __future__ import annotations
@@ -56,6 +65,8 @@ from mpp.kafka import TrackedProducer, ensure_topics
 from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.samples import chitchat_events
 from mpp.service import Worker, build_loop, freeze_startup_objects
+from mpp.stack.jaeger import HOST as JAEGER_HOST
+from mpp.stack.jaeger import OTLP_GRPC_PORT
 from mpp.stores import milvus_client, neo4j_driver
 from mpp.v1 import events_pb2 as E
 from mpp.validation import Rules, validate_event
@@ -199,14 +210,73 @@ def produce_all(settings: Settings, topic: str, values: list[bytes], keys: list[
     producer.flush()
 
 
+# The services' environment for the end-to-end runs with tracing on.
+TRACING_ENV = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{JAEGER_HOST}:{OTLP_GRPC_PORT}",
+    "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+}
+
+
+def jaeger_answers() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((JAEGER_HOST, OTLP_GRPC_PORT), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def end_to_end(base: Settings, n: int, extra_env: dict[str, str]) -> tuple[float, str]:
+    """Raw events produced until both stores hold every message, the four services as
+    processes (``extra_env`` added to theirs); messages per second, and the run's id."""
+    e2e_run = uuid.uuid4().hex[:8]
+    e2e_settings = isolated(base, e2e_run)
+    # Its own folder for the services' logs and pid files: never the managed services' one.
+    home = Path(tempfile.mkdtemp(prefix="mpp-bench-"))
+    pipeline = Pipeline(settings=e2e_settings, run_id=f"e{e2e_run}", home=home, extra_env=extra_env)
+    e2e_raw = [
+        json.dumps({**e, "user_id": f"e{e2e_run}-{e['user_id'][:12]}"}).encode()
+        for e in chitchat_events(n)
+    ]
+    try:
+        pipeline.start(*STREAMING)
+        started = time.perf_counter()
+        pipeline.produce(e2e_raw, [None] * n)
+        rate = n / (pipeline.wait_drained() - started)
+        log(
+            f"end to end (raw topic -> Milvus and Neo4j){' traced' if extra_env else ''}: "
+            f"{rate:,.0f}/s; milvus rows {pipeline.milvus_count()}, "
+            f"graph {pipeline.graph_counts()}"
+        )
+        return rate, f"e{e2e_run}"
+    finally:
+        pipeline.stop()
+        pipeline.cleanup()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument(
         "--reps", type=int, default=3, help="runs of each stage and its bare call (median)"
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="end to end with tracing off and on (OTLP to the local Jaeger), both ratios",
+    )
+    parser.add_argument(
+        "--only-end-to-end", action="store_true", help="skip the three stages' comparisons"
+    )
     args = parser.parse_args()
     n, reps = args.events, args.reps
+    if args.tracing and not jaeger_answers():
+        raise SystemExit(
+            f"--tracing needs the local Jaeger on {JAEGER_HOST}:{OTLP_GRPC_PORT}: "
+            "run `.venv/bin/python -m mpp.cli stack up --with observability` first"
+        )
     run = uuid.uuid4().hex[:8]
     base = Settings()
     results: list[tuple[str, float, float]] = []
@@ -270,6 +340,8 @@ def main() -> None:
                 n,
             )
         )
+        if args.only_end_to_end:
+            continue
         rep_run = f"{run}{rep}"
         settings = isolated(base, rep_run)
         runs.append(rep_run)
@@ -290,16 +362,89 @@ def main() -> None:
                 for v in read_values(settings, settings.kafka.topics.enriched, n)
             ]
     bare_encode = median(bare_rates)
-    results.append(("embedder vs bare encode", median(stage_rates), bare_encode))
     extra = [
         f"bare Embedder.encode, {len(embedder._shard_models)} shard(s) of {service_threads} "
         f"thread(s): {median(sharded_rates):,.0f}/s (the plain call: {bare_encode:,.0f}/s)"
     ]
+    client = milvus_client(base)
+    if not args.only_end_to_end:
+        results.append(("embedder vs bare encode", median(stage_rates), bare_encode))
+        stages(base, n, reps, run, runs, graph_prefixes, embedder, enriched, client, results, extra)
+
+    # -- end to end ---------------------------------------------------------------------------
+    e2e_ids: list[str] = []
+    try:
+        if args.tracing:
+            off_rates, on_rates = [], []
+            for rep in range(reps):
+                rate, run_id = end_to_end(base, n, {})
+                off_rates.append(rate)
+                e2e_ids.append(run_id)
+                rate, run_id = end_to_end(base, n, TRACING_ENV)
+                on_rates.append(rate)
+                e2e_ids.append(run_id)
+                log(f"[{rep + 1}/{reps}] end to end: off {off_rates[-1]:,.0f}/s, on {rate:,.0f}/s")
+            off, on = median(off_rates), median(on_rates)
+            results.append(("end to end vs bare encode", off, bare_encode))
+            results.append(("end to end, tracing on, vs bare encode", on, bare_encode))
+            extra.append(
+                f"tracing on: end-to-end ratio {on / bare_encode:.3f} vs {off / bare_encode:.3f} "
+                f"off, {100 * (1 - on / off):+.1f}% drop (target: at most 5%); runs off "
+                f"{', '.join(f'{r:,.0f}' for r in off_rates)}/s, on "
+                f"{', '.join(f'{r:,.0f}' for r in on_rates)}/s"
+            )
+        else:
+            rate, run_id = end_to_end(base, n, {})
+            e2e_ids.append(run_id)
+            results.append(("end to end vs bare encode", rate, bare_encode))
+    finally:
+        with neo4j_driver(base) as driver:
+            for prefix in [f"b{run}", *graph_prefixes]:
+                driver.execute_query(
+                    "MATCH (u:User) WHERE u.id STARTS WITH $p "
+                    "OPTIONAL MATCH (u)-[:SENT]->(m) DETACH DELETE u, m",
+                    p=prefix,
+                )
+        for rep_run in runs:
+            for name in (f"messages_{rep_run}", f"campaigns_{rep_run}"):
+                if client.has_collection(name):
+                    client.drop_collection(name)
+
+    print(
+        f"\nstreaming path, {n} chitchat messages, {embedder.model_id} ({embedder.dimension}d), "
+        f"median of {reps} runs per stage"
+    )
+    print(f"{'stage':40} {'service/s':>10} {'bare/s':>10} {'ratio':>6}  target")
+    for label, service_rate, bare_rate in results:
+        target = 0.7 if label.startswith("end") else 0.8
+        ratio = service_rate / bare_rate
+        verdict = "ok" if ratio >= target else "BELOW"
+        print(
+            f"{label:40} {service_rate:10,.0f} {bare_rate:10,.0f} {ratio:6.2f}  "
+            f">= {target} {verdict}"
+        )
+    for line in extra:
+        print(line)
+
+
+def stages(
+    base: Settings,
+    n: int,
+    reps: int,
+    run: str,
+    runs: list[str],
+    graph_prefixes: list[str],
+    embedder: Embedder,
+    enriched: list[E.EnrichedMessage],
+    client: Any,
+    results: list[tuple[str, float, float]],
+    extra: list[str],
+) -> None:
+    """The vector-writer's and the graph-writer's loops beside their bare calls."""
 
     # -- vector-writer ------------------------------------------------------------------------
     from mpp_vector_writer.service import worker as vector_worker
 
-    client = milvus_client(base)
     batch = base.vector_writer.batch_size
     bare_rates, stage_rates = [], []
     for rep in range(reps):
@@ -407,57 +552,6 @@ def main() -> None:
         f"the graph-writer's statement alone (columns): {median(statement_rates):,.0f}/s "
         f"(the service's loop runs at {median(stage_rates) / median(statement_rates):.2f} of it)"
     )
-
-    # -- end to end ---------------------------------------------------------------------------
-    e2e_run = uuid.uuid4().hex[:8]
-    e2e_settings = isolated(base, e2e_run)
-    # Its own folder for the services' logs and pid files: never the managed services' one.
-    home = Path(tempfile.mkdtemp(prefix="mpp-bench-"))
-    pipeline = Pipeline(settings=e2e_settings, run_id=f"e{e2e_run}", home=home)
-    e2e_raw = [
-        json.dumps({**e, "user_id": f"e{e2e_run}-{e['user_id'][:12]}"}).encode()
-        for e in chitchat_events(n)
-    ]
-    try:
-        pipeline.start(*STREAMING)
-        started = time.perf_counter()
-        pipeline.produce(e2e_raw, [None] * n)
-        end_to_end = n / (pipeline.wait_drained() - started)
-        log(
-            f"end to end (raw topic -> Milvus and Neo4j): {end_to_end:,.0f}/s; "
-            f"milvus rows {pipeline.milvus_count()}, graph {pipeline.graph_counts()}"
-        )
-        results.append(("end to end vs bare encode", end_to_end, bare_encode))
-    finally:
-        pipeline.stop()
-        pipeline.cleanup()
-        with neo4j_driver(base) as driver:
-            for prefix in [f"b{run}", *graph_prefixes]:
-                driver.execute_query(
-                    "MATCH (u:User) WHERE u.id STARTS WITH $p "
-                    "OPTIONAL MATCH (u)-[:SENT]->(m) DETACH DELETE u, m",
-                    p=prefix,
-                )
-        for rep_run in runs:
-            for name in (f"messages_{rep_run}", f"campaigns_{rep_run}"):
-                if client.has_collection(name):
-                    client.drop_collection(name)
-
-    print(
-        f"\nstreaming path, {n} chitchat messages, {embedder.model_id} ({embedder.dimension}d), "
-        f"median of {reps} runs per stage"
-    )
-    print(f"{'stage':38} {'service/s':>10} {'bare/s':>10} {'ratio':>6}  target")
-    for label, service_rate, bare_rate in results:
-        target = 0.7 if label.startswith("end") else 0.8
-        ratio = service_rate / bare_rate
-        verdict = "ok" if ratio >= target else "BELOW"
-        print(
-            f"{label:38} {service_rate:10,.0f} {bare_rate:10,.0f} {ratio:6.2f}  "
-            f">= {target} {verdict}"
-        )
-    for line in extra:
-        print(line)
 
 
 def bare_encode_main(texts_file: str, batch_size: int) -> None:
