@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Message
 from mpp_analytics.service import build_handler as analytics_handler
+from mpp_embedder.service import build_handler as embedder_handler
 from mpp_ingest.service import build_handler as ingest_handler
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -24,6 +25,7 @@ from mpp import tracing, writers
 from mpp.analytics import WriteResult
 from mpp.config import Settings
 from mpp.deadletters import DeadLetters
+from mpp.v1 import events_pb2 as E
 from tests.unit.test_tracing import OTEL_VARS
 from tests.unit.test_writers import enriched
 
@@ -194,3 +196,47 @@ def test_off_the_handlers_add_no_headers(monkeypatch: pytest.MonkeyPatch) -> Non
         [Message(topic="raw", partition=0, offset=0, value=good.encode(), headers=None)]
     )
     assert sink.records == [(settings.kafka.topics.validated, {})]
+
+
+def test_embedder_output_is_the_child_of_its_records_span(spans: InMemorySpanExporter) -> None:
+    class Enricher:
+        """Stands in for the model: one EnrichedMessage per message, in order."""
+
+        def enrich(self, messages: list[E.ValidatedMessage]) -> list[E.EnrichedMessage]:
+            out = []
+            for m in messages:
+                e = E.EnrichedMessage(embedding=[1.0], dimension=1, model="m")
+                e.message.CopyFrom(m)
+                e.intents.add(intent="unknown", score=0.0)
+                out.append(e)
+            return out
+
+    settings = Settings()
+    topics = settings.kafka.topics
+    produced = produced_by("ingest", 3)
+    values = []
+    for i in range(2):
+        message = E.ValidatedMessage(message_id=f"m{i}", user_id=f"u{i}", text="hello")
+        message.timestamp.FromMilliseconds(1_780_000_000_000)
+        values.append(message.SerializeToString())
+    values.insert(1, E.ValidatedMessage(text="no ids").SerializeToString())
+    batch = [
+        Message(topic=topics.validated, partition=0, offset=i, value=v, headers=h)
+        for i, (v, (_, h)) in enumerate(zip(values, produced, strict=True))
+    ]
+    sink = TracedSink()
+    embedder_handler(settings, sink, Enricher())(batch)  # type: ignore[arg-type]
+
+    records = {
+        s.parent.span_id: s for s in by_name(spans, f"{topics.validated} process") if s.parent
+    }
+    assert set(records) == {ctx.span_id for ctx, _ in produced}
+    (first, _), (dead_ctx, _), (second, _) = produced
+    outputs = [(t, span_id_of(h["traceparent"])) for t, h in sink.records]
+    assert outputs == [
+        (topics.dlq, records[dead_ctx.span_id].context.span_id),
+        (topics.enriched, records[first.span_id].context.span_id),
+        (topics.enriched, records[second.span_id].context.span_id),
+    ]
+    assert records[second.span_id].attributes is not None
+    assert records[second.span_id].attributes["mpp.message_id"] == "m1"
