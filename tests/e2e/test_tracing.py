@@ -59,10 +59,16 @@ def run(
 
 @pytest.fixture
 def producer_tracing(monkeypatch: pytest.MonkeyPatch, jaeger: Jaeger) -> Iterator[None]:
-    """This process traced as the event's producer, exporting to the same Jaeger."""
-    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_RESOURCE_ATTRIBUTES"):
+    """This process traced as the event's producer, exporting to the same Jaeger. Its name is
+    given to ``configure_tracing``, not by OTEL_SERVICE_NAME: the services started afterwards
+    inherit this environment, and must keep their own names."""
+    for name in (
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_SERVICE_NAME",
+    ):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OTEL_SERVICE_NAME", PRODUCER)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
