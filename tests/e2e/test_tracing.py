@@ -8,7 +8,8 @@ the test reads back, through Jaeger's query API:
   graph-writer and analytics, each the CHILD of the span that produced its record (the test's
   publish span -> ingest -> embedder -> each writer and analytics);
 - for each store (Milvus, Neo4j, PostgreSQL) the batch write's span, naming the store and the
-  batch size, linked to that service's span of the record.
+  batch size, linked to that service's span of the record;
+and, the services stopped, that every line of their logs is a JSON object.
 """
 
 from __future__ import annotations
@@ -184,3 +185,16 @@ def test_one_event_is_one_trace_across_the_services(
         assert attributes["mpp.batch.size"] == 1
         assert attributes["span.kind"] == "client"
         assert refs(write, "FOLLOWS_FROM") == [linked]
+
+    # Every line the services wrote on stderr, up to their exit, is one JSON object (#16's
+    # logs: librdkafka's and the standard library's lines go through the same renderer).
+    run.stop()
+    for name in STREAM:
+        lines = run.processes[name].log_file.read_text().splitlines()
+        assert lines, name
+        for line in lines:
+            try:
+                parsed = json.loads(line)
+            except json.JSONDecodeError:
+                raise AssertionError(f"{name}: a log line is not JSON: {line[:300]!r}") from None
+            assert isinstance(parsed, dict) and parsed.get("service") == name, (name, line)

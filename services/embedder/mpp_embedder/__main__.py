@@ -8,6 +8,16 @@ import os
 # throughput was 11% higher with PASSIVE (bench/streaming.py). An operator's value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import logging
+import sys
+
 from mpp_embedder.service import main  # after the OpenMP setting, on purpose
 
-raise SystemExit(main())
+code = main()
+# main() has committed, closed its clients and flushed its spans. Leave without the
+# interpreter's finalization: there, the triton extension torch loads prints some thirty plain
+# lines about "leaked" nanobind objects on stderr (every line there is JSON otherwise).
+logging.shutdown()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
