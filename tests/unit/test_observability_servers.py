@@ -116,6 +116,8 @@ def test_jaeger_takes_otlp_and_serves_queries_on_loopback_only() -> None:
     assert len(endpoints) == 4
     assert all(e.startswith("127.0.0.1:") for e in endpoints)
     assert config["service"]["telemetry"]["metrics"]["level"] == "none"
+    # Jaeger does not trace itself (it would export to localhost:4317).
+    assert query["enable_tracing"] is False
     storage = config["extensions"]["jaeger_storage"]["backends"]
     assert storage[query["storage"]["traces"]]["memory"]["max_traces"] == 20_000
 

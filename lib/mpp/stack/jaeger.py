@@ -58,6 +58,9 @@ def render_config(
             },
             "jaeger_query": {
                 "storage": {"traces": "memory_store"},
+                # On by default: Jaeger would trace its own queries to localhost:4317, where
+                # nothing listens (a warning in the log every few seconds).
+                "enable_tracing": False,
                 "http": {"endpoint": f"{host}:{query}"},
                 "grpc": {"endpoint": f"{host}:{query_grpc}"},
             },

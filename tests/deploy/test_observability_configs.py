@@ -1,5 +1,6 @@
-"""The local Prometheus's configuration as mpp.stack renders it, checked by promtool (the
-binary built by scripts/install_observability.sh; no server needed)."""
+"""The local Prometheus's and Jaeger's configurations as mpp.stack renders them, checked by
+promtool and by `jaeger validate` (the binaries built by scripts/install_observability.sh; no
+server is started)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,35 @@ from pathlib import Path
 import pytest
 
 from mpp.config import Settings
+from mpp.stack import jaeger as jaeger_stack
 from mpp.stack.prometheus import PrometheusServer, render_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def promtool() -> Path:
+def built(name: str) -> Path:
     result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "install_observability.sh"), "--installed", "promtool"],
+        ["bash", str(REPO / "scripts" / "install_observability.sh"), "--installed", name],
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
         pytest.skip(
-            "promtool is not built (make test builds it; or bash "
-            "scripts/install_observability.sh promtool)"
+            f"{name} is not built (make test builds it; or bash "
+            f"scripts/install_observability.sh {name})"
         )
     return Path(result.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def promtool() -> Path:
+    return built("promtool")
+
+
+@pytest.fixture(scope="module")
+def jaeger() -> Path:
+    return built("jaeger")
 
 
 def check(promtool: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -56,3 +67,25 @@ def test_promtool_refuses_a_broken_rules_file_in_the_configuration(
     result = check(promtool, "config", str(config))
     assert result.returncode != 0
     assert "alerts.yaml" in result.stdout + result.stderr
+
+
+def validate(jaeger: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(jaeger), "validate", "--config", f"file:{config}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_rendered_jaeger_configuration_is_valid(jaeger: Path, tmp_path: Path) -> None:
+    config = tmp_path / "jaeger.yaml"
+    config.write_text(jaeger_stack.render_config())
+    result = validate(jaeger, config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The check is real: a misspelt key is refused, by name.
+    config.write_text(jaeger_stack.render_config().replace("enable_tracing", "enable_tracin"))
+    refused = validate(jaeger, config)
+    assert refused.returncode != 0
+    assert "enable_tracin" in refused.stdout + refused.stderr
