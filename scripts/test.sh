@@ -44,7 +44,7 @@ while kill -0 "$obs_pid" 2>/dev/null; do
     printf '  still building after %ss: %s\n' "$((SECONDS - started))" "$(tail -n 1 "$obs_log")"
     next=$((SECONDS + 60))
   fi
-  sleep 5
+  sleep 1
 done
 if ! wait "$obs_pid"; then
   printf 'the observability builds failed; the end of %s:\n' "$obs_log" >&2
