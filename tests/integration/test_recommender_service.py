@@ -20,6 +20,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from mpp.auth import key_entry
 from mpp.pipeline import free_port
@@ -391,11 +392,30 @@ def test_front_doors_refuse_before_the_body_and_enforce_scopes_rates_and_sizes(
     channel.close()
 
     metrics = httpx.get(f"{service.http}/metrics").text
+    counted = {
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.value > 0
+    }
     for door, reason in (
         ("recommender-http", "unauthenticated"),
         ("recommender-http", "too_large"),
         ("recommender-http", "forbidden"),
         ("recommender-grpc", "rate_limited"),
     ):
-        series = f'service="recommender",door="{door}",reason="{reason}"'
-        assert f"mpp_front_door_refused_total{{{series}}}" in metrics
+        labels = {"service": "recommender", "door": door, "reason": reason}
+        assert ("mpp_front_door_refused_total", tuple(sorted(labels.items()))) in counted
+    # Every request to the API's methods, refusals included, by door, method and code.
+    for api, method, code in (
+        ("http", "Recommend", "403"),
+        ("http", "Recommend", "429"),
+        ("http", "RecordFeedback", "413"),
+        ("http", "ForgetUser", "422"),
+        ("grpc", "RecordFeedback", "PERMISSION_DENIED"),
+        ("grpc", "Recommend", "UNAUTHENTICATED"),
+        ("grpc", "Recommend", "RESOURCE_EXHAUSTED"),
+        ("grpc", "ForgetUser", "INVALID_ARGUMENT"),
+    ):
+        labels = {"service": "recommender", "api": api, "method": method, "code": code}
+        assert ("mpp_requests_total", tuple(sorted(labels.items()))) in counted, labels
