@@ -29,3 +29,25 @@ def test_every_image_passes_the_inside_checks() -> None:
         assert f"== {service} ({image_ref(service)})" in result.stdout
     assert result.stdout.count("torch: yes") == 1
     assert "encode([hello]) -> (1, 384)" in result.stdout
+
+
+def test_an_earlier_trees_build_leaves_buildahs_storage() -> None:
+    """drop_other_tags removes the other tags of a name and keeps the current one (an earlier
+    tree's embedder or job image left in the storage held about 7 GB each)."""
+    from mpp.stack.images import base_ref, buildah, built_refs, drop_other_tags
+
+    tool = buildah()
+    assert tool.has_image(base_ref()), "the images step builds the base first"
+    name = "test-prune"
+    refs = [f"localhost/mpp/{name}:{tag}" for tag in ("earlier1", "earlier2", "current")]
+    for ref in refs:
+        assert tool.ok("tag", base_ref(), ref)
+    try:
+        assert set(refs) <= set(built_refs(tool))
+        assert sorted(drop_other_tags(tool, name, "current")) == refs[:2]
+        left = built_refs(tool)
+        assert refs[2] in left and not set(refs[:2]) & set(left)
+        assert tool.has_image(base_ref()), "the shared layers stay"
+    finally:
+        for ref in refs:
+            tool.ok("rmi", ref)

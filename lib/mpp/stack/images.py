@@ -420,6 +420,9 @@ def build(
             # The cluster holds it now, and buildah's storage can write it again: the archive
             # would only be a third copy (the embedder's is 6.5 GB).
             image.tar.unlink()
+    if tool is not None:
+        for service in wanted:
+            drop_other_tags(tool, service, tag)
     if import_images:
         prune_images({image.ref for image in built}, [f"localhost/mpp/{s}:" for s in wanted])
     return built
@@ -442,12 +445,40 @@ def deps_key(root: Path = REPO) -> str:
 
 
 def prune_stale_layers(tool: Buildah, root: Path, progress: Progress) -> None:
-    """When the dependencies changed, drop the untagged layers of earlier builds (buildah's
-    layer cache: the embedder's alone is several GB). Same dependencies: keep them, so that a
-    code change rebuilds only the project's layer."""
+    """When the dependencies changed, drop the earlier builds (buildah's layer cache: the
+    embedder's and the job image's are about 7 GB each) before building the new ones. Same
+    dependencies: keep them, so that a code change rebuilds only the project's layer.
+
+    ``rmi --prune`` alone removes only untagged images: the earlier tree's tagged embedder and
+    job images kept their layers, and with them beside the new build a CI run ran out of disk.
+    """
     marker = images_dir() / "deps-key"
     key = deps_key(root)
     if marker.exists() and marker.read_text().strip() != key:
         progress("images: the dependencies changed; dropping the earlier builds' cached layers")
+        stale = [ref for ref in built_refs(tool) if not ref.startswith("localhost/mpp/base:")]
+        if stale:
+            tool.ok("rmi", *stale)
         tool.ok("rmi", "--prune")
     marker.write_text(key)
+
+
+def built_refs(tool: Buildah) -> list[str]:
+    """The ``localhost/mpp/<name>:<tag>`` images in buildah's storage."""
+    result = subprocess.run(
+        tool.argv("images", "--format", "{{.Name}}:{{.Tag}}"),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return sorted(
+        {line.strip() for line in result.stdout.splitlines() if line.startswith("localhost/mpp/")}
+    )
+
+
+def drop_other_tags(tool: Buildah, name: str, keep_tag: str) -> list[str]:
+    """Remove ``localhost/mpp/<name>`` images of other tags than ``keep_tag`` (earlier trees'
+    builds; the layers the kept one shares stay). Returns what it removed."""
+    prefix = f"localhost/mpp/{name}:"
+    stale = [ref for ref in built_refs(tool) if ref.startswith(prefix) and ref != prefix + keep_tag]
+    if stale:
+        tool.ok("rmi", *stale)
+    return stale

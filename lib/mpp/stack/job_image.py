@@ -35,6 +35,7 @@ from mpp.stack.images import (
     ImageError,
     _run,
     buildah,
+    drop_other_tags,
     ensure_base,
     host_ca,
     images_dir,
@@ -186,7 +187,9 @@ def build(
             old_tag = old.name[len(NAME) + 1 :].split(".")[0]
             if old.suffix in {".tar", ".size"} and old_tag != tag and old_tag.isalnum():
                 old.unlink()
-                tool.ok("rmi", f"localhost/mpp/{NAME}:{old_tag}")
+        # In buildah's storage too: their archives are gone once imported, so the storage is
+        # what remembers them (each about 7 GB).
+        drop_other_tags(tool, NAME, tag)
     seconds = time.monotonic() - start
     how = "cached" if cached else f"built in {seconds:.0f} s"
     progress(f"{NAME}: {ref} {_size(tar) / 1e6:.0f} MB ({how})")
