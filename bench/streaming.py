@@ -268,9 +268,21 @@ def main() -> None:
         help="end to end with tracing off and on (OTLP to the local Jaeger), both ratios",
     )
     parser.add_argument(
+        "--sample-ratio",
+        type=float,
+        default=1.0,
+        help="with --tracing: the share of events traced (parentbased_traceidratio); 1 keeps all",
+    )
+    parser.add_argument(
         "--only-end-to-end", action="store_true", help="skip the three stages' comparisons"
     )
     args = parser.parse_args()
+    if not 0 < args.sample_ratio <= 1:
+        parser.error("--sample-ratio: a share in (0, 1], e.g. 0.1 to trace one event in ten")
+    traced_env = dict(TRACING_ENV)
+    if args.sample_ratio < 1:
+        traced_env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        traced_env["OTEL_TRACES_SAMPLER_ARG"] = str(args.sample_ratio)
     n, reps = args.events, args.reps
     if args.tracing and not jaeger_answers():
         raise SystemExit(
@@ -380,7 +392,7 @@ def main() -> None:
                 rate, run_id = end_to_end(base, n, {})
                 off_rates.append(rate)
                 e2e_ids.append(run_id)
-                rate, run_id = end_to_end(base, n, TRACING_ENV)
+                rate, run_id = end_to_end(base, n, traced_env)
                 on_rates.append(rate)
                 e2e_ids.append(run_id)
                 log(f"[{rep + 1}/{reps}] end to end: off {off_rates[-1]:,.0f}/s, on {rate:,.0f}/s")
@@ -388,7 +400,8 @@ def main() -> None:
             results.append(("end to end vs bare encode", off, bare_encode))
             results.append(("end to end, tracing on, vs bare encode", on, bare_encode))
             extra.append(
-                f"tracing on: end-to-end ratio {on / bare_encode:.3f} vs {off / bare_encode:.3f} "
+                f"tracing on ({traced_env['OTEL_TRACES_SAMPLER']}, share {args.sample_ratio:g}): "
+                f"end-to-end ratio {on / bare_encode:.3f} vs {off / bare_encode:.3f} "
                 f"off, {100 * (1 - on / off):+.1f}% drop (target: at most 5%); runs off "
                 f"{', '.join(f'{r:,.0f}' for r in off_rates)}/s, on "
                 f"{', '.join(f'{r:,.0f}' for r in on_rates)}/s"

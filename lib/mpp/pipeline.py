@@ -41,10 +41,21 @@ INPUTS = {
 STREAMING = ("ingest", "embedder", "vector-writer", "graph-writer")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now and not handed out before by this process: the kernel may
+    offer the same free port twice in a row, and two services started one after the other
+    then both got it (a bench run saw the vector-writer and graph-writer given one port)."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no loopback port left that this process has not handed out")
 
 
 def log(message: str) -> None:
