@@ -21,13 +21,13 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import client_interceptor
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
-from mpp import tracing
 from mpp.config import Settings
 from mpp.pipeline import Pipeline, log
 from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
 from tests.e2e.pipeline import isolated_run
 from tests.observability import Jaeger
+from tests.otel import clean_tracing, trace_to
 
 CLIENT = "mpp-e2e-client"
 SOURCES = {"cache", "session", "vector", "graph", "popularity"}
@@ -57,20 +57,9 @@ def run(
 @pytest.fixture
 def client_tracing(monkeypatch: pytest.MonkeyPatch, jaeger: Jaeger) -> Iterator[None]:
     """This process traced as CLIENT, exporting to the same Jaeger; undone afterwards."""
-    # The service processes inherit this environment: nothing here may name their service.
-    for name in (
-        "OTEL_SDK_DISABLED",
-        "OTEL_TRACES_EXPORTER",
-        "OTEL_RESOURCE_ATTRIBUTES",
-        "OTEL_SERVICE_NAME",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_endpoint)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-    tracing._reset_for_tests()
-    assert tracing.configure_tracing(CLIENT)
-    yield
-    tracing._reset_for_tests()
+    with clean_tracing(monkeypatch):
+        trace_to(monkeypatch, jaeger.otlp_endpoint, CLIENT)
+        yield
 
 
 def tags(span: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from mpp.config import Settings
 from mpp.pipeline import Pipeline, log
 from tests.e2e.pipeline import isolated_run
 from tests.observability import Jaeger
+from tests.otel import clean_tracing, trace_to
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -63,20 +64,9 @@ def producer_tracing(monkeypatch: pytest.MonkeyPatch, jaeger: Jaeger) -> Iterato
     """This process traced as the event's producer, exporting to the same Jaeger. Its name is
     given to ``configure_tracing``, not by OTEL_SERVICE_NAME: the services started afterwards
     inherit this environment, and must keep their own names."""
-    for name in (
-        "OTEL_SDK_DISABLED",
-        "OTEL_TRACES_EXPORTER",
-        "OTEL_RESOURCE_ATTRIBUTES",
-        "OTEL_SERVICE_NAME",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_endpoint)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
-    tracing._reset_for_tests()
-    assert tracing.configure_tracing(PRODUCER)
-    yield
-    tracing._reset_for_tests()
+    with clean_tracing(monkeypatch):
+        trace_to(monkeypatch, jaeger.otlp_endpoint, PRODUCER, sampler="always_on")
+        yield
 
 
 def tags(span: dict[str, Any]) -> dict[str, Any]:

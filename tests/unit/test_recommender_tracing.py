@@ -28,7 +28,6 @@ from mpp_recommender.telemetry import SourceCall
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import REGISTRY
@@ -38,17 +37,8 @@ from mpp import tracing
 from mpp.config import AuthSettings, GrpcSettings, RecommenderSettings, Settings
 from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
+from tests.otel import clean_tracing, trace_into_memory
 
-OTEL_VARS = (
-    "OTEL_SDK_DISABLED",
-    "OTEL_TRACES_EXPORTER",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_SERVICE_NAME",
-    "OTEL_RESOURCE_ATTRIBUTES",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS",
-)
 SOURCES = ["cache", "graph", "popularity", "session", "vector"]
 
 
@@ -165,20 +155,14 @@ def memory_core(breaker_failures: int = 3, timeout_s: float = 0.5) -> Recommende
 
 @pytest.fixture(autouse=True)
 def clean_otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in OTEL_VARS:
-        monkeypatch.delenv(name, raising=False)
-    tracing._reset_for_tests()
-    yield
-    tracing._reset_for_tests()
+    with clean_tracing(monkeypatch):
+        yield
 
 
 @pytest.fixture
 def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
     """Tracing on, as the service turns it on (mpp.tracing), into memory."""
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
-    exporter = InMemorySpanExporter()
-    assert tracing.configure_tracing("recommender", span_processors=[SimpleSpanProcessor(exporter)])
-    return exporter
+    return trace_into_memory(monkeypatch, "recommender")
 
 
 @pytest.fixture

@@ -6,39 +6,21 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mpp import tracing
-
-OTEL_VARS = (
-    "OTEL_SDK_DISABLED",
-    "OTEL_TRACES_EXPORTER",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_SERVICE_NAME",
-    "OTEL_RESOURCE_ATTRIBUTES",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-    "OTEL_PROPAGATORS",
-)
+from tests.otel import clean_tracing, trace_into_memory
 
 
 @pytest.fixture(autouse=True)
 def clean_otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in OTEL_VARS:
-        monkeypatch.delenv(name, raising=False)
-    tracing._reset_for_tests()
-    yield
-    tracing._reset_for_tests()
+    with clean_tracing(monkeypatch):
+        yield
 
 
 @pytest.fixture
 def memory(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
-    exporter = InMemorySpanExporter()
-    assert tracing.configure_tracing("ingest", span_processors=[SimpleSpanProcessor(exporter)])
-    return exporter
+    return trace_into_memory(monkeypatch, "ingest")
 
 
 def test_off_without_otel_variables() -> None:

@@ -18,7 +18,6 @@ from mpp_analytics.service import build_handler as analytics_handler
 from mpp_embedder.service import build_handler as embedder_handler
 from mpp_ingest.service import build_handler as ingest_handler
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mpp import tracing, writers
@@ -26,7 +25,7 @@ from mpp.analytics import WriteResult
 from mpp.config import Settings
 from mpp.deadletters import DeadLetters
 from mpp.v1 import events_pb2 as E
-from tests.unit.test_tracing import OTEL_VARS
+from tests.otel import OTEL_VARS, clean_tracing, trace_into_memory
 from tests.unit.test_writers import enriched
 
 
@@ -42,14 +41,8 @@ class TracedSink:
 
 @pytest.fixture
 def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    for name in OTEL_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
-    tracing._reset_for_tests()
-    exporter = InMemorySpanExporter()
-    assert tracing.configure_tracing("test", span_processors=[SimpleSpanProcessor(exporter)])
-    yield exporter
-    tracing._reset_for_tests()
+    with clean_tracing(monkeypatch):
+        yield trace_into_memory(monkeypatch, "test")
 
 
 def produced_by(span_name: str, n: int) -> list[tuple[Any, list[tuple[str, bytes]]]]:
