@@ -14,6 +14,7 @@ the fixtures into a conftest.py (``from tests.observability import jaeger, prome
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,23 @@ from mpp.stack import prometheus as prometheus_stack
 from mpp.stack.jaeger import HOST, OTLP_GRPC_PORT, QUERY_PORT
 
 TIMEOUT = httpx.Timeout(10.0)
+INSTALL = Path(__file__).resolve().parents[1] / "scripts" / "install_observability.sh"
+
+
+def built_binary(name: str) -> Path:
+    """The path of jaeger, prometheus or promtool, built first when it never was (at once when
+    it was; the first build takes minutes). Its absence is a failure, never a skip."""
+    built = subprocess.run(
+        ["bash", str(INSTALL), name], capture_output=True, text=True, timeout=1700, check=False
+    )
+    assert built.returncode == 0, f"install_observability.sh {name}:\n{built.stderr[-3000:]}"
+    found = subprocess.run(
+        ["bash", str(INSTALL), "--installed", name], capture_output=True, text=True, check=False
+    )
+    assert found.returncode == 0, found.stderr
+    path = Path(found.stdout.strip())
+    assert path.is_file(), path
+    return path
 
 
 class Jaeger:

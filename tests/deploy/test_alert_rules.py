@@ -18,29 +18,19 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import DEFAULTS, FULLNAME, Rendered, template, template_result
+from tests.observability import built_binary
 from tests.promql import ALERTS, DASHBOARD, alert_rules, base_name, metric_names
 
 pytestmark = pytest.mark.timeout(1800)  # a cold build of promtool
 
 REPO = Path(__file__).resolve().parents[2]
 ALERT_TESTS = Path(__file__).with_name("alerts_test.yaml")
-INSTALL = REPO / "scripts" / "install_observability.sh"
 PROMETHEUS_RULE_API = "monitoring.coreos.com/v1/PrometheusRule"
 
 
 @pytest.fixture(scope="session")
 def promtool() -> Path:
-    built = subprocess.run(
-        ["bash", str(INSTALL), "promtool"], capture_output=True, text=True, timeout=1700
-    )
-    assert built.returncode == 0, f"install_observability.sh promtool:\n{built.stderr[-3000:]}"
-    found = subprocess.run(
-        ["bash", str(INSTALL), "--installed", "promtool"], capture_output=True, text=True
-    )
-    assert found.returncode == 0, found.stderr
-    path = Path(found.stdout.strip())
-    assert path.is_file(), path
-    return path
+    return built_binary("promtool")
 
 
 def run(promtool: Path, *args: str) -> subprocess.CompletedProcess[str]:

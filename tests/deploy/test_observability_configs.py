@@ -12,33 +12,19 @@ import pytest
 from mpp.config import Settings
 from mpp.stack import jaeger as jaeger_stack
 from mpp.stack.prometheus import PrometheusServer, render_config
+from tests.observability import built_binary
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def built(name: str) -> Path:
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "install_observability.sh"), "--installed", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(
-            f"{name} is not built (make test builds it; or bash "
-            f"scripts/install_observability.sh {name})"
-        )
-    return Path(result.stdout.strip())
-
-
 @pytest.fixture(scope="module")
 def promtool() -> Path:
-    return built("promtool")
+    return built_binary("promtool")
 
 
 @pytest.fixture(scope="module")
 def jaeger() -> Path:
-    return built("jaeger")
+    return built_binary("jaeger")
 
 
 def check(promtool: Path, *args: str) -> subprocess.CompletedProcess[str]:
