@@ -39,7 +39,10 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler
 from opentelemetry.trace import Link, Span
+
+from mpp import w3c
 
 __all__ = [
     "Link",
@@ -64,6 +67,10 @@ KafkaHeaders = Sequence[tuple[str, bytes | None]]
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
+# Set with the provider: whether the W3C headers may take mpp.w3c's short path, and whether the
+# sampler drops every child of an unsampled remote parent (then such a record gets no span).
+_short_path = False
+_drop_unsampled = False
 _getter = KafkaContextGetter()
 _setter = KafkaContextSetter()
 _EMPTY = otel_context.Context()
@@ -142,7 +149,7 @@ def configure_tracing(
     the exporters the environment names (tests pass an in-memory one); it does not turn
     tracing on by itself.
     """
-    global _provider
+    global _provider, _short_path, _drop_unsampled
     with _lock:
         if _provider is not None:
             return True
@@ -156,8 +163,21 @@ def configure_tracing(
             for processor in span_processors:
                 provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
+        _short_path = w3c.short_path_allowed()
+        _drop_unsampled = drops_unsampled_children(provider.sampler)
         _provider = provider
         return True
+
+
+def drops_unsampled_children(sampler: Sampler) -> bool:
+    """Whether ``sampler`` drops every span whose remote parent is not sampled (the
+    ``parentbased_*`` samplers, unless built otherwise): a record whose producer's span was
+    not sampled then needs no span of its own, only its producer's context passed on."""
+    if not isinstance(sampler, ParentBased):
+        return False
+    parent = trace.NonRecordingSpan(trace.SpanContext(1, 1, is_remote=True))
+    outcome = sampler.should_sample(trace.set_span_in_context(parent), 1, "probe")
+    return outcome.decision is Decision.DROP
 
 
 def get_tracer(name: str) -> trace.Tracer:
@@ -175,8 +195,10 @@ def inject_headers(headers: KafkaHeaders | None) -> list[tuple[str, bytes]]:
     out: list[tuple[str, bytes]] = [(k, v) for k, v in (headers or ()) if v is not None]
     if _provider is None:
         return out
-    carrier: list[tuple[str, bytes]] = []
-    propagate.inject(carrier, setter=_setter)
+    carrier = w3c.inject() if _short_path else None
+    if carrier is None:
+        carrier = []
+        propagate.inject(carrier, setter=_setter)
     if not carrier:
         return out
     injected = {k for k, _ in carrier}
@@ -191,20 +213,34 @@ def extract_context(headers: KafkaHeaders | None) -> otel_context.Context:
     """
     if _provider is None or not headers:
         return _EMPTY
+    if _short_path:
+        context = w3c.extract(headers)
+        if context is not None:
+            return context
     return propagate.extract(headers, getter=_getter, context=_EMPTY)
 
 
 def start_record_span(tracer: trace.Tracer, msg: KafkaRecord) -> trace.Span:
     """Start (not as current) the span of one consumed record's processing: a child of the
     span that produced the record (its headers), named ``<topic> process``. End it yourself.
-    Off: the API's invalid span, shared, on which every call is a no-op."""
+    Off: the API's invalid span, shared, on which every call is a no-op. A record whose
+    producer's span was not sampled, under a sampler that then drops its children (the
+    ``parentbased_*`` ones), gets that span's context back, not recording: the sampler's
+    decision without its cost, and the records produced meanwhile carry the same unsampled
+    context on."""
     if _provider is None:
         return trace.INVALID_SPAN
+    context = extract_context(msg.headers())
+    if _drop_unsampled:
+        parent = trace.get_current_span(context)
+        parent_context = parent.get_span_context()
+        if parent_context.is_valid and not parent_context.trace_flags.sampled:
+            return parent
     # Only the record's position: each attribute costs every record a few microseconds (the
     # topic is in the name; the system and operation are the same on every such span).
     return tracer.start_span(
         f"{msg.topic()} process",
-        context=extract_context(msg.headers()),
+        context=context,
         kind=trace.SpanKind.CONSUMER,
         attributes={
             "messaging.destination.partition.id": str(msg.partition()),
@@ -329,9 +365,10 @@ def store_span(
 
 def shutdown_tracing() -> None:
     """Flush pending spans and stop the exporters (safe to call when tracing is off or twice)."""
-    global _provider
+    global _provider, _short_path, _drop_unsampled
     with _lock:
         provider, _provider = _provider, None
+        _short_path = _drop_unsampled = False
     if provider is not None:
         provider.shutdown()
 
