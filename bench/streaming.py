@@ -65,8 +65,9 @@ from mpp.kafka import TrackedProducer, ensure_topics
 from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.samples import chitchat_events
 from mpp.service import Worker, build_loop, freeze_startup_objects
+from mpp.stack import repo_root, stack_dir
 from mpp.stack.jaeger import HOST as JAEGER_HOST
-from mpp.stack.jaeger import OTLP_GRPC_PORT
+from mpp.stack.jaeger import OTLP_GRPC_PORT, JaegerServer
 from mpp.stores import milvus_client, neo4j_driver
 from mpp.v1 import events_pb2 as E
 from mpp.validation import Rules, validate_event
@@ -228,9 +229,38 @@ def jaeger_answers() -> bool:
         return False
 
 
-def end_to_end(base: Settings, n: int, extra_env: dict[str, str]) -> tuple[float, str]:
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(group: int) -> float:
+    """User and system CPU time of the live processes in process group ``group``."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the command name (in parentheses, which may hold spaces): state, ppid,
+            # pgrp, ..., utime and stime are the 12th and 13th fields.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def cpu_of(pipeline: Pipeline, base: Settings) -> dict[str, float]:
+    """CPU seconds used so far by each service of the run (its process group) and by the
+    local Jaeger, when it runs."""
+    groups = {name: process.owned_pid() for name, process in pipeline.processes.items()}
+    groups["jaeger"] = JaegerServer(base, stack_dir(base), repo_root()).owned_pid()
+    return {name: cpu_seconds(pid) for name, pid in groups.items() if pid is not None}
+
+
+def end_to_end(
+    base: Settings, n: int, extra_env: dict[str, str]
+) -> tuple[float, str, dict[str, float]]:
     """Raw events produced until both stores hold every message, the four services as
-    processes (``extra_env`` added to theirs); messages per second, and the run's id."""
+    processes (``extra_env`` added to theirs); messages per second, the run's id, and the
+    CPU seconds each service (and the local Jaeger) spent per 1,000 events meanwhile."""
     e2e_run = uuid.uuid4().hex[:8]
     e2e_settings = isolated(base, e2e_run)
     # Its own folder for the services' logs and pid files: never the managed services' one.
@@ -242,15 +272,22 @@ def end_to_end(base: Settings, n: int, extra_env: dict[str, str]) -> tuple[float
     ]
     try:
         pipeline.start(*STREAMING)
+        cpu_before = cpu_of(pipeline, base)
         started = time.perf_counter()
         pipeline.produce(e2e_raw, [None] * n)
         rate = n / (pipeline.wait_drained() - started)
+        cpu = {
+            name: (used - cpu_before[name]) * 1000 / n
+            for name, used in cpu_of(pipeline, base).items()
+            if name in cpu_before
+        }
         log(
             f"end to end (raw topic -> Milvus and Neo4j){' traced' if extra_env else ''}: "
             f"{rate:,.0f}/s; milvus rows {pipeline.milvus_count()}, "
-            f"graph {pipeline.graph_counts()}"
+            f"graph {pipeline.graph_counts()}; CPU s per 1,000 events: "
+            + ", ".join(f"{name} {used:.2f}" for name, used in cpu.items())
         )
-        return rate, f"e{e2e_run}"
+        return rate, f"e{e2e_run}", cpu
     finally:
         pipeline.stop()
         pipeline.cleanup()
@@ -388,12 +425,16 @@ def main() -> None:
     try:
         if args.tracing:
             off_rates, on_rates = [], []
+            off_cpu: list[dict[str, float]] = []
+            on_cpu: list[dict[str, float]] = []
             for rep in range(reps):
-                rate, run_id = end_to_end(base, n, {})
+                rate, run_id, cpu = end_to_end(base, n, {})
                 off_rates.append(rate)
+                off_cpu.append(cpu)
                 e2e_ids.append(run_id)
-                rate, run_id = end_to_end(base, n, traced_env)
+                rate, run_id, cpu = end_to_end(base, n, traced_env)
                 on_rates.append(rate)
+                on_cpu.append(cpu)
                 e2e_ids.append(run_id)
                 log(f"[{rep + 1}/{reps}] end to end: off {off_rates[-1]:,.0f}/s, on {rate:,.0f}/s")
             off, on = median(off_rates), median(on_rates)
@@ -406,8 +447,9 @@ def main() -> None:
                 f"{', '.join(f'{r:,.0f}' for r in off_rates)}/s, on "
                 f"{', '.join(f'{r:,.0f}' for r in on_rates)}/s"
             )
+            extra.append(cpu_table(off_cpu, on_cpu))
         else:
-            rate, run_id = end_to_end(base, n, {})
+            rate, run_id, _ = end_to_end(base, n, {})
             e2e_ids.append(run_id)
             results.append(("end to end vs bare encode", rate, bare_encode))
     finally:
@@ -438,6 +480,17 @@ def main() -> None:
         )
     for line in extra:
         print(line)
+
+
+def cpu_table(off: list[dict[str, float]], on: list[dict[str, float]]) -> str:
+    """Median CPU seconds per 1,000 events of each process, tracing off and on."""
+    names = [name for name in on[0] if all(name in run for run in off + on)]
+    lines = [f"CPU s per 1,000 events (median)   {'off':>6} {'on':>6} {'extra':>6}"]
+    for name in names:
+        was = median([run[name] for run in off])
+        now = median([run[name] for run in on])
+        lines.append(f"  {name:32} {was:6.2f} {now:6.2f} {now - was:+6.2f}")
+    return "\n".join(lines)
 
 
 def stages(
