@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -31,13 +32,14 @@ TARGETS_DIR = "targets"
 _JOB = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
-def render_config(
-    targets_dir: Path, rule_files: Sequence[Path] = (), scrape_interval: str = SCRAPE_INTERVAL
+def render(
+    scrape_configs: Sequence[dict[str, Any]],
+    rule_files: Sequence[Path | str] = (),
+    scrape_interval: str = SCRAPE_INTERVAL,
 ) -> str:
-    """prometheus.yml: every target from the file-SD folder, scraped each ``scrape_interval``.
-
-    Written as JSON, which is YAML too (and lets the tests' fixture read it back).
-    """
+    """prometheus.yml with these scrape jobs, each target scraped and every rule evaluated
+    each ``scrape_interval``. Written as JSON, which is YAML too (and lets the tests' fixture
+    read it back)."""
     config = {
         "global": {
             "scrape_interval": scrape_interval,
@@ -46,17 +48,18 @@ def render_config(
             "evaluation_interval": scrape_interval,
         },
         "rule_files": [str(path) for path in rule_files],
-        "scrape_configs": [
-            {
-                # A target's file gives its job label (write_targets); this is the fallback.
-                "job_name": "mpp",
-                "file_sd_configs": [
-                    {"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}
-                ],
-            }
-        ],
+        "scrape_configs": list(scrape_configs),
     }
     return json.dumps(config, indent=2) + "\n"
+
+
+def render_config(
+    targets_dir: Path, rule_files: Sequence[Path] = (), scrape_interval: str = SCRAPE_INTERVAL
+) -> str:
+    """prometheus.yml: every target from the file-SD folder, scraped each ``scrape_interval``."""
+    # A target's file gives its job label (write_targets); "mpp" is the fallback.
+    file_sd = {"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}
+    return render([{"job_name": "mpp", "file_sd_configs": [file_sd]}], rule_files, scrape_interval)
 
 
 def render_targets(job: str, targets: Sequence[str], labels: dict[str, str] | None = None) -> str:
