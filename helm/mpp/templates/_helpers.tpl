@@ -144,6 +144,9 @@ named at once, with the value to set.
 {{- if not (hasPrefix "https://" $v.milvus.uri) -}}
 {{- $plain = append $plain (printf "milvus.uri=%s: use https:// (a private CA: milvus.tls.secretName)" $v.milvus.uri) -}}
 {{- end -}}
+{{- if and $v.tracing.otlpEndpoint $v.tracing.insecure -}}
+{{- $plain = append $plain (printf "tracing.insecure=true: spans would reach %s unencrypted; use a collector with TLS (https://, tracing.insecure: false)" $v.tracing.otlpEndpoint) -}}
+{{- end -}}
 {{- if and $plain (not $v.insecure) -}}
 {{- fail (printf "insecure is false and these connections would not be encrypted and verified:\n  - %s\nConfigure TLS for each (docs/security.md, \"Production defaults: TLS, SASL and readiness\"), or set insecure: true only where the network is trusted end to end." (join "\n  - " $plain)) -}}
 {{- end -}}
@@ -168,6 +171,9 @@ named at once, with the value to set.
 {{- end -}}
 {{- if and (or $v.milvus.tls.secretName $v.milvus.tls.serverName) (not (hasPrefix "https://" $v.milvus.uri)) -}}
 {{- $wrong = append $wrong (printf "milvus.tls is set but milvus.uri=%s is not https://" $v.milvus.uri) -}}
+{{- end -}}
+{{- if and (hasPrefix "http://" $v.tracing.otlpEndpoint) (not $v.tracing.insecure) -}}
+{{- $wrong = append $wrong (printf "tracing.otlpEndpoint=%s is http:// but tracing.insecure is false (the exporter would speak TLS to it): use https://, or tracing.insecure: true for a plaintext collector" $v.tracing.otlpEndpoint) -}}
 {{- end -}}
 {{- if $wrong -}}
 {{- fail (printf "TLS settings that cannot work:\n  - %s" (join "\n  - " $wrong)) -}}
@@ -347,6 +353,27 @@ The API keys go only to the doors that check them: the recommender and analytics
       name: {{ $secret }}
       key: {{ . }}
       optional: true
+{{- end }}
+{{- end -}}
+
+{{/*
+The OpenTelemetry variables of a service's container when tracing.otlpEndpoint is set
+(lib/mpp/tracing.py reads only these: docs/tracing.md); nothing when it is empty. The service
+name is each service's own (its default).
+*/}}
+{{- define "mpp.tracingEnv" -}}
+{{- $t := .Values.tracing -}}
+{{- if $t.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.otlpEndpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_INSECURE
+  value: {{ $t.insecure | toString | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+{{- if ne (toString $t.samplerArg) "" }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $t.samplerArg | toString | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
