@@ -4,6 +4,7 @@ mpp stack up|down|status       the local stack of real servers
 mpp cluster up|down|status     a real single-node Kubernetes cluster on this machine (dev)
 mpp images build [--import]    the services' images, built with buildah (dev)
 mpp deploy up|down|status      the Helm chart on that cluster, against the local stack (dev)
+mpp deploy observability up|down|status   Jaeger and Prometheus beside it (dev)
 mpp airflow up|down|status     a local Airflow 3 for the batch DAG (dev)
 mpp topics ensure|list         Kafka topics and their sizes
 mpp db migrate                 PostgreSQL schema migrations

@@ -1,4 +1,5 @@
-"""The dev tooling's commands: ``mpp cluster``, ``mpp images``, ``mpp deploy``, ``mpp airflow``.
+"""The dev tooling's commands: ``mpp cluster``, ``mpp images``, ``mpp deploy`` (and ``mpp deploy
+observability``), ``mpp airflow``.
 
 Registered on ``mpp`` (mpp.cli) where the dev tooling is installed; the images leave it out.
 """
@@ -15,6 +16,7 @@ from mpp.clikit import console, out, print_status, progress, settings
 from mpp.stack.base import StackError, State
 
 if TYPE_CHECKING:
+    from mpp.stack.cluster_observability import Endpoint
     from mpp.stack.deploy import Deployment
 
 _settings = settings
@@ -31,6 +33,11 @@ images_app = typer.Typer(
 deploy_app = typer.Typer(
     help="The Helm chart on the local cluster (release mpp, namespace mpp).", no_args_is_help=True
 )
+observability_app = typer.Typer(
+    help="Jaeger and Prometheus in a namespace of the local cluster, for a release there.",
+    no_args_is_help=True,
+)
+deploy_app.add_typer(observability_app, name="observability")
 airflow_app = typer.Typer(
     help="A local Airflow 3 for the batch DAG (dags/), on loopback.", no_args_is_help=True
 )
@@ -210,10 +217,17 @@ def deploy_up(
     build: Annotated[
         bool, typer.Option(help="Build and import the images first (cached when unchanged).")
     ] = True,
+    tracing: Annotated[
+        bool,
+        typer.Option(
+            help="Trace into the namespace's Jaeger (`mpp deploy observability up` first)."
+        ),
+    ] = False,
 ) -> None:
     """Install or upgrade the chart on the local cluster, against the local stack; wait until
     every Deployment is Ready."""
     from mpp.stack import Stack
+    from mpp.stack.cluster_observability_objects import tracing_values
     from mpp.stack.deploy import Deployment
     from mpp.stack.images import ImageError, image_ref
     from mpp.stack.images import build as build_images
@@ -223,7 +237,7 @@ def deploy_up(
         Stack(settings).up(_progress)
         if build:
             build_images(progress=_progress, import_images=True)
-        deployment = Deployment(settings)
+        deployment = Deployment(settings, overrides=tracing_values() if tracing else None)
         deployment.up(_progress, tag=image_ref("ingest").rsplit(":", 1)[1])
     except (StackError, ImageError) as exc:
         console.print(f"[red]deploy up failed:[/red] {escape(str(exc))}")
@@ -274,3 +288,64 @@ def _print_pods(deployment: Deployment) -> bool:
         table.add_row(pod["metadata"]["name"], image, pod["status"]["phase"], str(ready))
     out.print(table)
     return bool(pods) and all_ready
+
+
+# -- deploy observability ---------------------------------------------------------------------
+NamespaceOption = Annotated[
+    str | None,
+    typer.Option("--namespace", "-n", help="The namespace (default: mpp, the release's)."),
+]
+
+
+@observability_app.command("up")
+def observability_up(namespace: NamespaceOption = None) -> None:
+    """Build Jaeger and Prometheus (once), import their images, apply them into the namespace
+    (restricted) and wait until both are Ready; reuses what runs."""
+    from mpp.stack.cluster_observability import Observability
+
+    try:
+        observability = Observability(_settings(), namespace)
+        endpoints = observability.up(_progress)
+    except StackError as exc:
+        console.print(f"[red]deploy observability up failed:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    _print_endpoints(endpoints)
+    console.print(
+        f"the release in {observability.namespace} traces into Jaeger with "
+        "`mpp deploy up --tracing` (namespace mpp); Prometheus scrapes its pods as they come"
+    )
+
+
+@observability_app.command("down")
+def observability_down(namespace: NamespaceOption = None) -> None:
+    """Delete Jaeger and Prometheus from the namespace (the namespace and the release stay)."""
+    from mpp.stack.cluster_observability import Observability
+
+    try:
+        Observability(_settings(), namespace).down(_progress)
+    except StackError as exc:
+        console.print(f"[red]deploy observability down failed:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+
+
+@observability_app.command("status")
+def observability_status(namespace: NamespaceOption = None) -> None:
+    """Jaeger's and Prometheus's readiness and where this machine reaches them; exit 1 if one
+    is not Ready."""
+    from mpp.stack.cluster_observability import Observability
+
+    try:
+        endpoints = Observability(_settings(), namespace).status()
+    except StackError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from exc
+    _print_endpoints(endpoints)
+    if not all(endpoint.ready for endpoint in endpoints):
+        raise typer.Exit(1)
+
+
+def _print_endpoints(endpoints: list[Endpoint]) -> None:
+    table = Table("deployment", "ready", "API (from this machine)", "image")
+    for endpoint in endpoints:
+        table.add_row(endpoint.name, str(endpoint.ready), endpoint.url, endpoint.detail)
+    out.print(table)
