@@ -49,11 +49,12 @@ def built_binary(name: str) -> Path:
 
 
 class Jaeger:
-    """Jaeger's query API (http://127.0.0.1:16686/api)."""
+    """Jaeger's query API (the local one's, http://127.0.0.1:16686/api, unless ``query_url``
+    names another: the cluster's, at its Service's address)."""
 
-    def __init__(self) -> None:
+    def __init__(self, query_url: str = f"http://{HOST}:{QUERY_PORT}") -> None:
         self.otlp_endpoint = f"http://{HOST}:{OTLP_GRPC_PORT}"
-        self.query_url = f"http://{HOST}:{QUERY_PORT}"
+        self.query_url = query_url
         self._http = httpx.Client(base_url=self.query_url, timeout=TIMEOUT)
 
     def close(self) -> None:
@@ -173,6 +174,11 @@ class Prometheus:
                     f"(last value: {last})"
                 )
             time.sleep(0.5)
+
+    def alert_rules(self) -> list[dict[str, Any]]:
+        """The alerting rules it has loaded (/api/v1/rules), each with its evaluation's health."""
+        groups = self._api("rules", {"type": "alert"})["groups"]
+        return [rule for group in groups for rule in group["rules"]]
 
     def targets_dir(self) -> Path:
         """The file-SD folder that the running Prometheus watches (read from its own config)."""

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -38,6 +39,37 @@ def database_settings_module(stack_settings: Settings, module_unique: str) -> It
         with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
             upsert_campaigns(conn, parse_campaigns(default_campaigns_path()))
         yield settings
+
+
+def isolated_release(settings: Settings, unique: str) -> tuple[Settings, dict[str, Any]]:
+    """``settings`` (the module's topics and database) with consumer groups and Milvus
+    collections of the module's own, and the chart values that give a release's pods the same,
+    so that the release shares nothing with the other tests."""
+    topics = settings.kafka.topics
+    group_prefix = f"k8s-{unique}"
+    milvus = settings.milvus.model_copy(
+        update={
+            "messages_collection": f"messages_k8s_{unique}",
+            "campaigns_collection": f"campaigns_k8s_{unique}",
+        }
+    )
+    kafka = settings.kafka.model_copy(update={"group_prefix": group_prefix})
+    settings = settings.model_copy(update={"milvus": milvus, "kafka": kafka})
+    overrides = {
+        "kafka": {"groupPrefix": group_prefix},
+        "postgres": {"database": settings.postgres.database},
+        "config": {
+            "extraEnv": {
+                **{
+                    f"MPP_KAFKA__TOPICS__{name.upper()}": getattr(topics, name)
+                    for name in ("raw", "validated", "enriched", "dlq", "feedback", "erasure")
+                },
+                "MPP_MILVUS__MESSAGES_COLLECTION": milvus.messages_collection,
+                "MPP_MILVUS__CAMPAIGNS_COLLECTION": milvus.campaigns_collection,
+            }
+        },
+    }
+    return settings, overrides
 
 
 def kubectl(

@@ -28,6 +28,7 @@ from mpp.stack.deploy import Deployment
 from mpp.stack.services import SERVICES, local_api_key
 from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
+from tests.cluster.conftest import isolated_release
 from tests.e2e.pipeline import Pipeline, Replay, build_replay, log
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
@@ -111,31 +112,7 @@ def replay_slice(release: Release, start: int, count: int) -> Replay:
 def release(database_settings_module: Settings, module_unique: str) -> Iterator[Release]:
     from mpp.stack.images import image_ref
 
-    settings = database_settings_module
-    topics = settings.kafka.topics
-    group_prefix = f"k8s-{module_unique}"
-    milvus = settings.milvus.model_copy(
-        update={
-            "messages_collection": f"messages_k8s_{module_unique}",
-            "campaigns_collection": f"campaigns_k8s_{module_unique}",
-        }
-    )
-    kafka = settings.kafka.model_copy(update={"group_prefix": group_prefix})
-    settings = settings.model_copy(update={"milvus": milvus, "kafka": kafka})
-    overrides = {
-        "kafka": {"groupPrefix": group_prefix},
-        "postgres": {"database": settings.postgres.database},
-        "config": {
-            "extraEnv": {
-                **{
-                    f"MPP_KAFKA__TOPICS__{name.upper()}": getattr(topics, name)
-                    for name in ("raw", "validated", "enriched", "dlq", "feedback", "erasure")
-                },
-                "MPP_MILVUS__MESSAGES_COLLECTION": milvus.messages_collection,
-                "MPP_MILVUS__CAMPAIGNS_COLLECTION": milvus.campaigns_collection,
-            }
-        },
-    }
+    settings, overrides = isolated_release(database_settings_module, module_unique)
     deployment = Deployment(settings, release=RELEASE, namespace=NAMESPACE, overrides=overrides)
     deployment.require_cluster()
     tag = image_ref("ingest").rsplit(":", 1)[1]
