@@ -112,7 +112,8 @@ class Observability:
         return jaeger_binary, prometheus_binary
 
     def up(self, progress: Progress, timeout_s: float = READY_S) -> list[Endpoint]:
-        """Build (once), import, apply, and wait until both Deployments are Ready."""
+        """Build (once), import, apply, and wait until both Deployments are Ready (at most
+        ``timeout_s`` once applied)."""
         started = time.monotonic()
         self.cluster.require_cluster()
         jaeger_binary, prometheus_binary = self.binaries(progress)
@@ -121,9 +122,15 @@ class Observability:
         self.cluster.ensure_namespace()
         objects = manifests(self.namespace, jaeger_image, prometheus_image)
         progress(f"applying {len(objects)} objects into namespace {self.namespace}")
-        self.cluster.apply({"apiVersion": "v1", "kind": "List", "items": objects})
+        listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+        applied = self.cluster.kubectl_with_input(listed, "-n", self.namespace, "apply", "-f", "-")
+        if applied.returncode != 0:
+            raise StackError(
+                f"kubectl apply into {self.namespace} failed: {applied.stderr.strip()}"
+            )
+        deadline = time.monotonic() + timeout_s  # from here: a first build may take minutes
         for name in (JAEGER, PROMETHEUS):
-            self.wait_ready(name, started + timeout_s)
+            self.wait_ready(name, deadline)
             progress(f"{name} ready ({time.monotonic() - started:.0f}s)")
         return self.status()
 
