@@ -106,6 +106,14 @@ class Pipeline:
         deadline = time.monotonic() + 180
         for name in names or tuple(SERVICES):
             self.processes[name].wait_ready(None, deadline)
+        # A port's answer alone is not enough: another process may be the one answering.
+        dead = [name for name in names or SERVICES if self.processes[name].owned_pid() is None]
+        if dead:
+            raise RuntimeError(
+                f"exited after their port answered: {', '.join(dead)} (logs: "
+                + ", ".join(str(self.processes[name].log_file) for name in dead)
+                + ")"
+            )
         log(f"services ready: {', '.join(names or SERVICES)}")
 
     def kill(self, name: str) -> None:
