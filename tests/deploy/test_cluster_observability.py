@@ -89,9 +89,14 @@ def test_every_pod_is_restricted_and_pulls_nothing(applied: list[dict[str, Any]]
         )
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
     prometheus_pod = workloads[objects.PROMETHEUS]["spec"]["template"]["spec"]
-    assert "/prometheus" in {
-        m["mountPath"] for m in prometheus_pod["containers"][0]["volumeMounts"]
-    }
+    mounts = {m["mountPath"] for m in prometheus_pod["containers"][0]["volumeMounts"]}
+    assert "/data" in mounts
+    # The image holds nothing but its program, at /<name>: a volume mounted over that path
+    # fails the container's start ("not a directory").
+    for name in (objects.PROMETHEUS, objects.JAEGER):
+        pod = workloads[name]["spec"]["template"]["spec"]
+        program = "/" + name.removeprefix("mpp-")
+        assert program not in {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
 
 
 def test_only_prometheus_calls_the_api_and_only_to_discover_its_namespace(

@@ -255,7 +255,7 @@ def prometheus_workload(image: str, namespace: str, rules: str) -> Workload:
         image=image,
         args=[
             f"--config.file={PROMETHEUS_CONFIG_DIR}/prometheus.yml",
-            "--storage.tsdb.path=/prometheus",
+            "--storage.tsdb.path=/data",
             f"--storage.tsdb.retention.time={prometheus.RETENTION}",
             f"--web.listen-address=:{PROMETHEUS_PORT}",
             "--log.level=warn",
@@ -264,7 +264,7 @@ def prometheus_workload(image: str, namespace: str, rules: str) -> Workload:
         probe=("/-/ready", "/-/healthy", "http"),
         config={"prometheus.yml": prometheus_config(namespace), RULES_FILE: rules},
         config_dir=PROMETHEUS_CONFIG_DIR,
-        writable={"data": "/prometheus", "tmp": POD_TMP},
+        writable={"data": "/data", "tmp": POD_TMP},
         memory_limit="1Gi",
         service_account=PROMETHEUS,
     )
