@@ -13,7 +13,7 @@ read-only root, emptyDir for what they write):
   traces into it with the chart's ``tracing`` values (``mpp deploy up --tracing``:
   mpp.stack.cluster_observability_objects.tracing_values).
 - ``mpp-prometheus``: Prometheus discovering the namespace's pods through the Kubernetes API
-  (a Role to get, list and watch pods, services and endpoints there, nothing more), scraping
+  (a Role to get, list and watch the pods there, nothing more), scraping
   those annotated ``prometheus.io/scrape: "true"`` at their ``prometheus.io/port`` and
   ``path`` (the chart's ``metrics.podAnnotations``), and evaluating the chart's alert rules
   (helm/mpp/files/alerts.yaml); its query API on 9090.

@@ -34,6 +34,9 @@ JAEGER_CONFIG_DIR = "/etc/jaeger"
 PROMETHEUS_CONFIG_DIR = "/etc/prometheus"
 RULES_FILE = "alerts.yaml"
 POD_TMP = "/tmp"  # noqa: S108 (a mount path inside the pod: an emptyDir of its own)
+# Prometheus's TSDB, an emptyDir. Not /prometheus: the image's only file, the program itself,
+# is there, and a volume mounted over it fails the container's start.
+PROMETHEUS_DATA = "/data"
 
 
 def tracing_values() -> dict[str, Any]:
@@ -255,7 +258,7 @@ def prometheus_workload(image: str, namespace: str, rules: str) -> Workload:
         image=image,
         args=[
             f"--config.file={PROMETHEUS_CONFIG_DIR}/prometheus.yml",
-            "--storage.tsdb.path=/data",
+            f"--storage.tsdb.path={PROMETHEUS_DATA}",
             f"--storage.tsdb.retention.time={prometheus.RETENTION}",
             f"--web.listen-address=:{PROMETHEUS_PORT}",
             "--log.level=warn",
@@ -264,14 +267,15 @@ def prometheus_workload(image: str, namespace: str, rules: str) -> Workload:
         probe=("/-/ready", "/-/healthy", "http"),
         config={"prometheus.yml": prometheus_config(namespace), RULES_FILE: rules},
         config_dir=PROMETHEUS_CONFIG_DIR,
-        writable={"data": "/data", "tmp": POD_TMP},
+        writable={"data": PROMETHEUS_DATA, "tmp": POD_TMP},
         memory_limit="1Gi",
         service_account=PROMETHEUS,
     )
 
 
 def prometheus_access(namespace: str) -> list[dict[str, Any]]:
-    """Prometheus's ServiceAccount, and a Role (this namespace only) to discover pods."""
+    """Prometheus's ServiceAccount, and a Role (this namespace only) to discover pods: its
+    only service discovery is the pod role, which lists and watches pods and nothing else."""
     rbac = "rbac.authorization.k8s.io/v1"
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(PROMETHEUS)},
@@ -282,7 +286,7 @@ def prometheus_access(namespace: str) -> list[dict[str, Any]]:
             "rules": [
                 {
                     "apiGroups": [""],
-                    "resources": ["pods", "services", "endpoints"],
+                    "resources": ["pods"],
                     "verbs": ["get", "list", "watch"],
                 }
             ],
