@@ -4,7 +4,7 @@
 #                          (torch, sentence-transformers, the model: the embed job; pymilvus
 #                          and its pandas) at uv.lock's versions, plus pyspark
 #   dags/requirements.txt  Airflow and the cncf-kubernetes provider (no project code)
-# A change to either file builds a new cached virtualenv (jobs/mpp_jobs/venvs.py).
+# A change to either file builds a new cached virtualenv (mpp.stack.job_venvs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 uv="${MPP_CACHE_DIR:-$HOME/.cache/mpp}/tools/uv-0.13.8/bin/uv"

@@ -25,6 +25,11 @@ $py -m ruff check lib services tests bench jobs dags
 $py -m ruff format --check lib services tests bench jobs dags
 step "mypy"
 $py -m mypy
+# The layer contract (.importlinter, docs/architecture.md), on this checkout's library,
+# services and batch jobs (jobs/).
+step "import layers"
+layer_path="$PWD/lib$(printf ':%s' "$PWD"/services/*/)":"$PWD/jobs"
+PYTHONPATH="$layer_path" .venv/bin/lint-imports --no-cache
 step "stack up"
 $py -m mpp.cli stack up
 # The local Kubernetes cluster and the six images, for tests/cluster (the chart installed,

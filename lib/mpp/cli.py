@@ -621,7 +621,7 @@ def analytics_erase_batch(
 
     jobs = Path(__file__).resolve().parents[2] / "jobs"
     sys.path.insert(0, str(jobs))
-    from mpp_jobs import venvs
+    from mpp.stack import job_venvs as venvs
 
     python = venvs.ensure_venv("jobs") / "bin" / "python"
     argv = [str(python), "-m", "mpp_jobs.erase", "--data", str(data), "--master", "local[2]"]

@@ -1,5 +1,5 @@
 """The batch path's tests: the jobs run in Spark local mode and the DAG loads in Airflow, each
-in its own cached virtualenv (``jobs/mpp_jobs/venvs.py``, built here on a fresh machine), as
+in its own cached virtualenv (``mpp.stack.job_venvs``, built here on a fresh machine), as
 subprocesses of the test runner."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "jobs"))
 
-from mpp_jobs import venvs  # noqa: E402
+from mpp.stack import job_venvs as venvs  # noqa: E402
 
 # Seconds a batch test may take when its setup builds an environment on a fresh machine
 # (pyspark alone is a few hundred MB; torch's wheels are in uv's cache already, from the

@@ -12,10 +12,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from mpp_jobs import venvs
 
 from mpp import analytics
 from mpp.config import Settings
+from mpp.stack import job_venvs as venvs
 from mpp.warehouse.sqlite import SqliteWarehouse
 from tests.integration.test_analytics_postgres import aggregates as serving_tables
 from tests.integration.test_analytics_postgres import workload, write

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from mpp_embedder.service import build_enricher
-from mpp_jobs import venvs
 
 from mpp import analytics
 from mpp.catalog import default_campaigns_path, parse_campaigns
@@ -24,6 +23,7 @@ from mpp.config import Settings
 from mpp.embedding import Embedder
 from mpp.ids import derive_message_id
 from mpp.samples import chitchat_events
+from mpp.stack import job_venvs as venvs
 from mpp.v1 import events_pb2 as pb
 from mpp.validation import Rules, normalize_text, validate_event
 

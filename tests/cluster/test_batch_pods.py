@@ -59,7 +59,7 @@ def dag_pods(
 ) -> dict[str, dict[str, Any]]:
     """Each task's pod as the operator would send it, with the local job image and this
     namespace (the scheduler's MPP_BATCH_IMAGE / MPP_BATCH_NAMESPACE)."""
-    from mpp_jobs import venvs
+    from mpp.stack import job_venvs as venvs
 
     airflow_python = venvs.ensure_venv("airflow") / "bin" / "python"
     found = inspect(

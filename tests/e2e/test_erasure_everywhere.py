@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -49,7 +48,6 @@ from tests.e2e.pipeline import isolated_run
 # Long enough for the services to read every record (the pipeline's lag), short for a test.
 RETENTION_MS = 15_000
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "jobs"))  # mpp_jobs.venvs: the jobs' environment
 DRIVER = str(REPO / "tests" / "e2e" / "batch_driver.py")
 
 
@@ -87,7 +85,7 @@ def raw_event(user: str, text: str, ts_ms: int, message_id: str | None = None) -
 
 
 def jobs_env(run: Pipeline, tmp_path: Path) -> dict[str, str]:
-    from mpp_jobs import venvs
+    from mpp.stack import job_venvs as venvs
 
     pg = run.settings.postgres
     return venvs.job_env(
@@ -107,7 +105,7 @@ def jobs_env(run: Pipeline, tmp_path: Path) -> dict[str, str]:
 def jobs_python(argv: list[str], env: dict[str, str], timeout_s: float = 300) -> str:
     import subprocess
 
-    from mpp_jobs import venvs
+    from mpp.stack import job_venvs as venvs
 
     python = venvs.ensure_venv("jobs") / "bin" / "python"
     started = time.monotonic()

@@ -1,7 +1,7 @@
 """A local Airflow 3 for the batch DAG (``dags/``): ``mpp airflow up|down|status``.
 
 Airflow runs from its own cached environment (``dags/requirements.txt``, built by
-``mpp.stack.venvs`` exactly as ``jobs/mpp_jobs/venvs.py`` does), with ``AIRFLOW_HOME`` at
+``mpp.stack.venvs`` exactly as ``mpp.stack.job_venvs`` does), with ``AIRFLOW_HOME`` at
 ``.stack/airflow`` and three detached processes there, each with a pid file and a log:
 ``api-server`` (UI, REST API and the tasks' execution API, one worker, on 127.0.0.1:18280),
 ``scheduler`` (LocalExecutor, parallelism 2) and ``dag-processor`` (parses the repo's
@@ -186,7 +186,7 @@ class Airflow(AirflowClient):
         )
 
     def ensure_venv(self, progress: Progress) -> Path:
-        """Airflow's environment, the one jobs/mpp_jobs/venvs.py names "airflow"."""
+        """Airflow's environment, the one mpp.stack.job_venvs names "airflow"."""
         return shared_venvs.ensure_venv(
             self.settings.stack.cache_dir,
             "mpp-airflow",

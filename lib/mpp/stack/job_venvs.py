@@ -12,7 +12,7 @@ under ``$MPP_CACHE_DIR/venvs`` (``~/.cache/mpp/venvs``), as the BigQuery emulato
   and inspect the DAG.
 
 Building is ``mpp.stack.venvs``'s (the pinned uv, a file lock, a ``.complete`` marker); run
-with the project's interpreter (``.venv/bin/python jobs/mpp_jobs/venvs.py jobs``).
+with the project's interpreter (``.venv/bin/python -m mpp.stack.job_venvs jobs``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from mpp.stack import venvs as shared
 from mpp.stack.base import Progress
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 REQUIREMENTS = {
     "jobs": REPO_ROOT / "jobs" / "requirements.txt",
     "airflow": REPO_ROOT / "dags" / "requirements.txt",
