@@ -61,4 +61,5 @@ grep -E 'ready in|already built' "$obs_log" || true
 step "stack up --with observability"
 $py -m mpp.cli stack up --with observability
 step "pytest"
-$py -m pytest "$@"
+# --durations: the slowest tests at the end, where the run's time goes.
+$py -m pytest --durations=25 "$@"
