@@ -73,3 +73,31 @@ def test_stand_ins_name_every_dev_command() -> None:
     added |= {("", c.name) for c in app.registered_commands}
     added |= {("analytics", c.name) for c in analytics.registered_commands}
     assert added == set(DEV_COMMANDS)
+
+
+def test_extensions_come_from_the_entry_point_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each entry of the group mpp.cli adds its commands; one whose package is not installed
+    is left out; with no entry at all, the fallback list is read."""
+    import importlib.metadata
+
+    import typer
+
+    from mpp import cli
+
+    def commands(entries: list[str]) -> list[str | None]:
+        found = [
+            importlib.metadata.EntryPoint(f"e{i}", v, cli.EXTENSION_GROUP)
+            for i, v in enumerate(entries)
+        ]
+        monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: found)
+        app, analytics = typer.Typer(), typer.Typer()
+        app.add_typer(analytics, name="analytics")
+        cli.load_extensions(app)
+        return [c.name for c in analytics.registered_commands]
+
+    assert commands(["mpp_analytics.cli:register", "no_such_package.cli:register"]) == ["charts"]
+    assert commands([]) == ["charts"]  # FALLBACK_EXTENSIONS
+    with pytest.raises(KeyError, match="no command group 'nope'"):
+        from mpp.clikit import subgroup
+
+        subgroup(typer.Typer(), "nope")
