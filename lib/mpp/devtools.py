@@ -1,18 +1,37 @@
 """What the CLI falls back on where the dev tooling is not installed (the images).
 
-The images' wheel leaves out the local stack (``mpp.stack``: ``mpp stack|services|images``),
-the sample conversations (``mpp.samples``) and ``mpp demo``'s pipeline (``mpp.pipeline``); see
-pyproject.toml. ``mpp.cli`` imports these stand-ins instead, so that the operator commands of
-an image (``mpp db migrate``, ``mpp topics ensure`` ...) work, and a dev command says why not.
+The images' wheel leaves out the local stack and the dev commands (``mpp.stack``, with
+``mpp.stack.cli``), the sample conversations (``mpp.samples``) and ``mpp demo``'s pipeline
+(``mpp.pipeline``); see pyproject.toml. There ``mpp.cli`` puts a stand-in under each dev
+command's name (DEV_COMMANDS), so that the operator commands of an image (``mpp db migrate``,
+``mpp topics ensure`` ...) work and a dev command says why not, with exit status 2.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import NoReturn
+from collections.abc import Callable
+
+import typer
+
+from mpp.clikit import console, subgroup
 
 DEV_MODULES = ("mpp.stack", "mpp.samples", "mpp.pipeline", "chitchat_dataset", "milvus_lite")
-SERVER_NAMES: tuple[str, ...] = ()
+
+# Every command that mpp.stack.cli adds, as (group, name): "" is ``mpp`` itself. A unit test
+# (tests/unit/test_devtools.py) holds this list to what the dev tooling registers.
+DEV_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("", "stack"),
+    ("", "services"),
+    ("", "sample"),
+    ("", "produce"),
+    ("", "demo"),
+    ("", "recommend"),
+    ("", "cluster"),
+    ("", "images"),
+    ("", "deploy"),
+    ("", "airflow"),
+    ("analytics", "erase-batch"),
+)
 
 
 def dev_only_message(module: str) -> str:
@@ -28,24 +47,21 @@ def is_dev_module(exc: ModuleNotFoundError) -> bool:
     return any(name == m or name.startswith(m + ".") for m in DEV_MODULES)
 
 
-def _missing() -> NoReturn:
-    raise ModuleNotFoundError(dev_only_message("mpp.stack"), name="mpp.stack")
+def _dev_only(words: str) -> Callable[[typer.Context], None]:
+    def command(ctx: typer.Context) -> None:
+        console.print(f"[red]{dev_only_message(words)}[/red]")
+        raise typer.Exit(2)
+
+    return command
 
 
-class StackError(RuntimeError):
-    """Stand-in of mpp.stack.StackError (never raised here)."""
-
-
-class State(StrEnum):
-    DOWN = "down"
-
-
-class Stack:
-    """Stand-in of mpp.stack.Stack: every use says that the local stack is not installed."""
-
-    def __init__(self, *_args: object, **_kwargs: object) -> None:
-        _missing()
-
-    @classmethod
-    def services(cls, *_args: object, **_kwargs: object) -> Stack:
-        _missing()
+def add_stand_ins(app: typer.Typer) -> None:
+    """Put a stand-in under each of DEV_COMMANDS' names: whatever arguments it is given, it
+    says that the command is dev tooling and exits with status 2."""
+    for group, name in DEV_COMMANDS:
+        target = subgroup(app, group) if group else app
+        target.command(
+            name,
+            help="Dev tooling: not installed in images.",
+            context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        )(_dev_only(" ".join(("mpp", *filter(None, (group, name))))))

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from mpp.stack.base import Progress
-from mpp.stack.cluster import CONTAINERD_SOCKET, CONTAINERD_STATE
+from mpp.stack.cluster_containerd import CONTAINERD_SOCKET, CONTAINERD_STATE
 from mpp.stack.cluster_net import (
     bridge_ifindexes,
     delete_bridge,

@@ -33,7 +33,8 @@ from pathlib import Path
 from mpp.config import Settings
 from mpp.stack import gobuilds, repo_root
 from mpp.stack.base import Progress, StackError
-from mpp.stack.cluster import cluster_dir, image_present, import_image, prune_images
+from mpp.stack.cluster import cluster_dir
+from mpp.stack.cluster_containerd import image_present, import_image, prune_images
 from mpp.stack.cluster_image import write_program_image
 from mpp.stack.cluster_observability_objects import (
     JAEGER,

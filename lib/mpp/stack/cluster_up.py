@@ -15,18 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mpp.stack.base import Progress, StackError, Status, apt_install, running_as_root
-from mpp.stack.cluster import (
-    CONTAINERD_SOCKET,
-    CONTAINERD_STATE,
-    NODE_READY_S,
-    OTHERS_READY_S,
-    OWNER_FILE,
-    READY_S,
-    SNAPSHOTTER_FILE,
-    image_present,
-    import_image,
-    overlay_works,
-)
+from mpp.stack.cluster import NODE_READY_S, OTHERS_READY_S, READY_S
 from mpp.stack.cluster_config import (
     BRIDGE,
     KUBECONFIG_MARK,
@@ -38,6 +27,15 @@ from mpp.stack.cluster_config import (
     kube_proxy_config,
     kubeconfig,
     kubelet_config,
+)
+from mpp.stack.cluster_containerd import (
+    CONTAINERD_SOCKET,
+    CONTAINERD_STATE,
+    OWNER_FILE,
+    SNAPSHOTTER_FILE,
+    image_present,
+    import_image,
+    overlay_works,
 )
 from mpp.stack.cluster_dns import bootstrap_manifests, corefile
 from mpp.stack.cluster_net import (

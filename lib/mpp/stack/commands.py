@@ -1,7 +1,8 @@
-"""The dev tooling's commands: ``mpp cluster``, ``mpp images``, ``mpp deploy`` (and ``mpp deploy
-observability``), ``mpp airflow``.
+"""The dev tooling's cluster commands: ``mpp cluster``, ``mpp images``, ``mpp deploy`` (and
+``mpp deploy observability``), ``mpp airflow``.
 
-Registered on ``mpp`` (mpp.cli) where the dev tooling is installed; the images leave it out.
+Registered on ``mpp`` by mpp.stack.cli where the dev tooling is installed; the images leave
+it out.
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from mpp.clikit import console, out, print_status, progress, settings
+from mpp.clikit import console, fails_with, out, print_status, progress, settings
 from mpp.stack.base import StackError, State
 
 if TYPE_CHECKING:
@@ -59,12 +59,12 @@ def cluster_up() -> None:
     from mpp.stack.cluster import Cluster, kubeconfig_path
 
     settings = _settings()
-    try:
+    with fails_with(
+        StackError,
+        "cluster up",
+        hint="(`mpp cluster down` stops what did start and undoes the network setup)",
+    ):
         statuses = Cluster(settings).up(_progress)
-    except StackError as exc:
-        console.print(f"[red]cluster up failed:[/red] {escape(str(exc))}")
-        console.print("(`mpp cluster down` stops what did start and undoes the network setup)")
-        raise typer.Exit(1) from exc
     _print_status(statuses)
     console.print(f"kubectl --kubeconfig {kubeconfig_path(settings)} get pods -A")
 
@@ -74,11 +74,8 @@ def cluster_down() -> None:
     """Delete the pods, stop every cluster process, remove its network setup and mounts."""
     from mpp.stack.cluster import Cluster
 
-    try:
+    with fails_with(StackError, "cluster down"):
         stopped = Cluster(_settings()).down(_progress)
-    except StackError as exc:
-        console.print(f"[red]cluster down failed:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
     console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing (none was running)'}")
 
 
@@ -122,11 +119,8 @@ def images_build(
     """
     from mpp.stack.images import ImageError, build
 
-    try:
+    with fails_with((ImageError, StackError), "images build"):
         built = build(services or (), progress=_progress, import_images=import_)
-    except (ImageError, StackError) as exc:
-        console.print(f"[red]images build failed:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
     table = Table("service", "image", "size", "archive")
     for image in built:
         table.add_row(image.service, image.ref, f"{image.size_bytes / 1e6:.0f} MB", str(image.tar))
@@ -174,14 +168,11 @@ def airflow_up(
         "mpp_batch_namespace": namespace,
         "mpp_spark_master": spark_master,
     }
-    try:
+    with fails_with(StackError, "airflow up"):
         airflow = Airflow(
             _settings(), port=port, variables={k: v for k, v in given.items() if v is not None}
         )
         statuses = airflow.up(_progress)
-    except StackError as exc:
-        console.print(f"[red]airflow up failed:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
     _print_status(statuses)
     console.print(f"UI and REST API: {airflow.api_url}  (user admin, `mpp airflow status`)")
 
@@ -233,15 +224,12 @@ def deploy_up(
     from mpp.stack.images import build as build_images
 
     settings = _settings()
-    try:
+    with fails_with((StackError, ImageError), "deploy up"):
         Stack(settings).up(_progress)
         if build:
             build_images(progress=_progress, import_images=True)
         deployment = Deployment(settings, overrides=tracing_values() if tracing else None)
         deployment.up(_progress, tag=image_ref("ingest").rsplit(":", 1)[1])
-    except (StackError, ImageError) as exc:
-        console.print(f"[red]deploy up failed:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
     _print_pods(deployment)
 
 
@@ -250,11 +238,8 @@ def deploy_down() -> None:
     """Uninstall the release (its pods gone before this returns)."""
     from mpp.stack.deploy import Deployment
 
-    try:
+    with fails_with(StackError, "deploy down"):
         removed = Deployment(_settings()).down(_progress)
-    except StackError as exc:
-        console.print(f"[red]deploy down failed:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
     console.print("uninstalled" if removed else "nothing to uninstall")
 
 
@@ -264,11 +249,8 @@ def deploy_status() -> None:
     from mpp.stack.deploy import Deployment
 
     deployment = Deployment(_settings())
-    try:
+    with fails_with(StackError):
         deployment.require_cluster()
-    except StackError as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(1) from exc
     if not _print_pods(deployment):
         raise typer.Exit(1)
 
@@ -303,12 +285,9 @@ def observability_up(namespace: NamespaceOption = None) -> None:
     (restricted) and wait until both are Ready; reuses what runs."""
     from mpp.stack.cluster_observability import Observability
 
-    try:
+    with fails_with(StackError, "deploy observability up"):
         observability = Observability(_settings(), namespace)
         endpoints = observability.up(_progress)
-    except StackError as exc:
-        console.print(f"[red]deploy observability up failed:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
     _print_endpoints(endpoints)
     console.print(
         f"the release in {observability.namespace} traces into Jaeger with "
@@ -321,11 +300,8 @@ def observability_down(namespace: NamespaceOption = None) -> None:
     """Delete Jaeger and Prometheus from the namespace (the namespace and the release stay)."""
     from mpp.stack.cluster_observability import Observability
 
-    try:
+    with fails_with(StackError, "deploy observability down"):
         Observability(_settings(), namespace).down(_progress)
-    except StackError as exc:
-        console.print(f"[red]deploy observability down failed:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
 
 
 @observability_app.command("status")
@@ -334,11 +310,8 @@ def observability_status(namespace: NamespaceOption = None) -> None:
     is not Ready."""
     from mpp.stack.cluster_observability import Observability
 
-    try:
+    with fails_with(StackError):
         endpoints = Observability(_settings(), namespace).status()
-    except StackError as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(1) from exc
     _print_endpoints(endpoints)
     if not all(endpoint.ready for endpoint in endpoints):
         raise typer.Exit(1)

@@ -26,19 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpp.stack.base import Progress
+from mpp.stack.buildah import (
+    Buildah,
+    ImageError,
+    buildah,
+    drop_other_tags,
+    ensure_base,
+    images_dir,
+    run_logged,
+)
 from mpp.stack.images import (
     BASE_PYTHON,
     HOST_CA_IN_BUILD,
     REPO,
     SKIPPED_PARTS,
-    Buildah,
-    ImageError,
-    _run,
-    buildah,
-    drop_other_tags,
-    ensure_base,
     host_ca,
-    images_dir,
     tree_tag,
 )
 
@@ -109,7 +111,7 @@ def _env_image(tool: Buildah, root: Path, embedder_tag: str | None, progress: Pr
         )
     progress(f"{NAME}: reading {tar.name} back into buildah's storage")
     log = images_dir() / "logs" / f"{NAME}-{job_tag(root, embedder_tag)}.log"
-    _run(tool.argv("pull", f"docker-archive:{tar}"), "buildah pull", log)
+    run_logged(tool.argv("pull", f"docker-archive:{tar}"), "buildah pull", log)
     return ref
 
 
@@ -130,8 +132,8 @@ def build(
     """Build (or reuse) the job image of the current tree; ``import_image``: load it into the
     cluster's containerd too (then the archive goes: a third copy of the embedder's layers);
     ``embedder_tag``: build on that embedder image, not this tree's."""
-    from mpp.stack.cluster import image_present, prune_images
-    from mpp.stack.cluster import import_image as ctr_import
+    from mpp.stack.cluster_containerd import image_present, prune_images
+    from mpp.stack.cluster_containerd import import_image as ctr_import
 
     tag = job_tag(root, embedder_tag)
     ref = f"localhost/mpp/{NAME}:{tag}"
@@ -173,14 +175,14 @@ def build(
             if ca is not None:
                 argv += ["--volume", f"{ca}:{HOST_CA_IN_BUILD}:ro"]
                 argv += ["--build-arg", f"HOST_CA={HOST_CA_IN_BUILD}"]
-            _run(tool.argv(*argv, str(root)), f"building {NAME}", log, progress)
+            run_logged(tool.argv(*argv, str(root)), f"building {NAME}", log, progress)
             if job_tag(root, embedder_tag) != tag:
                 tool.ok("rmi", ref)
                 raise ImageError(f"the tree changed while {NAME} was building: run it again")
         progress(f"{NAME}: writing {tar.name}")
         partial = tar.with_suffix(".partial")
         partial.unlink(missing_ok=True)
-        _run(tool.argv("push", ref, f"docker-archive:{partial}:{ref}"), "buildah push", log)
+        run_logged(tool.argv("push", ref, f"docker-archive:{partial}:{ref}"), "buildah push", log)
         partial.rename(tar)
         tar.with_suffix(".size").write_text(str(tar.stat().st_size))
         for old in images_dir().glob(f"{NAME}-*.*"):  # earlier trees' job images
