@@ -255,9 +255,6 @@ def keys_new(
 #   [project.entry-points."mpp.cli"]
 #   analytics = "mpp_analytics.cli:register"
 EXTENSION_GROUP = "mpp.cli"
-# Used only while the installed metadata has no entry in EXTENSION_GROUP (an install made before
-# pyproject.toml declared it): the same extensions, by name, so the commands stay.
-FALLBACK_EXTENSIONS = ("mpp_analytics.cli:register",)
 
 
 def load_extensions(app: typer.Typer) -> None:
@@ -267,8 +264,7 @@ def load_extensions(app: typer.Typer) -> None:
     from importlib import import_module
     from importlib.metadata import entry_points
 
-    targets = [e.value for e in entry_points(group=EXTENSION_GROUP)] or FALLBACK_EXTENSIONS
-    for target in targets:
+    for target in (e.value for e in entry_points(group=EXTENSION_GROUP)):
         module_name, _, attribute = target.partition(":")
         try:
             module = import_module(module_name)

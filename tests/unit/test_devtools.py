@@ -77,7 +77,7 @@ def test_stand_ins_name_every_dev_command() -> None:
 
 def test_extensions_come_from_the_entry_point_group(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each entry of the group mpp.cli adds its commands; one whose package is not installed
-    is left out; with no entry at all, the fallback list is read."""
+    is left out; with no entry, no command is added."""
     import importlib.metadata
 
     import typer
@@ -96,7 +96,7 @@ def test_extensions_come_from_the_entry_point_group(monkeypatch: pytest.MonkeyPa
         return [c.name for c in analytics.registered_commands]
 
     assert commands(["mpp_analytics.cli:register", "no_such_package.cli:register"]) == ["charts"]
-    assert commands([]) == ["charts"]  # FALLBACK_EXTENSIONS
+    assert commands([]) == []
     with pytest.raises(KeyError, match="no command group 'nope'"):
         from mpp.clikit import subgroup
 
