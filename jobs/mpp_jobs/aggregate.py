@@ -145,6 +145,7 @@ def aggregates(messages: DataFrame, feedback: DataFrame, top: int = 5) -> dict[s
     from pyspark.sql import functions as F
 
     from mpp.analytics.facts import ENGAGING_KINDS, FEEDBACK_KINDS
+    from mpp.warehouse.tables import TABLES
 
     events = messages.select("user_id", "occurred_at", "day", "channel", F.lit(1).alias("m"))
     events = events.unionByName(
@@ -220,12 +221,14 @@ def aggregates(messages: DataFrame, feedback: DataFrame, top: int = 5) -> dict[s
         F.sum("m").cast("long").alias("messages"),
         F.countDistinct("user_id").cast("long").alias("active_users"),
     )
-    return {
+    frames = {
         "user_engagement": user_engagement,
-        "campaign_performance_daily": daily.select("campaign_id", "day", *counts),
+        "campaign_performance_daily": daily,
         "campaign_performance": performance,
         "daily_activity": activity,
     }
+    # Each table with the catalog's columns, in its order.
+    return {name: frame.select(*TABLES[name].column_names) for name, frame in frames.items()}
 
 
 def collect(frame: DataFrame) -> list[dict[str, Any]]:
