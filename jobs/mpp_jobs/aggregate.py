@@ -1,8 +1,9 @@
 """Batch aggregation: the analytics aggregates recomputed with Spark from the facts.
 
-The definitions are ``mpp.analytics``'s (its module docstring and recomputation SQL), which
-the analytics service keeps in PostgreSQL; this job computes the same four tables from the
-facts alone, in Spark:
+The definitions are ``mpp.analytics.facts``' (its docstring; ``mpp.analytics.aggregates``
+holds them as the SQL that the analytics service runs in PostgreSQL); this job computes the
+same four tables from the facts alone, in Spark, with the columns and keys of the catalog
+(``mpp.warehouse.tables``):
 
 - ``user_engagement``: per user with any fact: messages, active UTC days (messages or
   feedback), first and last seen (both), the 5 most frequent intents of the user's messages
@@ -62,33 +63,25 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def fact_schemas() -> dict[str, Any]:
+    """The fact tables' Spark schemas, from the catalog (``mpp.warehouse.tables``); every
+    column is required, as in PostgreSQL."""
     from pyspark.sql import types as T
 
-    strings = T.ArrayType(T.StringType())
+    from mpp.warehouse.tables import FACT_TABLES, TABLES
+
+    spark_types = {
+        "STRING": T.StringType(),
+        "INT64": T.LongType(),
+        "FLOAT64": T.DoubleType(),
+        "DATE": T.DateType(),
+        "TIMESTAMP": T.TimestampType(),
+        "STRINGS": T.ArrayType(T.StringType()),
+    }
     return {
-        "message_facts": T.StructType(
-            [
-                T.StructField("message_id", T.StringType(), False),
-                T.StructField("user_id", T.StringType(), False),
-                T.StructField("occurred_at", T.TimestampType(), False),
-                T.StructField("day", T.DateType(), False),
-                T.StructField("channel", T.StringType(), False),
-                T.StructField("intents", strings, False),
-                T.StructField("campaign_ids", strings, False),
-            ]
-        ),
-        "feedback_facts": T.StructType(
-            [
-                T.StructField("feedback_id", T.StringType(), False),
-                T.StructField("user_id", T.StringType(), False),
-                T.StructField("campaign_id", T.StringType(), False),
-                T.StructField("kind", T.StringType(), False),
-                T.StructField("occurred_at", T.TimestampType(), False),
-                T.StructField("day", T.DateType(), False),
-                T.StructField("channel", T.StringType(), False),
-                T.StructField("recommendation_id", T.StringType(), False),
-            ]
-        ),
+        table: T.StructType(
+            [T.StructField(n, spark_types[t], False) for n, t in TABLES[table].columns]
+        )
+        for table in FACT_TABLES
     }
 
 
@@ -104,7 +97,8 @@ def read_facts_postgres(
     deployment with billions of facts exports them to Parquet and uses ``--facts DIR``)."""
     import psycopg
 
-    from mpp import analytics
+    from mpp.analytics.reports import read_table
+    from mpp.warehouse.tables import AGGREGATE_TABLES
 
     schemas = fact_schemas()
     frames: dict[str, DataFrame] = {}
@@ -121,7 +115,7 @@ def read_facts_postgres(
             # The rows are already in the driver; persisting keeps Spark from re-sending them.
             frames[table].persist().count()
         if serving:
-            tables = {t: analytics.read_table(conn, t) for t in analytics.AGGREGATE_TABLES}
+            tables = {t: read_table(conn, t) for t in AGGREGATE_TABLES}
     return frames, tables
 
 
@@ -147,10 +141,11 @@ def read_facts_export(spark: SparkSession, folder: str) -> dict[str, DataFrame]:
 
 
 def aggregates(messages: DataFrame, feedback: DataFrame, top: int = 5) -> dict[str, DataFrame]:
-    """The serving aggregates of ``mpp.analytics`` from the two fact tables."""
+    """The serving aggregates of ``mpp.analytics.facts`` from the two fact tables."""
     from pyspark.sql import functions as F
 
-    from mpp.analytics import ENGAGING_KINDS
+    from mpp.analytics.facts import ENGAGING_KINDS, FEEDBACK_KINDS
+    from mpp.warehouse.tables import TABLES
 
     events = messages.select("user_id", "occurred_at", "day", "channel", F.lit(1).alias("m"))
     events = events.unionByName(
@@ -201,7 +196,7 @@ def aggregates(messages: DataFrame, feedback: DataFrame, top: int = 5) -> dict[s
         )
     )
 
-    kinds = ("impression", "click", "conversion", "dismissal")
+    kinds = tuple(FEEDBACK_KINDS.values())
     about = messages.select(
         F.explode(F.array_distinct("campaign_ids")).alias("campaign_id"), "day"
     ).select("campaign_id", "day", F.lit("message").alias("kind"))
@@ -226,17 +221,19 @@ def aggregates(messages: DataFrame, feedback: DataFrame, top: int = 5) -> dict[s
         F.sum("m").cast("long").alias("messages"),
         F.countDistinct("user_id").cast("long").alias("active_users"),
     )
-    return {
+    frames = {
         "user_engagement": user_engagement,
-        "campaign_performance_daily": daily.select("campaign_id", "day", *counts),
+        "campaign_performance_daily": daily,
         "campaign_performance": performance,
         "daily_activity": activity,
     }
+    # Each table with the catalog's columns, in its order.
+    return {name: frame.select(*TABLES[name].column_names) for name, frame in frames.items()}
 
 
 def collect(frame: DataFrame) -> list[dict[str, Any]]:
     """Rows as plain Python values, times as aware UTC datetimes (never the process's local
-    zone), sorted by the table's key as ``mpp.analytics.read_table`` sorts them."""
+    zone), sorted by the table's key as ``mpp.analytics.reports.read_table`` sorts them."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -264,7 +261,7 @@ def collect(frame: DataFrame) -> list[dict[str, Any]]:
 
 
 def sort_rows(table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from mpp.analytics import KEYS
+    from mpp.warehouse.tables import KEYS
 
     return sorted(rows, key=lambda r: tuple(r[k] for k in KEYS[table]))
 
@@ -273,7 +270,7 @@ def differences(
     table: str, expected: list[dict[str, Any]], actual: list[dict[str, Any]], limit: int = 10
 ) -> list[str]:
     """What differs between two tables' rows (by key): missing, extra, changed."""
-    from mpp.analytics import KEYS
+    from mpp.warehouse.tables import KEYS
 
     def by_key(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
         return {tuple(r[k] for k in KEYS[table]): r for r in rows}
@@ -306,8 +303,9 @@ def _same(a: Any, b: Any) -> bool:
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     import psycopg
 
-    from mpp import analytics
+    from mpp.analytics.reports import read_table
     from mpp.config import Settings
+    from mpp.warehouse.tables import AGGREGATE_TABLES
 
     started = time.monotonic()
     settings = Settings()
@@ -318,7 +316,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
         facts = read_facts_export(spark, args.facts)
         if args.compare_postgres:
             with psycopg.connect(settings.postgres.conninfo()) as conn:
-                serving = {t: analytics.read_table(conn, t) for t in analytics.AGGREGATE_TABLES}
+                serving = {t: read_table(conn, t) for t in AGGREGATE_TABLES}
     for frame in facts.values():
         frame.persist()
     frames = aggregates(facts["message_facts"], facts["feedback_facts"])
@@ -352,7 +350,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, Any]:
     if args.dump:
         import json
 
-        from mpp.analytics import jsonable
+        from mpp.analytics.reports import jsonable
 
         Path(args.dump).write_text(json.dumps(jsonable(tables), sort_keys=True))
     for frame in facts.values():

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from mpp_analytics.records import message_fact
 from mpp_embedder.service import build_enricher
 
-from mpp import analytics
 from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.codecs import Rejection, decode_raw_event, parse_timestamp
 from mpp.config import Settings
@@ -230,7 +230,7 @@ def test_embedding_job_matches_the_stream_and_a_rerun_writes_nothing(
 
     # The enriched topic holds the same messages, as records the analytics service accepts.
     values = read_topic(topic_settings, topic_settings.kafka.topics.enriched)
-    facts = [analytics.message_fact(v) for v in values]
+    facts = [message_fact(v) for v in values]
     assert sorted(f.message_id for f in facts) == sorted(valid)
     assert {bytes.fromhex(r["enriched"]) for r in rows.values()} == set(values)
 

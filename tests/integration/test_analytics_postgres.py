@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from mpp_analytics import records
 
 from mpp import analytics
 from mpp.analytics import FeedbackFact, MessageFact
@@ -186,7 +187,7 @@ def aggregates(conn: psycopg.Connection[Any]) -> dict[str, list[dict[str, Any]]]
 
 def write(conn: psycopg.Connection[Any], batch: list[tuple[str, Any]]) -> None:
     """One batch as the service writes it (erasures first, then the facts read after them)."""
-    plan = analytics.Batch()
+    plan = records.Batch()
     for kind, item in batch:
         if kind == "message":
             plan.messages.pop(item.message_id, None)

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from confluent_kafka import Message
 from fastapi.testclient import TestClient
-from mpp_analytics import service, web
+from mpp_analytics import records, service, web
 from mpp_analytics.charts import activity_chart, campaign_chart
 
 from mpp import analytics
@@ -81,8 +81,8 @@ def batch(*items: tuple[str, bytes]) -> list[Message]:
     ]
 
 
-def plan(*items: tuple[str, bytes]) -> analytics.Batch:
-    return analytics.plan_batch(batch(*items), ENRICHED, FEEDBACK, ERASURE)
+def plan(*items: tuple[str, bytes]) -> records.Batch:
+    return records.plan_batch(batch(*items), ENRICHED, FEEDBACK, ERASURE)
 
 
 def test_a_message_fact_keeps_known_intents_once_and_its_utc_day() -> None:

@@ -20,7 +20,7 @@ from mpp_graph_writer import service as graph_service
 from mpp_ingest import service as ingest_service
 from mpp_vector_writer import service as vector_service
 
-from mpp import analytics, writers
+from mpp import writers
 from mpp.codecs import Rejection
 from mpp.config import Settings, Topics
 from mpp.v1 import events_pb2 as E
@@ -202,7 +202,7 @@ def test_analytics_dead_letters_ids_and_values_its_indexes_would_refuse() -> Non
         type=F.FEEDBACK_TYPE_CLICK,
     )
     feedback.timestamp.FromDatetime(datetime(2026, 1, 1, tzinfo=UTC))
-    plan = analytics.plan_batch(
+    plan = analytics_service.plan_batch(
         batch(
             (ENRICHED, good),
             (ENRICHED, enriched("m2", channel="x" * 3000)),

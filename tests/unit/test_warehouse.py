@@ -1,5 +1,5 @@
-"""The warehouse interface on SQLite (a file, no server), and that its tables are the
-PostgreSQL schema's."""
+"""The warehouse interface on SQLite (a file, no server), and that the table catalog
+(``mpp.warehouse.tables``) is the PostgreSQL migrations' schema."""
 
 from __future__ import annotations
 
@@ -15,25 +15,52 @@ from mpp.config import Settings, WarehouseSettings
 from mpp.warehouse import TABLES, WarehouseError, warehouse_id
 from mpp.warehouse.bigquery import schema
 from mpp.warehouse.sqlite import SqliteWarehouse
+from mpp.warehouse.tables import FACT_TABLES, POSTGRES_TYPES, USER_TABLES, VOLATILE
 
 NOW = datetime(2026, 11, 28, 23, 59, 59, 123456, tzinfo=UTC)
 
 
-def postgres_columns() -> dict[str, list[str]]:
+def postgres_tables() -> dict[str, tuple[list[tuple[str, str]], tuple[str, ...], list[str]]]:
+    """The analytics tables as the migrations create them: (value columns with their types,
+    primary key, bookkeeping columns), from the SQL itself."""
     sql = resources.files("mpp.db").joinpath("migrations/0002_analytics.sql").read_text()
     tables = {}
     for name, body in re.findall(r"CREATE TABLE (\w+) \((.*?)\n\);", sql, re.S):
-        columns = [
-            line.split()[0]
-            for line in body.splitlines()
-            if line.strip() and not line.strip().startswith(("PRIMARY", "CHECK", "--"))
-        ]
-        tables[name] = [c for c in columns if c not in {"recorded_at", "updated_at"}]
+        columns: list[tuple[str, str]] = []
+        key: tuple[str, ...] = ()
+        for line in body.splitlines():
+            line = line.split("--")[0].strip().rstrip(",")
+            if not line or line.startswith("CHECK"):
+                continue
+            if line.startswith("PRIMARY KEY"):
+                key = tuple(c.strip() for c in line[line.index("(") + 1 : -1].split(","))
+                continue
+            column, kind = line.split()[:2]
+            if "PRIMARY KEY" in line:
+                key = (column,)
+            kind = "double precision" if kind == "double" else kind
+            columns.append((column, kind))
+        bookkeeping = [c for c, _ in columns if c in {"recorded_at", "updated_at"}]
+        values = [(c, k) for c, k in columns if c not in bookkeeping]
+        tables[name] = (values, key, bookkeeping)
     return tables
 
 
-def test_the_warehouse_tables_are_postgres_analytics_tables() -> None:
-    assert {name: list(spec.column_names) for name, spec in TABLES.items()} == postgres_columns()
+def test_the_catalog_is_the_postgres_migrations_schema() -> None:
+    """The migrations are applied as written, never regenerated: the catalog that every
+    other reader takes the tables from must agree with them, column by column."""
+    postgres = postgres_tables()
+    assert list(postgres) == list(TABLES)
+    for name, table in TABLES.items():
+        columns, key, bookkeeping = postgres[name]
+        assert [c for c, _ in columns] == list(table.column_names), name
+        for (column, pg_type), (_, kind) in zip(columns, table.columns, strict=True):
+            assert pg_type in POSTGRES_TYPES[kind], (name, column, pg_type, kind)
+        assert key == table.key, name
+        assert bookkeeping == list(table.bookkeeping), name
+    assert FACT_TABLES == ("message_facts", "feedback_facts")
+    assert USER_TABLES == ("message_facts", "feedback_facts", "user_engagement")
+    assert {"recorded_at", "updated_at"} == VOLATILE
 
 
 def test_bigquery_schema_repeats_lists_and_requires_keys() -> None:

@@ -3,7 +3,8 @@
 ``MPP_WAREHOUSE__BACKEND=sqlite`` (the local default, a file under the stack folder) or
 ``bigquery`` (date-partitioned tables in ``MPP_WAREHOUSE__BIGQUERY_DATASET``; an emulator when
 ``MPP_WAREHOUSE__BIGQUERY_ENDPOINT`` is set). Both hold the same six tables as PostgreSQL's
-analytics schema (``TABLES``), filled by ``mpp.warehouse.sync``.
+analytics schema (``TABLES``, declared in ``mpp.warehouse.tables``), filled by
+``mpp.warehouse.sync``.
 
 Rules every implementation keeps:
 - ``upsert`` merges rows by the table's key: sending the same rows twice changes nothing.
@@ -18,121 +19,24 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 from mpp.config import Settings, WarehouseSettings
+from mpp.warehouse.tables import TABLES, USER_TABLES, ColumnType, Row, TableSpec
 
-Row = dict[str, Any]
-ColumnType = Literal["STRING", "INT64", "FLOAT64", "DATE", "TIMESTAMP", "STRINGS"]
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    name: str
-    columns: tuple[tuple[str, ColumnType], ...]
-    key: tuple[str, ...]
-    # The DATE column BigQuery partitions by (None: not partitioned).
-    partition: str | None = None
-    # Whether the table is rows keyed by an immutable id (loaded incrementally).
-    fact: bool = False
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.columns)
-
-
-TABLES: dict[str, TableSpec] = {
-    spec.name: spec
-    for spec in (
-        TableSpec(
-            "message_facts",
-            (
-                ("message_id", "STRING"),
-                ("user_id", "STRING"),
-                ("occurred_at", "TIMESTAMP"),
-                ("day", "DATE"),
-                ("channel", "STRING"),
-                ("intents", "STRINGS"),
-                ("campaign_ids", "STRINGS"),
-            ),
-            key=("message_id",),
-            partition="day",
-            fact=True,
-        ),
-        TableSpec(
-            "feedback_facts",
-            (
-                ("feedback_id", "STRING"),
-                ("user_id", "STRING"),
-                ("campaign_id", "STRING"),
-                ("kind", "STRING"),
-                ("occurred_at", "TIMESTAMP"),
-                ("day", "DATE"),
-                ("channel", "STRING"),
-                ("recommendation_id", "STRING"),
-            ),
-            key=("feedback_id",),
-            partition="day",
-            fact=True,
-        ),
-        TableSpec(
-            "user_engagement",
-            (
-                ("user_id", "STRING"),
-                ("messages", "INT64"),
-                ("active_days", "INT64"),
-                ("first_seen", "TIMESTAMP"),
-                ("last_seen", "TIMESTAMP"),
-                ("top_intents", "STRINGS"),
-                ("campaigns_engaged", "STRINGS"),
-            ),
-            key=("user_id",),
-        ),
-        TableSpec(
-            "campaign_performance_daily",
-            (
-                ("campaign_id", "STRING"),
-                ("day", "DATE"),
-                ("messages", "INT64"),
-                ("impressions", "INT64"),
-                ("clicks", "INT64"),
-                ("conversions", "INT64"),
-                ("dismissals", "INT64"),
-            ),
-            key=("campaign_id", "day"),
-            partition="day",
-        ),
-        TableSpec(
-            "campaign_performance",
-            (
-                ("campaign_id", "STRING"),
-                ("messages", "INT64"),
-                ("impressions", "INT64"),
-                ("clicks", "INT64"),
-                ("conversions", "INT64"),
-                ("dismissals", "INT64"),
-                ("ctr", "FLOAT64"),
-                ("conversion_rate", "FLOAT64"),
-            ),
-            key=("campaign_id",),
-        ),
-        TableSpec(
-            "daily_activity",
-            (
-                ("day", "DATE"),
-                ("channel", "STRING"),
-                ("messages", "INT64"),
-                ("active_users", "INT64"),
-            ),
-            key=("day", "channel"),
-            partition="day",
-        ),
-    )
-}
-# Tables holding a user_id that ``delete_user`` clears.
-USER_TABLES = ("message_facts", "feedback_facts", "user_engagement")
+__all__ = [
+    "TABLES",
+    "USER_TABLES",
+    "ColumnType",
+    "Row",
+    "TableSpec",
+    "Warehouse",
+    "WarehouseError",
+    "open_warehouse",
+    "spec",
+    "sqlite_path",
+    "warehouse_id",
+]
 
 
 class WarehouseError(RuntimeError):
@@ -175,15 +79,19 @@ class Warehouse(ABC):
 
 
 def sqlite_path(settings: Settings) -> Path:
+    """The SQLite file: a relative ``sqlite_path`` lies in the stack folder, and a relative
+    stack folder in the checkout this library runs from (as ``mpp.stack`` resolves it; the
+    dev tooling is not imported here, images do not ship it), else in the working folder
+    (an image, where ``MPP_STACK__DIR`` is absolute anyway)."""
     path = settings.warehouse.sqlite_path
     if path.is_absolute():
         return path
-    try:
-        from mpp.stack import stack_dir
-    except ModuleNotFoundError:  # an image: no local stack; MPP_STACK__DIR is absolute there
-        base = settings.stack.dir
-        return (base if base.is_absolute() else Path.cwd() / base) / path
-    return stack_dir(settings) / path
+    base = settings.stack.dir
+    if not base.is_absolute():
+        here = Path(__file__).resolve().parents
+        checkout = [p for p in here if (p / "pyproject.toml").exists() and (p / "stack").is_dir()]
+        base = (checkout[0] if checkout else Path.cwd()) / base
+    return base / path
 
 
 def warehouse_id(settings: Settings) -> str:

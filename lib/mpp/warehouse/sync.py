@@ -25,9 +25,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from mpp.analytics import AGGREGATE_TABLES, FACT_TABLES
 from mpp.logs import get_logger
 from mpp.warehouse import Row, Warehouse, spec
+from mpp.warehouse.tables import AGGREGATE_TABLES, FACT_TABLES
 
 log = get_logger(__name__)
 
@@ -69,7 +69,7 @@ class WarehouseLock:
 
 
 def _sync_facts(conn: psycopg.Connection[Any], warehouse: Warehouse, table: str, full: bool) -> int:
-    columns = ", ".join(spec(table).column_names)
+    columns = spec(table).column_list()
     row = conn.execute(
         "SELECT synced_through FROM analytics_warehouse_sync"
         " WHERE warehouse = %s AND table_name = %s",
@@ -111,7 +111,7 @@ def _read_aggregates(conn: psycopg.Connection[Any]) -> dict[str, list[Row]]:
     ):
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         for table in AGGREGATE_TABLES:
-            cur.execute(f"SELECT {', '.join(spec(table).column_names)} FROM {table}")
+            cur.execute(f"SELECT {spec(table).column_list()} FROM {table}")
             tables[table] = list(cur.fetchall())
     return tables
 

@@ -2,13 +2,13 @@
 
 Loop (mpp.kafka.BatchLoop): consume ``conversations.enriched`` (``EnrichedMessage``),
 ``feedback.events`` (``FeedbackEvent``) and ``users.erasure`` (``ErasureRequest``); decode and
-sort the batch (``mpp.analytics.plan_batch``); in one PostgreSQL transaction record the
-erasures in the ledger and erase, write the facts (replays write nothing; a re-enriched
-message replaces its fact; an erased user's facts sent before the erasure are dropped) and
-recompute the aggregates of every key that changed (``mpp.analytics.write_batch``); then
-dead-letter the records it could not use; only then are the offsets committed. Values longer
-than an indexed column takes (``bound_lengths``) are dead-lettered before the write: PostgreSQL
-refuses an index row over about 2.7 kB with an error that reads like an outage.
+sort the batch (``records.plan_batch``) and set aside the facts PostgreSQL could not index
+(``records.bound_lengths``: it refuses an index row over about 2.7 kB with an error that
+reads like an outage); in one PostgreSQL transaction record the erasures in the ledger and
+erase, write the facts (replays write nothing; a re-enriched message replaces its fact; an
+erased user's facts sent before the erasure are dropped) and recompute the aggregates of
+every key that changed (``mpp.analytics.store``); then dead-letter the records it could not
+use; only then are the offsets committed.
 
 PostgreSQL down: ``RetryableError``, and the loop retries the same batch with backoff,
 committing nothing meanwhile. The warehouse is synced by a thread of its own
@@ -26,7 +26,7 @@ import psycopg
 from confluent_kafka import Message
 from prometheus_client import Counter, Gauge, Histogram
 
-from mpp import analytics
+from mpp.analytics.store import AnalyticsStore
 from mpp.codecs import Rejection
 from mpp.config import Settings
 from mpp.deadletters import DeadLetters
@@ -39,10 +39,9 @@ from mpp.stores import postgres_connect
 from mpp.tracing import Link, Span, get_tracer, links_to, start_record_span, store_span, use_span
 from mpp.tracing import enabled as tracing_enabled
 from mpp.v1 import events_pb2
-from mpp.validation import MESSAGE_ID, USER_ID
 from mpp.warehouse import Warehouse, WarehouseError, open_warehouse, warehouse_id
 from mpp.warehouse.sync import SyncReport, sync_warehouse
-from mpp.writers import MAX_ID_CHARS
+from mpp_analytics.records import Batch, bound_lengths, plan_batch
 
 SERVICE = "analytics"
 log = get_logger(SERVICE)
@@ -69,67 +68,9 @@ LAST_SYNC = Gauge(
 )
 
 
-# Longest channel kept (as in Milvus' column): channels are names such as "web" or "sms".
-MAX_CHANNEL_CHARS = 64
-
-
-def _too_long(values: list[tuple[str, str, int]]) -> Rejection | None:
-    for name, value, limit in values:
-        if len(value) > limit:
-            return Rejection(
-                events_pb2.ERROR_CODE_FIELD_INVALID,
-                name,
-                f"{name} has {len(value)} characters; at most {limit}",
-            )
-    return None
-
-
-def _invalid_ids(user_id: str, message_id: str | None = None) -> Rejection | None:
-    # As ingest and the writers check them: a fact whose id the APIs refuse can't be erased.
-    if not USER_ID.fullmatch(user_id):
-        return Rejection(
-            events_pb2.ERROR_CODE_USER_ID_INVALID,
-            "user_id",
-            f"user_id {user_id[:80]!r} does not match {USER_ID.pattern}",
-        )
-    if message_id is not None and not MESSAGE_ID.fullmatch(message_id):
-        return Rejection(
-            events_pb2.ERROR_CODE_SCHEMA_INVALID,
-            "message.message_id",
-            f"message.message_id {message_id[:80]!r} does not match {MESSAGE_ID.pattern}",
-        )
-    return None
-
-
-def bound_lengths(plan: analytics.Batch) -> None:
-    """Move the facts whose ids fail validation, or whose indexed values are too long, to
-    ``plan.rejected``."""
-    for key, fact in list(plan.messages.items()):
-        rejection = _invalid_ids(fact.user_id, fact.message_id) or _too_long(
-            [
-                ("message.channel", fact.channel, MAX_CHANNEL_CHARS),
-                *(("intents", name, MAX_ID_CHARS) for name in fact.intents),
-                *(("campaigns", c, MAX_ID_CHARS) for c in fact.campaign_ids),
-            ]
-        )
-        if rejection is not None:
-            del plan.messages[key]
-            plan.rejected.append((plan.origins[("message", key)], rejection))
-    for key, event in list(plan.feedback.items()):
-        rejection = _invalid_ids(event.user_id) or _too_long(
-            [
-                ("channel", event.channel, MAX_CHANNEL_CHARS),
-                ("recommendation_id", event.recommendation_id, MAX_ID_CHARS),
-            ]
-        )
-        if rejection is not None:
-            del plan.feedback[key]
-            plan.rejected.append((plan.origins[("feedback", key)], rejection))
-
-
 def build_handler(
     settings: Settings,
-    store: analytics.AnalyticsStore,
+    store: AnalyticsStore,
     producer: Sink,
     on_erasure: Callable[[], None] | None = None,
 ) -> Handler:
@@ -138,7 +79,7 @@ def build_handler(
     dead_letters = DeadLetters.of(settings.kafka, producer, SERVICE)
     tracer = get_tracer(__name__)
 
-    def write_each(plan: analytics.Batch) -> tuple[int, int]:
+    def write_each(plan: Batch) -> tuple[int, int]:
         """The batch fact by fact, after PostgreSQL refused it whole: the facts it refuses
         are dead-lettered, the others written. Returns (messages, feedback) inserted."""
         store.write([], [], list(plan.erasures), warehouse=warehouse, ledger=plan.ledger)
@@ -176,7 +117,7 @@ def build_handler(
             for span in spans.values():
                 span.end()
 
-    def fact_links(plan: analytics.Batch, spans: dict[int, Span]) -> list[Link]:
+    def fact_links(plan: Batch, spans: dict[int, Span]) -> list[Link]:
         if not tracing_enabled():
             return []
         written = []
@@ -188,7 +129,7 @@ def build_handler(
         return links_to(written)
 
     def handle_traced(batch: list[Message], spans: dict[int, Span]) -> None:
-        plan = analytics.plan_batch(batch, topics.enriched, topics.feedback, topics.erasure)
+        plan = plan_batch(batch, topics.enriched, topics.feedback, topics.erasure)
         bound_lengths(plan)
         if not plan.empty:
             # Raises RetryableError while PostgreSQL is away: nothing below runs, the loop
@@ -316,10 +257,10 @@ class WarehouseSyncer:
 
 def worker(
     settings: Settings,
-    store: analytics.AnalyticsStore | None = None,
+    store: AnalyticsStore | None = None,
     on_erasure: Callable[[], None] | None = None,
 ) -> Worker:
-    store = store or analytics.AnalyticsStore(settings)
+    store = store or AnalyticsStore(settings)
     producer = TrackedProducer(settings.kafka, service=SERVICE)
     topics = settings.kafka.topics
     return Worker(

@@ -47,6 +47,7 @@ from mpp.http_guard import Guard, Rule
 from mpp.logs import get_logger
 from mpp.validation import USER_ID_PATTERN
 from mpp.warehouse import WarehouseError
+from mpp.warehouse.tables import TABLES
 from mpp_analytics.charts import activity_chart, campaign_chart
 from mpp_analytics.service import WarehouseSyncer
 
@@ -257,16 +258,7 @@ def render_page(conn: psycopg.Connection[Any], limit: int = 10, since: date | No
     since_query = f"since={since.isoformat()}&" if since else ""
     shown = f", shown since {since}" if since else ""
     days = f"{totals['first_day'] or '-'} to {totals['last_day'] or '-'}{shown}"
-    campaign_columns = [
-        "campaign_id",
-        "messages",
-        "impressions",
-        "clicks",
-        "conversions",
-        "dismissals",
-        "ctr",
-        "conversion_rate",
-    ]
+    campaign_columns = list(TABLES["campaign_performance"].column_names)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>mpp analytics</title>
 <style>
