@@ -57,8 +57,9 @@ from mpp_jobs.common import (
 )
 
 if TYPE_CHECKING:
-    from mpp_embedder.service import Enricher
     from pyspark.sql import DataFrame, SparkSession
+
+    from mpp.enrich import Enricher
 
 # Texts handed to one Enricher.enrich call: large enough that padding stays small (each encode
 # call sorts its texts by length), small enough to keep a worker's memory flat.
@@ -234,11 +235,10 @@ _ENRICHERS: dict[str, Enricher] = {}
 def _enricher(embedder_config: str, campaigns: list[dict[str, Any]]) -> Enricher:
     key = embedder_config + json.dumps(campaigns, sort_keys=True)
     if key not in _ENRICHERS:
-        from mpp_embedder.service import build_enricher
-
         from mpp.catalog import Campaign
         from mpp.config import EmbedderSettings, Settings
         from mpp.embedding import Embedder
+        from mpp.enrich import build_enricher
 
         cfg = EmbedderSettings.model_validate_json(embedder_config)
         # One task per core: each worker encodes on its own thread, as one shard would.

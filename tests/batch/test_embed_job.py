@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from mpp_embedder.service import build_enricher
 from mpp_jobs import venvs
 
 from mpp import analytics
@@ -22,6 +21,7 @@ from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.codecs import Rejection, decode_raw_event, parse_timestamp
 from mpp.config import Settings
 from mpp.embedding import Embedder
+from mpp.enrich import build_enricher
 from mpp.ids import derive_message_id
 from mpp.samples import chitchat_events
 from mpp.v1 import events_pb2 as pb
