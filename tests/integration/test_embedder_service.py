@@ -15,17 +15,18 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from mpp_embedder.service import (
     SERVICE,
     CampaignCatalog,
-    build_enricher,
     build_handler,
     build_worker,
     read_campaigns,
 )
 
 from mpp.catalog import Campaign, default_campaigns_path, parse_campaigns, upsert_campaigns
-from mpp.config import EmbedderSettings, KafkaSettings, PostgresSettings, Settings, Topics
+from mpp.config import EmbedderSettings, KafkaSettings, PostgresSettings, Settings
 from mpp.db import migrate
 from mpp.embedding import Embedder
+from mpp.enrich import build_enricher
 from mpp.kafka import BatchLoop, TrackedProducer
+from mpp.kafka.testing import renamed_topics
 from mpp.stores import postgres_connect
 from mpp.v1 import events_pb2 as pb
 from tests.loops import committed, run_until
@@ -205,9 +206,7 @@ def test_reads_active_campaigns_from_postgres(
 
 
 def _settings_for(stack_settings: Settings, unique: str, **embedder: object) -> Settings:
-    topics = Topics(
-        validated=f"validated.{unique}", enriched=f"enriched.{unique}", dlq=f"dlq.{unique}"
-    )
+    topics = renamed_topics(unique)
     return stack_settings.model_copy(
         update={
             "kafka": stack_settings.kafka.model_copy(update={"topics": topics}),
