@@ -6,7 +6,7 @@ from __future__ import annotations
 import mpp.kafka
 from mpp import errors
 from mpp.config import KafkaSettings, Topics
-from mpp.kafka.testing import isolated_kafka, renamed_topics
+from mpp.kafka.testing import ListSink, isolated_kafka, renamed_topics
 
 
 def test_a_retryable_error_names_its_dependency_and_the_operation() -> None:
@@ -38,3 +38,12 @@ def test_isolated_kafka_keeps_the_connection_and_sets_the_updates() -> None:
     assert kafka.retention_ms == 5000
     assert kafka.topics.raw == "conversations.raw.t2"
     assert base.topics.raw == "conversations.raw"
+
+
+def test_a_list_sink_keeps_what_was_produced_by_topic() -> None:
+    sink = ListSink()
+    sink.produce("a", b"1", key="k")
+    sink.produce("b", b"2")
+    sink.produce("a", b"3")
+    assert sink.on("a") == [(b"1", "k"), (b"3", None)]
+    assert [topic for topic, _, _ in sink.records] == ["a", "b", "a"]

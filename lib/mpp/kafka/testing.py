@@ -32,3 +32,20 @@ def isolated_kafka(
     if create:
         ensure_topics(isolated)
     return isolated
+
+
+class ListSink:
+    """An in-memory ``Sink``: what a handler produced, in order, for tests without a broker.
+
+    ``records`` holds (topic, value, key) triples; nothing is ever refused or lost, so a
+    handler's flush (the loop's) has nothing to report."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes | str | None]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | str | None = None) -> None:
+        self.records.append((topic, value, key))
+
+    def on(self, topic: str) -> list[tuple[bytes, bytes | str | None]]:
+        """(value, key) of each record produced to ``topic``, in order."""
+        return [(value, key) for t, value, key in self.records if t == topic]
