@@ -45,12 +45,13 @@ import redis.asyncio as aioredis
 
 from mpp.auth import key_entry
 from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
-from mpp.config import Settings, Topics
+from mpp.config import Settings
 from mpp.db import migrate
 from mpp.embedding import Embedder
 from mpp.graph import GraphStore, MessageNode
 from mpp.intents import campaign_text
 from mpp.kafka import ensure_topics
+from mpp.kafka.testing import isolated_kafka
 from mpp.pipeline import free_port, log
 from mpp.samples import chitchat_events
 from mpp.stack import Stack, repo_root
@@ -65,10 +66,7 @@ MESSAGES_PER_USER = 10
 
 
 def isolated(settings: Settings, run: str) -> Settings:
-    topics = Topics(
-        **{k: f"{v}.{run}" for k, v in Topics().model_dump().items() if isinstance(v, str)}
-    )
-    kafka = settings.kafka.model_copy(update={"topics": topics, "group_prefix": f"bench-{run}"})
+    kafka = isolated_kafka(settings.kafka, run, create=False, group_prefix=f"bench-{run}")
     milvus = settings.milvus.model_copy(
         update={
             "messages_collection": f"b_{run}_messages",

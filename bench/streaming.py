@@ -58,10 +58,11 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from mpp.codecs import decode, decode_raw_event, encode
-from mpp.config import Settings, Topics
+from mpp.config import Settings
 from mpp.embedding import Embedder, packaged_model_path
 from mpp.graph import ROW, GraphStore, MergeBatch, merge_row
 from mpp.kafka import TrackedProducer, ensure_topics
+from mpp.kafka.testing import isolated_kafka
 from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.samples import chitchat_events
 from mpp.service import Worker, build_loop, freeze_startup_objects
@@ -75,10 +76,7 @@ from mpp.vectors import MessageVector, VectorStore
 
 
 def isolated(settings: Settings, run: str) -> Settings:
-    topics = Topics(
-        **{k: f"{v}.{run}" for k, v in Topics().model_dump().items() if isinstance(v, str)}
-    )
-    kafka = settings.kafka.model_copy(update={"topics": topics, "group_prefix": f"bench-{run}"})
+    kafka = isolated_kafka(settings.kafka, run, create=False, group_prefix=f"bench-{run}")
     milvus = settings.milvus.model_copy(
         update={
             "messages_collection": f"messages_{run}",

@@ -59,19 +59,9 @@ def unique() -> str:
 
 def with_topics(settings: Settings, unique: str) -> Settings:
     """``settings`` with topics of their own (created), named after ``unique``."""
-    from mpp.config import Topics
-    from mpp.kafka import ensure_topics
+    from mpp.kafka.testing import isolated_kafka
 
-    topics = Topics(
-        **{
-            name: f"{value}.{unique}"
-            for name, value in Topics().model_dump().items()
-            if isinstance(value, str)
-        }
-    )
-    kafka = settings.kafka.model_copy(update={"topics": topics})
-    ensure_topics(kafka)
-    return settings.model_copy(update={"kafka": kafka})
+    return settings.model_copy(update={"kafka": isolated_kafka(settings.kafka, unique)})
 
 
 @contextmanager

@@ -10,7 +10,7 @@ same records:
    with the machine-readable reason (``ErrorCode`` name, field, detail) and the original line;
 2. valid messages of the date range ``[--from, --to)`` (UTC days of their timestamps), one per
    message_id, are embedded, intent-tagged and campaign-linked in ``mapPartitions`` by the
-   embedder service's ``Enricher`` (``mpp_embedder.service.build_enricher``): the model loads
+   embedder service's ``Enricher`` (``mpp.enrich.build_enricher``): the model loads
    once per Python worker (Spark reuses workers, so once per executor core), never per row;
 3. the results are written idempotently by message_id:
    - ``--output DIR`` (required: the rejects always land there): Parquet ``DIR/enriched``
@@ -68,8 +68,9 @@ from mpp_jobs.embed_io import (
 )
 
 if TYPE_CHECKING:
-    from mpp_embedder.service import Enricher
     from pyspark.sql import SparkSession
+
+    from mpp.enrich import Enricher
 
 # Texts handed to one Enricher.enrich call: large enough that padding stays small (each encode
 # call sorts its texts by length), small enough to keep a worker's memory flat.
@@ -86,11 +87,10 @@ _ENRICHERS: dict[str, Enricher] = {}
 def _enricher(embedder_config: str, campaigns: list[dict[str, Any]]) -> Enricher:
     key = embedder_config + json.dumps(campaigns, sort_keys=True)
     if key not in _ENRICHERS:
-        from mpp_embedder.service import build_enricher
-
         from mpp.catalog import Campaign
         from mpp.config import EmbedderSettings, Settings
         from mpp.embedding import Embedder
+        from mpp.enrich import build_enricher
 
         cfg = EmbedderSettings.model_validate_json(embedder_config)
         # One task per core: each worker encodes on its own thread, as one shard would.

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from mpp_analytics.records import message_fact
-from mpp_embedder.service import build_enricher
 
 from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.codecs import Rejection, decode_raw_event, parse_timestamp
 from mpp.config import Settings
 from mpp.embedding import Embedder
+from mpp.enrich import build_enricher
 from mpp.ids import derive_message_id
 from mpp.samples import chitchat_events
 from mpp.stack import job_venvs as venvs

@@ -32,9 +32,9 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from mpp.config import Settings, Topics
+from mpp.config import Settings
 from mpp.ids import derive_message_id
-from mpp.kafka import ensure_topics
+from mpp.kafka.testing import isolated_kafka
 from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.stores import milvus_client, neo4j_driver, redis_client
 from mpp.v1 import feedback_pb2 as F
@@ -53,11 +53,7 @@ DRIVER = str(REPO / "tests" / "e2e" / "batch_driver.py")
 
 @pytest.fixture
 def run(stack_settings: Settings, unique: str, tmp_path: Path) -> Iterator[Pipeline]:
-    topics = Topics(
-        **{k: f"{v}.er-{unique}" for k, v in Topics().model_dump().items() if isinstance(v, str)}
-    )
-    kafka = stack_settings.kafka.model_copy(update={"topics": topics, "retention_ms": RETENTION_MS})
-    ensure_topics(kafka)
+    kafka = isolated_kafka(stack_settings.kafka, f"er-{unique}", retention_ms=RETENTION_MS)
     settings = stack_settings.model_copy(update={"kafka": kafka})
     try:
         with with_database(settings, unique) as db:
@@ -74,7 +70,7 @@ def run(stack_settings: Settings, unique: str, tmp_path: Path) -> Iterator[Pipel
             with isolated_run(db, unique, tmp_path, extra_env, campaigns=True) as pipeline:
                 yield pipeline
     finally:
-        AdminClient(kafka.client_config()).delete_topics(topics.all())
+        AdminClient(kafka.client_config()).delete_topics(kafka.topics.all())
 
 
 def raw_event(user: str, text: str, ts_ms: int, message_id: str | None = None) -> dict[str, object]:

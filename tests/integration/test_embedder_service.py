@@ -15,17 +15,18 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from mpp_embedder.service import (
     SERVICE,
     CampaignCatalog,
-    build_enricher,
     build_handler,
     build_worker,
     read_campaigns,
 )
 
 from mpp.catalog import Campaign, default_campaigns_path, parse_campaigns, upsert_campaigns
-from mpp.config import EmbedderSettings, KafkaSettings, PostgresSettings, Settings, Topics
+from mpp.config import EmbedderSettings, KafkaSettings, PostgresSettings, Settings
 from mpp.db import migrate
 from mpp.embedding import Embedder
+from mpp.enrich import build_enricher
 from mpp.kafka import BatchLoop, TrackedProducer
+from mpp.kafka.testing import ListSink, renamed_topics
 from mpp.stores import postgres_connect
 from mpp.v1 import events_pb2 as pb
 from tests.loops import committed, run_until
@@ -39,17 +40,6 @@ def _validated(i: int, text: str, campaign_id: str = "") -> pb.ValidatedMessage:
     )
     message.timestamp.FromDatetime(datetime(2026, 1, 1, 12, i, tzinfo=UTC))
     return message
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes | str | None]] = []
-
-    def produce(self, topic: str, value: bytes, key: bytes | str | None = None) -> None:
-        self.records.append((topic, value, key))
-
-    def on(self, topic: str) -> list[tuple[bytes, bytes | str | None]]:
-        return [(value, key) for t, value, key in self.records if t == topic]
 
 
 def _record(value: bytes | None, offset: int, **kwargs: object) -> Message:
@@ -69,7 +59,7 @@ def test_handler_enriches_and_keys_by_user(embedder: Embedder) -> None:
     settings = Settings()
     enricher = build_enricher(settings, embedder)
     enricher.linker.update(_default_campaigns())
-    producer = FakeProducer()
+    producer = ListSink()
     handle = build_handler(settings, producer, enricher)
     batch = [
         _record(_validated(1, TRAVEL).SerializeToString(), 10),
@@ -97,7 +87,7 @@ def test_handler_enriches_and_keys_by_user(embedder: Embedder) -> None:
 
 def test_undecodable_and_idless_records_go_to_the_dlq_whole(embedder: Embedder) -> None:
     settings = Settings()
-    producer = FakeProducer()
+    producer = ListSink()
     handle = build_handler(settings, producer, build_enricher(settings, embedder))
     garbage = b"not a protobuf"
     no_id = pb.ValidatedMessage(user_id="u", text="hi").SerializeToString()
@@ -166,7 +156,7 @@ def test_postgres_down_at_start_is_a_warning_not_a_crash(embedder: Embedder) -> 
         read_campaigns(settings)
     # The worker reads the catalog at start: that failure must not stop it.
     assert build_worker(settings, embedder=embedder, store_campaign_vectors=False).name == SERVICE
-    producer = FakeProducer()
+    producer = ListSink()
     enricher = build_enricher(settings, embedder)
     catalog = CampaignCatalog(lambda: read_campaigns(settings), refresh_s=60)
     handle = build_handler(settings, producer, enricher, catalog)
@@ -205,9 +195,7 @@ def test_reads_active_campaigns_from_postgres(
 
 
 def _settings_for(stack_settings: Settings, unique: str, **embedder: object) -> Settings:
-    topics = Topics(
-        validated=f"validated.{unique}", enriched=f"enriched.{unique}", dlq=f"dlq.{unique}"
-    )
+    topics = renamed_topics(unique)
     return stack_settings.model_copy(
         update={
             "kafka": stack_settings.kafka.model_copy(update={"topics": topics}),

@@ -18,8 +18,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from mpp.config import Settings, Topics
+from mpp.config import Settings
 from mpp.kafka import TrackedProducer, ensure_topics
+from mpp.kafka.testing import isolated_kafka
 from mpp.pipeline import log
 
 pytestmark = pytest.mark.integration
@@ -59,10 +60,8 @@ def readable(settings: Settings, topic: str) -> int:
 def test_topics_get_the_retention_at_creation_and_back_when_changed(
     stack_settings: Settings, unique: str
 ) -> None:
-    topics = Topics(
-        **{k: f"{v}.ret-{unique}" for k, v in Topics().model_dump().items() if isinstance(v, str)}
-    )
-    kafka = stack_settings.kafka.model_copy(update={"topics": topics, "retention_ms": 3000})
+    kafka = isolated_kafka(stack_settings.kafka, f"ret-{unique}", create=False, retention_ms=3000)
+    topics = kafka.topics
     settings = stack_settings.model_copy(update={"kafka": kafka})
     assert sorted(ensure_topics(kafka)) == sorted(topics.all())
     assert set(retention(settings, topics.all()).values()) == {"3000"}

@@ -12,9 +12,10 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from mpp_graph_writer import service as graph_service
 from mpp_vector_writer import service as vector_service
 
-from mpp.config import Settings, Topics, host_port
+from mpp.config import Settings, host_port
 from mpp.graph import GraphCounts, GraphStore
-from mpp.kafka import TrackedProducer, ensure_topics
+from mpp.kafka import TrackedProducer
+from mpp.kafka.testing import isolated_kafka
 from mpp.service import Worker, build_loop
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
@@ -30,17 +31,7 @@ DIM = 384
 @pytest.fixture
 def settings(stack_settings: Settings, unique: str) -> Iterator[Settings]:
     """Topics and Milvus collections of this test's own; Neo4j data is tagged by ``unique``."""
-    topics = Topics(
-        **{
-            name: f"{value}.{unique}"
-            for name, value in Topics().model_dump().items()
-            if isinstance(value, str)
-        }
-    )
-    kafka = stack_settings.kafka.model_copy(
-        update={"topics": topics, "group_prefix": f"test-{unique}"}
-    )
-    ensure_topics(kafka)
+    kafka = isolated_kafka(stack_settings.kafka, unique, group_prefix=f"test-{unique}")
     milvus = stack_settings.milvus.model_copy(
         update={
             "messages_collection": f"t_{unique}_messages",

@@ -25,7 +25,14 @@ from mpp.deadletters import (
     record_size,
     rejection_of,
 )
-from mpp.kafka import BatchLoop, BrokerHealth, RecordRefused, RetryableError, TrackedProducer
+from mpp.kafka import (
+    BatchLoop,
+    BrokerHealth,
+    RecordRefused,
+    RetryableError,
+    TrackedProducer,
+    testing,
+)
 from mpp.service import Worker, loop_readiness
 from mpp.v1 import events_pb2 as E
 
@@ -36,13 +43,7 @@ LIMIT = 900_000
 QUIET: dict[str, Any] = {"log_level": 0}
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes | str | None]] = []
-
-    def produce(self, topic: str, value: bytes, key: bytes | str | None = None) -> None:
-        self.records.append((topic, value, key))
-
+class ListSink(testing.ListSink):
     def dead(self) -> list[E.DeadLetter]:
         return [decode(E.DeadLetter, value) for _, value, _ in self.records]
 

@@ -24,12 +24,11 @@ messages are still enriched, linked only to the campaign their event names.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable
 
 import psycopg
 from confluent_kafka import Message
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
@@ -39,8 +38,10 @@ from mpp.codecs import decode as decode_message
 from mpp.config import Settings, get_settings
 from mpp.deadletters import DeadLetters
 from mpp.embedding import Embedder
-from mpp.intents import UNKNOWN, CampaignLinker, IntentCatalog, IntentClassifier, LinkSource
-from mpp.kafka import Handler, RetryableError, Sink, TrackedProducer
+from mpp.enrich import Enricher, build_enricher
+from mpp.errors import RetryableError
+from mpp.intents import UNKNOWN, CampaignLinker
+from mpp.kafka import Handler, Sink, TrackedProducer
 from mpp.logs import configure_logging, get_logger
 from mpp.observability import set_service
 from mpp.service import Worker, run_worker
@@ -54,20 +55,6 @@ SERVICE = "embedder"
 
 log = get_logger(SERVICE)
 
-ENCODE_SECONDS = Histogram(
-    "mpp_embedder_encode_seconds",
-    "Time to embed one batch of messages.",
-    ["service"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-INTENTS_TAGGED = Counter(
-    "mpp_embedder_intents_total",
-    "Messages by their best intent (or unknown).",
-    ["service", "intent"],
-)
-CAMPAIGN_LINKS = Counter(
-    "mpp_embedder_campaign_links_total", "Campaign links written, by source.", ["service", "source"]
-)
 CATALOG_CAMPAIGNS = Gauge(
     "mpp_embedder_catalog_campaigns",
     "Active campaigns in the catalog the embedder links to.",
@@ -78,11 +65,6 @@ CATALOG_REFRESH_FAILURES = Counter(
     "Campaign catalog reads that failed (the previous catalog stayed in use).",
     ["service"],
 )
-
-_LINK_SOURCES = {
-    LinkSource.EVENT: pb.CAMPAIGN_LINK_SOURCE_EVENT,
-    LinkSource.SIMILARITY: pb.CAMPAIGN_LINK_SOURCE_SIMILARITY,
-}
 
 
 def read_campaigns(settings: Settings) -> list[Campaign]:
@@ -186,51 +168,6 @@ class CampaignVectors:
         self._pending = []
 
 
-class Enricher:
-    """Embeds, tags and links a batch of validated messages: the service's pure part."""
-
-    def __init__(
-        self, embedder: Embedder, classifier: IntentClassifier, linker: CampaignLinker
-    ) -> None:
-        self.embedder = embedder
-        self.classifier = classifier
-        self.linker = linker
-
-    def enrich(self, messages: Sequence[pb.ValidatedMessage]) -> list[pb.EnrichedMessage]:
-        if not messages:
-            return []
-        started = time.perf_counter()
-        vectors = self.embedder.encode([m.text for m in messages])
-        ENCODE_SECONDS.labels(SERVICE).observe(time.perf_counter() - started)
-        intents = self.classifier.classify_vectors(vectors)
-        links = self.linker.link_vectors(vectors, [m.campaign_id for m in messages])
-        enriched_at = datetime.now(UTC)
-        out = []
-        for message, vector, tags, campaign_links in zip(
-            messages, vectors, intents, links, strict=True
-        ):
-            enriched = pb.EnrichedMessage(
-                model=self.embedder.model_id, dimension=self.embedder.dimension
-            )
-            enriched.message.CopyFrom(message)
-            enriched.embedding.extend(vector.tolist())
-            enriched.intents.extend(pb.IntentScore(intent=t.intent, score=t.score) for t in tags)
-            enriched.campaigns.extend(
-                pb.CampaignLink(
-                    campaign_id=link.campaign_id,
-                    score=link.score,
-                    source=_LINK_SOURCES[link.source],
-                )
-                for link in campaign_links
-            )
-            enriched.enriched_at.FromDatetime(enriched_at)
-            INTENTS_TAGGED.labels(SERVICE, tags[0].intent).inc()
-            for link in campaign_links:
-                CAMPAIGN_LINKS.labels(SERVICE, link.source.value).inc()
-            out.append(enriched)
-        return out
-
-
 def decode(msg: Message, max_chars: int = 0) -> pb.ValidatedMessage | Rejection:
     """The record's ValidatedMessage, or the Rejection that explains why there is none.
     ``max_chars``: the longest text taken (ingest's limit); 0: any."""
@@ -331,27 +268,6 @@ def build_handler(
         )
 
     return handle
-
-
-def build_enricher(settings: Settings, embedder: Embedder | None = None) -> Enricher:
-    cfg = settings.embedder
-    embedder = embedder or Embedder.from_settings(cfg)
-    intents = (
-        IntentCatalog.load(cfg.intent_catalog) if cfg.intent_catalog else IntentCatalog.default()
-    )
-    classifier = IntentClassifier(
-        embedder, intents, cfg.intent_threshold, max_intents=cfg.max_intents
-    )
-    linker = CampaignLinker(
-        embedder, threshold=cfg.campaign_link_threshold, max_links=cfg.max_campaign_links
-    )
-    log.info(
-        "intent_catalog_loaded",
-        source=intents.source,
-        intents=len(intents.names),
-        examples=intents.size,
-    )
-    return Enricher(embedder, classifier, linker)
 
 
 def build_worker(
