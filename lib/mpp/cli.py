@@ -199,7 +199,7 @@ def analytics_erase(user_id: str) -> None:
     from dataclasses import asdict
 
     from mpp.analytics import erase_user
-    from mpp.kafka import RetryableError
+    from mpp.errors import RetryableError
     from mpp.logs import configure_logging
 
     config = settings()

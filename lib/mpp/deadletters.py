@@ -20,7 +20,8 @@ from confluent_kafka import Message
 
 from mpp.codecs import Rejection, encode
 from mpp.config import KafkaSettings
-from mpp.kafka import RecordRefused, Sink, position
+from mpp.errors import RecordRefused
+from mpp.kafka import Sink, position
 from mpp.logs import get_logger
 from mpp.observability import RECORDS_DEAD_LETTERED
 from mpp.tracing import record_context

@@ -28,8 +28,8 @@ from typing import Any
 import psycopg
 
 from mpp.config import Settings
+from mpp.errors import RetryableError
 from mpp.ids import user_hash, user_hashes
-from mpp.kafka import RetryableError
 from mpp.logs import get_logger
 from mpp.observability import store_operation
 

@@ -15,7 +15,7 @@ import psycopg
 
 from mpp.analytics.store import AnalyticsStore
 from mpp.config import Settings
-from mpp.kafka import RetryableError
+from mpp.errors import RetryableError
 from mpp.logs import get_logger
 from mpp.warehouse import Warehouse, WarehouseError, open_warehouse, warehouse_id
 from mpp.warehouse.sync import WarehouseLock, apply_pending_erasures

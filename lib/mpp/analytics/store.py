@@ -38,8 +38,8 @@ from mpp.analytics.aggregates import recompute
 from mpp.analytics.facts import FeedbackFact, MessageFact, Touched
 from mpp.config import Settings
 from mpp.erasure import record_erasure
+from mpp.errors import RetryableError
 from mpp.ids import user_hashes
-from mpp.kafka import RetryableError
 from mpp.observability import store_operation, store_rows
 from mpp.warehouse.tables import TABLES
 
