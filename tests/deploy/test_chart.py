@@ -1,7 +1,7 @@
 """The Helm chart (helm/mpp), linted and rendered offline with the pinned helm.
 
 The rendered objects are checked against the code they deploy: the ports and modules of
-lib/mpp/stack/services.py, the settings of lib/mpp/config.py, the CLI's commands, the image's
+lib/mpp/stack/services.py, the settings of lib/mpp/config/, the CLI's commands, the image's
 user. Nothing here is a copy of those numbers or names.
 """
 

@@ -114,7 +114,7 @@ def test_the_env_secret_carries_the_services_settings(
     ids = {k: v for k, v in batch_render.keys_data().items() if k.startswith("MPP_IDS__")}
     assert set(ids) == {"MPP_IDS__HMAC_KEY", "MPP_IDS__PREVIOUS_HMAC_KEYS"}
     assert env == {**config, **secrets, **ids}
-    # The settings load as the platform's own (names and values lib/mpp/config.py accepts).
+    # The settings load as the platform's own (names and values lib/mpp/config/ accepts).
     for name in list(Settings.model_fields):
         monkeypatch.delenv(f"MPP_{name.upper()}", raising=False)
     for key, value in env.items():

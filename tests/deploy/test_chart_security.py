@@ -2,7 +2,7 @@
 ``insecure: true``, the ids HMAC key and the API keys in a Secret of their own, given only to
 the pods that use them, and production refusing to render without them.
 
-Everything is rendered by the pinned helm (offline) and read back through lib/mpp/config.py:
+Everything is rendered by the pinned helm (offline) and read back through lib/mpp/config/:
 what a pod's process would build its clients from, not the template's text.
 """
 

@@ -1,4 +1,4 @@
-"""TLS settings of the stores (lib/mpp/config.py) and the clients built from them
+"""TLS settings of the stores (lib/mpp/config/) and the clients built from them
 (lib/mpp/stores.py, the recommender's own Neo4j driver and asyncio Redis pool).
 
 No server: each client library is asked what it would do (libpq parses the conninfo, the

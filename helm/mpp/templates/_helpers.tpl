@@ -209,7 +209,7 @@ an existing Secret, so secrets.existingKeysSecret stands for both keys.
 {{- end -}}
 
 {{/*
-The ConfigMap's data: every non-secret MPP_ setting (names are lib/mpp/config.py's), then
+The ConfigMap's data: every non-secret MPP_ setting (names are lib/mpp/config/'s), then
 config.extraEnv, which may override any of them (one key each, sorted).
 */}}
 {{- define "mpp.configData" -}}
@@ -336,7 +336,7 @@ MPP_AUTH__KEYS: {{ toJson . | b64enc | quote }}
 The keys a pod takes from the keys Secret, as env entries (optional: a key the Secret lacks
 leaves the setting's default, which production refuses). The ids HMAC key goes to every
 pod that loads the settings: they refuse environment=production without it (a check of
-Settings as a whole, lib/mpp/config.py), and the writers, ingest and the recommender use it.
+Settings as a whole, lib/mpp/config/), and the writers, ingest and the recommender use it.
 The API keys go only to the doors that check them: the recommender and analytics. Call with
 (dict "root" $ "name" SERVICE), and "secret" NAME for another Secret than the keys Secret.
 */}}
