@@ -321,3 +321,9 @@ def test_times_out_of_range_are_dead_lettered_not_raised(service: ModuleType, se
         (bad_erasure, E.ERROR_CODE_TIMESTAMP_INVALID, "requested_at"),
         (bad_message, E.ERROR_CODE_TIMESTAMP_INVALID, "message.timestamp"),
     ]
+
+
+def test_graph_reads_drop_missing_links_and_read_missing_scores_as_zero() -> None:
+    # OPTIONAL MATCH gives [null, null] for a message without intents or campaigns.
+    pairs = neo4j._pairs([[None, None], ["buy", None], ["c1", 0.5]])
+    assert pairs == (("buy", 0.0), ("c1", 0.5))
