@@ -179,7 +179,7 @@ FROM runtime AS vector-writer
 COPY --from=deps-milvus /opt/mpp/venv /opt/mpp/venv
 COPY --from=project /opt/mpp/project/ /opt/mpp/venv/lib/python3.11/site-packages/
 COPY --from=project /opt/mpp/project-bin/ /opt/mpp/venv/bin/
-RUN python -c "import mpp.cli, mpp.vectors, mpp_vector_writer.service"
+RUN python -c "import mpp.cli, mpp.stores.milvus, mpp_vector_writer.service"
 CMD ["python", "-m", "mpp_vector_writer"]
 
 FROM runtime AS graph-writer

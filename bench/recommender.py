@@ -48,7 +48,6 @@ from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaign
 from mpp.config import Settings
 from mpp.db import migrate
 from mpp.embedding import Embedder
-from mpp.graph import GraphStore, MessageNode
 from mpp.intents import campaign_text
 from mpp.kafka import ensure_topics
 from mpp.kafka.testing import isolated_kafka
@@ -56,10 +55,13 @@ from mpp.pipeline import free_port, log
 from mpp.samples import chitchat_events
 from mpp.stack import Stack, repo_root
 from mpp.stores import milvus_client, redis_client
+from mpp.stores.graph_rows import MessageNode
+from mpp.stores.milvus import MilvusVectorStore
+from mpp.stores.neo4j import Neo4jGraphStore
+from mpp.stores.vector_rows import CampaignVector, MessageVector
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
-from mpp.vectors import CampaignVector, MessageVector, VectorStore
 
 KEY = "bench-key"
 MESSAGES_PER_USER = 10
@@ -92,7 +94,7 @@ def seed(settings: Settings, run: str, users: int) -> list[str]:
     embedder = Embedder()
     enricher = build_enricher(settings, embedder)
     enricher.linker.update(campaigns)
-    store = VectorStore(settings)
+    store = MilvusVectorStore(settings)
     vectors = embedder.encode([campaign_text(c) for c in campaigns])
     store.upsert_campaigns(
         [
@@ -114,7 +116,7 @@ def seed(settings: Settings, run: str, users: int) -> list[str]:
         validated.append(message)
     enriched = enricher.enrich(validated)
     store.upsert_messages([MessageVector.from_enriched(e) for e in enriched])
-    graph = GraphStore(settings)
+    graph = Neo4jGraphStore(settings)
     for start in range(0, len(enriched), 1000):
         graph.merge_messages([MessageNode.from_enriched(e) for e in enriched[start : start + 1000]])
     graph.close()
@@ -127,7 +129,7 @@ def clean(settings: Settings, run: str) -> None:
     for name in (settings.milvus.messages_collection, settings.milvus.campaigns_collection):
         if client.has_collection(name):
             client.drop_collection(name)
-    graph = GraphStore(settings)
+    graph = Neo4jGraphStore(settings)
     graph._driver.execute_query("MATCH (n) WHERE n.id STARTS WITH $p DETACH DELETE n", p=f"{run}-")
     graph.close()
     r = redis_client(settings)
@@ -351,7 +353,7 @@ async def bench_redis(
 
 
 def bench_milvus(settings: Settings, users: list[str], concurrency: int, seconds: float) -> Stats:
-    store = VectorStore(settings)
+    store = MilvusVectorStore(settings)
     vectors = [np.asarray(v.embedding) for v in store.user_vectors(users[0], limit=10)]
     vector = (sum(vectors) / len(vectors)).tolist()
     client = milvus_client(settings)

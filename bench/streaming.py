@@ -60,7 +60,6 @@ from confluent_kafka import Consumer
 from mpp.codecs import decode, decode_raw_event, encode
 from mpp.config import Settings
 from mpp.embedding import Embedder, packaged_model_path
-from mpp.graph import ROW, GraphStore, MergeBatch, merge_row
 from mpp.kafka import TrackedProducer, ensure_topics
 from mpp.kafka.testing import isolated_kafka
 from mpp.pipeline import STREAMING, Pipeline, log
@@ -70,9 +69,12 @@ from mpp.stack import repo_root, stack_dir
 from mpp.stack.jaeger import HOST as JAEGER_HOST
 from mpp.stack.jaeger import OTLP_GRPC_PORT, JaegerServer
 from mpp.stores import milvus_client, neo4j_driver
+from mpp.stores.graph_rows import ROW, MergeBatch, merge_row
+from mpp.stores.milvus import MilvusVectorStore
+from mpp.stores.neo4j import Neo4jGraphStore
+from mpp.stores.vector_rows import MessageVector
 from mpp.v1 import events_pb2 as E
 from mpp.validation import Rules, validate_event
-from mpp.vectors import MessageVector, VectorStore
 
 
 def isolated(settings: Settings, run: str) -> Settings:
@@ -163,8 +165,8 @@ FOREACH (c IN row.campaigns |
 
 
 def bare_rows(enriched: list[E.EnrichedMessage]) -> list[dict[str, Any]]:
-    """The service's rows (``mpp.graph.merge_row``) as the plain call takes them: a map per
-    message, a map per link."""
+    """The service's rows (``mpp.stores.graph_rows.merge_row``) as the plain call takes them:
+    a map per message, a map per link."""
     rows = []
     for e in enriched:
         values = merge_row(e)
@@ -514,7 +516,7 @@ def stages(
     for rep in range(reps):
         settings = isolated(base, runs[rep])
         bare_name = f"bare_{runs[rep]}"
-        bare_store = VectorStore(
+        bare_store = MilvusVectorStore(
             settings.model_copy(
                 update={
                     "milvus": settings.milvus.model_copy(
@@ -551,7 +553,7 @@ def stages(
     # -- graph-writer -------------------------------------------------------------------------
     from mpp_graph_writer.service import worker as graph_worker
 
-    graph = GraphStore(base)
+    graph = Neo4jGraphStore(base)
     graph.ensure_schema()
     # Warm-up, untimed, of both statements: a Neo4j just started, or a statement it has not
     # run before, runs its first writes at half speed or less (query planning, JIT), which
@@ -585,7 +587,7 @@ def stages(
         graph_prefixes.append(f"own{runs[rep]}")
         statement_rates.append(
             timed(
-                f"[{rep + 1}/{reps}] the service's statement alone (GraphStore.merge_batch)",
+                f"[{rep + 1}/{reps}] the service's statement alone (Neo4jGraphStore.merge_batch)",
                 lambda batches=own: [graph.merge_batch(b) for b in batches],
                 n,
             )

@@ -30,6 +30,9 @@ from mpp.kafka import Sink, TrackedProducer
 from mpp.logs import get_logger
 from mpp.ownership import conflict
 from mpp.service import Worker
+
+# Re-exported: mpp.analytics and the analytics service still read it from here.
+from mpp.stores.base import MAX_ID_CHARS as MAX_ID_CHARS
 from mpp.tracing import (
     Link,
     Span,
@@ -48,9 +51,6 @@ ERASED_DROPPED = Counter(
     "Messages not written because their user was erased after sending them",
     ["service"],
 )
-# Longest id either store keeps (Milvus VARCHAR length), so that both writers keep the same
-# messages.
-MAX_ID_CHARS = 256
 P = TypeVar("P", bound=Proto)
 # A batch as the store takes it (MessageVector rows, a graph MERGE's parameters).
 R = TypeVar("R")

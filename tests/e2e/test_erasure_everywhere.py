@@ -37,11 +37,11 @@ from mpp.ids import derive_message_id
 from mpp.kafka.testing import isolated_kafka
 from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.stores import milvus_client, neo4j_driver, redis_client
+from mpp.stores.milvus import milvus_string
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
 from mpp.validation import normalize_text
-from mpp.vectors import milvus_string
 from tests.conftest import with_database
 from tests.e2e.pipeline import isolated_run
 

@@ -10,7 +10,7 @@ from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.config import Settings
 from mpp.embedding import Embedder
 from mpp.stores import milvus_client
-from mpp.vectors import VectorStore
+from mpp.stores.milvus import MilvusVectorStore
 
 
 def test_campaign_vectors_are_written_and_searchable(stack_settings: Settings, unique: str) -> None:
@@ -41,7 +41,7 @@ def test_campaign_vectors_are_written_and_searchable(stack_settings: Settings, u
         assert sorted(r["campaign_id"] for r in rows) == active
         assert {r["model"] for r in rows} == {embedder.model_id}
         (query,) = embedder.encode(["any cheap flights to the beach for our summer holiday?"])
-        hits = VectorStore(settings).search_campaigns(query.tolist(), 3)
+        hits = MilvusVectorStore(settings).search_campaigns(query.tolist(), 3)
         assert hits[0].campaign_id == "travel-summer"
     finally:
         for name in (milvus.messages_collection, milvus.campaigns_collection):

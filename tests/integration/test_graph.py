@@ -1,4 +1,4 @@
-"""GraphStore on the real Neo4j server: constraints, idempotent MERGE, erasure, outages."""
+"""Neo4jGraphStore on the real Neo4j server: constraints, idempotent MERGE, erasure, outages."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from neo4j.exceptions import ConstraintError
 
 from mpp.config import Settings
-from mpp.graph import CampaignEdge, GraphCounts, GraphStore, MessageNode
 from mpp.kafka import RetryableError
+from mpp.stores.graph_rows import CampaignEdge, GraphCounts, MessageNode
+from mpp.stores.neo4j import Neo4jGraphStore
 
 
 def graph_rows(tag: str, count: int, users: int) -> list[MessageNode]:
@@ -34,7 +35,7 @@ def graph_rows(tag: str, count: int, users: int) -> list[MessageNode]:
     ]
 
 
-def relationships(store: GraphStore, tag: str) -> int:
+def relationships(store: Neo4jGraphStore, tag: str) -> int:
     """Every relationship that touches one of the test's nodes."""
     records, _, _ = store._driver.execute_query(
         "MATCH (n)-[r]-() WHERE n.id STARTS WITH $tag OR n.name STARTS WITH $tag "
@@ -44,7 +45,7 @@ def relationships(store: GraphStore, tag: str) -> int:
     return int(records[0]["c"])
 
 
-def nodes(store: GraphStore, tag: str) -> int:
+def nodes(store: Neo4jGraphStore, tag: str) -> int:
     records, _, _ = store._driver.execute_query(
         "MATCH (n) WHERE n.id STARTS WITH $tag OR n.name STARTS WITH $tag RETURN count(n) AS c",
         tag=f"{tag}-",
@@ -53,8 +54,8 @@ def nodes(store: GraphStore, tag: str) -> int:
 
 
 @pytest.fixture
-def store(stack_settings: Settings, unique: str) -> Iterator[GraphStore]:
-    graph = GraphStore(stack_settings)
+def store(stack_settings: Settings, unique: str) -> Iterator[Neo4jGraphStore]:
+    graph = Neo4jGraphStore(stack_settings)
     graph.ensure_schema()
     yield graph
     graph._driver.execute_query(
@@ -64,7 +65,7 @@ def store(stack_settings: Settings, unique: str) -> Iterator[GraphStore]:
     graph.close()
 
 
-def test_schema_has_the_uniqueness_constraints(store: GraphStore, unique: str) -> None:
+def test_schema_has_the_uniqueness_constraints(store: Neo4jGraphStore, unique: str) -> None:
     store.ensure_schema()  # again: idempotent
     rules = set(store.constraints().values())
     assert {("User", "id"), ("Message", "id"), ("Campaign", "id"), ("Intent", "name")} <= rules
@@ -73,7 +74,9 @@ def test_schema_has_the_uniqueness_constraints(store: GraphStore, unique: str) -
         store._driver.execute_query("CREATE (:User {id: $id})", id=f"{unique}-u0")
 
 
-def test_merging_the_same_batch_twice_changes_no_counts(store: GraphStore, unique: str) -> None:
+def test_merging_the_same_batch_twice_changes_no_counts(
+    store: Neo4jGraphStore, unique: str
+) -> None:
     rows = graph_rows(unique, 200, users=7)
     users = [f"{unique}-u{i}" for i in range(7)]
     store.merge_messages(rows)
@@ -89,7 +92,7 @@ def test_merging_the_same_batch_twice_changes_no_counts(store: GraphStore, uniqu
     assert first_rels == 200 + 300 + 200
 
 
-def test_unknown_intent_is_not_a_node(store: GraphStore, unique: str) -> None:
+def test_unknown_intent_is_not_a_node(store: Neo4jGraphStore, unique: str) -> None:
     from mpp.v1 import events_pb2 as E
 
     enriched = E.EnrichedMessage(
@@ -104,7 +107,7 @@ def test_unknown_intent_is_not_a_node(store: GraphStore, unique: str) -> None:
     assert records[0]["c"] == 0
 
 
-def test_the_last_write_of_a_message_decides_its_links(store: GraphStore, unique: str) -> None:
+def test_the_last_write_of_a_message_decides_its_links(store: Neo4jGraphStore, unique: str) -> None:
     base = MessageNode(
         message_id=f"{unique}-m",
         user_id=f"{unique}-u",
@@ -141,7 +144,7 @@ def test_the_last_write_of_a_message_decides_its_links(store: GraphStore, unique
 
 
 def test_users_keep_their_first_and_last_message_time_whatever_the_order(
-    store: GraphStore, unique: str
+    store: Neo4jGraphStore, unique: str
 ) -> None:
     rows = graph_rows(unique, 12, users=2)
     # Later messages first, then earlier ones, then the middle again: each user ends with the
@@ -164,7 +167,7 @@ def test_users_keep_their_first_and_last_message_time_whatever_the_order(
 
 
 def test_delete_user_removes_the_user_and_messages_but_not_shared_nodes(
-    store: GraphStore, unique: str
+    store: Neo4jGraphStore, unique: str
 ) -> None:
     store.merge_messages(graph_rows(unique, 30, users=3))
     campaigns = [f"{unique}-c{i}" for i in range(3)]
@@ -185,7 +188,7 @@ def test_a_server_that_is_down_raises_retryable(stack_settings: Settings) -> Non
     neo4j = stack_settings.neo4j.model_copy(
         update={"uri": f"bolt://127.0.0.1:{port}", "max_transaction_retry_time_s": 1.0}
     )
-    store = GraphStore(stack_settings.model_copy(update={"neo4j": neo4j}))
+    store = Neo4jGraphStore(stack_settings.model_copy(update={"neo4j": neo4j}))
     started = time.monotonic()
     with pytest.raises(RetryableError, match="neo4j"):
         store.merge_messages(graph_rows("down", 2, 1))

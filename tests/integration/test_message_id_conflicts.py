@@ -13,9 +13,11 @@ import pytest
 
 from mpp import analytics
 from mpp.config import Settings
-from mpp.graph import GraphStore, MessageNode
+from mpp.stores.graph_rows import MessageNode
+from mpp.stores.milvus import MilvusVectorStore
+from mpp.stores.neo4j import Neo4jGraphStore
+from mpp.stores.vector_rows import MessageVector
 from mpp.v1 import events_pb2 as E
-from mpp.vectors import MessageVector, VectorStore
 from tests.integration.test_vectors import drop_collections, eventually, milvus_settings
 
 pytestmark = pytest.mark.integration
@@ -43,22 +45,22 @@ def messages(unique: str) -> tuple[E.EnrichedMessage, E.EnrichedMessage]:
 
 
 @pytest.fixture
-def vectors(stack_settings: Settings, unique: str) -> Iterator[VectorStore]:
+def vectors(stack_settings: Settings, unique: str) -> Iterator[MilvusVectorStore]:
     settings = milvus_settings(stack_settings, unique)
-    store = VectorStore(settings)
+    store = MilvusVectorStore(settings)
     yield store
     store.close()
     drop_collections(settings)
 
 
 def test_milvus_keeps_the_first_owner_and_names_the_conflict(
-    vectors: VectorStore, messages: tuple[E.EnrichedMessage, E.EnrichedMessage]
+    vectors: MilvusVectorStore, messages: tuple[E.EnrichedMessage, E.EnrichedMessage]
 ) -> None:
     mine, theirs = messages
     assert vectors.screen_message_ids([mine]) == []
     vectors.upsert_messages([MessageVector.from_enriched(mine)])
     # A fresh writer (nothing in memory) asks the store: one query for the batch.
-    fresh = VectorStore(vectors._settings)
+    fresh = MilvusVectorStore(vectors._settings)
     assert eventually(lambda: bool(fresh.message_owners([mine.message.message_id])))
     refused = fresh.screen_message_ids([theirs])
     assert [(e.message.user_id, r.code) for e, r in refused] == [
@@ -78,7 +80,7 @@ def test_neo4j_never_moves_a_message_even_when_written_unscreened(
     messages: tuple[E.EnrichedMessage, E.EnrichedMessage],
 ) -> None:
     mine, theirs = messages
-    store = GraphStore(stack_settings)
+    store = Neo4jGraphStore(stack_settings)
     try:
         store.merge_messages([MessageNode.from_enriched(mine)])
         # Written without the screen (a batch prepared before the first was written): the
@@ -91,7 +93,7 @@ def test_neo4j_never_moves_a_message_even_when_written_unscreened(
         assert [(r["user"], r["text"]) for r in records] == [
             (mine.message.user_id, mine.message.text)
         ]
-        refused = GraphStore(stack_settings, driver=store._driver).screen_message_ids([theirs])
+        refused = Neo4jGraphStore(stack_settings, driver=store._driver).screen_message_ids([theirs])
         assert [r.code for _, r in refused] == [E.ERROR_CODE_MESSAGE_ID_CONFLICT]
         # Erasing the owner takes the message; the id is then free.
         store.delete_user(mine.message.user_id)

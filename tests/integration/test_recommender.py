@@ -27,14 +27,16 @@ from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaign
 from mpp.config import Settings
 from mpp.embedding import Embedder
 from mpp.erasure import record_erasure, user_hash
-from mpp.graph import GraphStore, MessageNode
 from mpp.intents import campaign_text
 from mpp.kafka import TrackedProducer
 from mpp.pipeline import log
 from mpp.stores import redis_client
+from mpp.stores.graph_rows import MessageNode
+from mpp.stores.milvus import MilvusVectorStore
+from mpp.stores.neo4j import Neo4jGraphStore
+from mpp.stores.vector_rows import CampaignVector, MessageVector
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
-from mpp.vectors import CampaignVector, MessageVector, VectorStore
 
 from .test_vectors import drop_collections, eventually
 
@@ -70,9 +72,9 @@ class World:
 
     def write(self, messages: list[E.EnrichedMessage]) -> None:
         """What the vector-writer and graph-writer would write."""
-        store = VectorStore(self.settings)
+        store = MilvusVectorStore(self.settings)
         store.upsert_messages([MessageVector.from_enriched(m) for m in messages])
-        graph = GraphStore(self.settings)
+        graph = Neo4jGraphStore(self.settings)
         graph.merge_messages([MessageNode.from_enriched(m) for m in messages])
         graph.close()
         ids = {m.message.message_id for m in messages}
@@ -111,7 +113,7 @@ def seed_catalog(settings: Settings, embedder: Embedder) -> None:
     with psycopg.connect(settings.postgres.conninfo()) as conn:
         upsert_campaigns(conn, campaigns)
     vectors = embedder.encode([campaign_text(c) for c in campaigns])
-    store = VectorStore(settings)
+    store = MilvusVectorStore(settings)
     store.upsert_campaigns(
         [
             CampaignVector(
@@ -130,7 +132,7 @@ def seed_catalog(settings: Settings, embedder: Embedder) -> None:
 
 def clean_up(settings: Settings, tag: str) -> None:
     drop_collections(settings)
-    graph = GraphStore(settings)
+    graph = Neo4jGraphStore(settings)
     graph._driver.execute_query(
         "MATCH (n) WHERE n.id STARTS WITH $tag DETACH DELETE n", tag=f"{tag}-"
     )
@@ -474,12 +476,12 @@ def test_forget_user_leaves_no_trace_in_any_store(
     assert set(result.erased_from) >= {"postgres", "redis", "milvus", "neo4j"}
 
     # Milvus
-    store = VectorStore(settings)
+    store = MilvusVectorStore(settings)
     assert store.user_vectors(user) == []
     assert len(store.user_vectors(other)) == 3
     store.close()
     # Neo4j
-    graph = GraphStore(settings)
+    graph = Neo4jGraphStore(settings)
     assert graph.counts([user]).users == 0 and graph.counts([user]).messages == 0
     assert graph.counts([other]).messages == 3
     graph.close()

@@ -13,11 +13,11 @@ from prometheus_client import REGISTRY
 
 from mpp.config import Settings
 from mpp.erasure import ErasureLedger
-from mpp.graph import GraphStore
 from mpp.kafka import RetryableError, retry_cause
 from mpp.observability import service_name, set_service
 from mpp.pipeline import free_port
-from mpp.vectors import VectorStore
+from mpp.stores.milvus import MilvusVectorStore
+from mpp.stores.neo4j import Neo4jGraphStore
 from tests.conftest import with_database
 from tests.integration.test_graph import graph_rows
 from tests.integration.test_vectors import drop_collections, message_rows, milvus_settings
@@ -78,7 +78,7 @@ def test_milvus_upserts_and_erasures_are_counted(
     stack_settings: Settings, unique: str, service: str
 ) -> None:
     settings = milvus_settings(stack_settings, unique)
-    store = VectorStore(settings)
+    store = MilvusVectorStore(settings)
     try:
         assert store.upsert_messages(message_rows(6, users=2, tag=unique)) == 6
         assert store.upsert_messages(message_rows(6, users=2, tag=unique)) == 6  # a replay
@@ -96,7 +96,7 @@ def test_milvus_upserts_and_erasures_are_counted(
 def test_neo4j_merges_and_erasures_are_counted(
     stack_settings: Settings, unique: str, service: str
 ) -> None:
-    store = GraphStore(stack_settings)
+    store = Neo4jGraphStore(stack_settings)
     try:
         assert store.merge_messages(graph_rows(unique, 8, users=2)) == 8
         removed = store.delete_user(f"{unique}-u1")
@@ -133,7 +133,7 @@ def _closed_port() -> int:
 def test_a_store_that_is_down_counts_errors_and_is_the_retry_cause(
     stack_settings: Settings, unique: str, service: str
 ) -> None:
-    milvus = VectorStore(
+    milvus = MilvusVectorStore(
         milvus_settings(stack_settings, unique, uri=f"http://127.0.0.1:{free_port()}")
     )
     with pytest.raises(RetryableError) as milvus_down:
@@ -141,7 +141,7 @@ def test_a_store_that_is_down_counts_errors_and_is_the_retry_cause(
     neo4j_cfg = stack_settings.neo4j.model_copy(
         update={"uri": f"bolt://127.0.0.1:{_closed_port()}", "max_transaction_retry_time_s": 1.0}
     )
-    neo4j = GraphStore(stack_settings.model_copy(update={"neo4j": neo4j_cfg}))
+    neo4j = Neo4jGraphStore(stack_settings.model_copy(update={"neo4j": neo4j_cfg}))
     with pytest.raises(RetryableError) as neo4j_down:
         neo4j.merge_messages(graph_rows(unique, 2, users=1))
     postgres_cfg = stack_settings.postgres.model_copy(update={"port": _closed_port()})

@@ -1,4 +1,4 @@
-"""VectorStore on the real Milvus Lite server: idempotent upserts, dimension checks, erasure."""
+"""MilvusVectorStore on the real Milvus Lite server: idempotent upserts, dimensions, erasure."""
 
 from __future__ import annotations
 
@@ -18,12 +18,9 @@ from mpp.kafka import RetryableError
 from mpp.pipeline import free_port
 from mpp.stack.milvus import milvus_lite_lib_dir
 from mpp.stores import milvus_client
-from mpp.vectors import (
-    CampaignVector,
-    DimensionMismatchError,
-    MessageVector,
-    VectorStore,
-)
+from mpp.stores.milvus import MilvusVectorStore
+from mpp.stores.milvus_errors import DimensionMismatchError
+from mpp.stores.vector_rows import CampaignVector, MessageVector
 
 DIM = 384
 
@@ -88,13 +85,13 @@ def store_settings(stack_settings: Settings, unique: str) -> Iterator[Settings]:
 
 
 @pytest.fixture
-def store(store_settings: Settings) -> Iterator[VectorStore]:
-    vector_store = VectorStore(store_settings)
+def store(store_settings: Settings) -> Iterator[MilvusVectorStore]:
+    vector_store = MilvusVectorStore(store_settings)
     yield vector_store
     vector_store.close()
 
 
-def test_upsert_twice_keeps_one_row_per_message_id(store: VectorStore, unique: str) -> None:
+def test_upsert_twice_keeps_one_row_per_message_id(store: MilvusVectorStore, unique: str) -> None:
     rows = message_rows(300, users=5, tag=unique)
     assert store.upsert_messages(rows) == 300
     assert eventually(lambda: store.count_messages() == 300)
@@ -108,7 +105,7 @@ def test_upsert_twice_keeps_one_row_per_message_id(store: VectorStore, unique: s
     assert {v.message_id: v.top_intent for v in user0}[f"{unique}-m0"] == "refund"
 
 
-def test_user_vectors_are_the_newest_first(store: VectorStore, unique: str) -> None:
+def test_user_vectors_are_the_newest_first(store: MilvusVectorStore, unique: str) -> None:
     rows = message_rows(40, users=2, tag=unique)
     store.upsert_messages(rows)
     assert eventually(lambda: store.count_messages() == 40)
@@ -120,10 +117,10 @@ def test_user_vectors_are_the_newest_first(store: VectorStore, unique: str) -> N
 
 
 def test_dimension_mismatch_names_the_collection_the_dimensions_and_the_fix(
-    store_settings: Settings, store: VectorStore, unique: str
+    store_settings: Settings, store: MilvusVectorStore, unique: str
 ) -> None:
     store.upsert_messages(message_rows(3, users=1, tag=unique, dim=8))
-    other = VectorStore(store_settings)
+    other = MilvusVectorStore(store_settings)
     assert eventually(lambda: other.count_messages() == 3)
     with pytest.raises(DimensionMismatchError) as caught:
         other.upsert_messages(message_rows(3, users=1, tag=unique, dim=16))
@@ -136,7 +133,7 @@ def test_dimension_mismatch_names_the_collection_the_dimensions_and_the_fix(
 
 
 def test_delete_user_removes_only_that_user_and_is_idempotent(
-    store: VectorStore, unique: str
+    store: MilvusVectorStore, unique: str
 ) -> None:
     # Written in several requests and erased at once: nothing recent may survive.
     store.upsert_messages(message_rows(30, users=3, tag=unique))
@@ -150,7 +147,9 @@ def test_delete_user_removes_only_that_user_and_is_idempotent(
     assert store.count_messages() == 20
 
 
-def test_search_campaigns_finds_the_nearest_live_campaigns(store: VectorStore, unique: str) -> None:
+def test_search_campaigns_finds_the_nearest_live_campaigns(
+    store: MilvusVectorStore, unique: str
+) -> None:
     vectors = unit_vectors(5, seed=11)
     now = 1_780_000_000_000
     store.upsert_campaigns(
@@ -180,7 +179,7 @@ def test_search_campaigns_finds_the_nearest_live_campaigns(store: VectorStore, u
 
 def test_a_server_that_is_down_raises_retryable(stack_settings: Settings, unique: str) -> None:
     settings = milvus_settings(stack_settings, unique, uri=f"http://127.0.0.1:{free_port()}")
-    store = VectorStore(settings)
+    store = MilvusVectorStore(settings)
     started = time.monotonic()
     with pytest.raises(RetryableError, match="milvus"):
         store.upsert_messages(message_rows(2, users=1, tag=unique))
@@ -196,7 +195,7 @@ def test_the_store_recovers_when_the_server_comes_back(
 ) -> None:
     port = free_port()
     settings = milvus_settings(stack_settings, unique, uri=f"http://127.0.0.1:{port}")
-    store = VectorStore(settings)
+    store = MilvusVectorStore(settings)
     rows = message_rows(20, users=2, tag=unique)
     with private_milvus(tmp_path, port):
         store.upsert_messages(rows[:10])

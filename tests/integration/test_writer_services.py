@@ -13,13 +13,14 @@ from mpp_graph_writer import service as graph_service
 from mpp_vector_writer import service as vector_service
 
 from mpp.config import Settings, host_port
-from mpp.graph import GraphCounts, GraphStore
 from mpp.kafka import TrackedProducer
 from mpp.kafka.testing import isolated_kafka
 from mpp.service import Worker, build_loop
+from mpp.stores.graph_rows import GraphCounts
+from mpp.stores.milvus import MilvusVectorStore
+from mpp.stores.neo4j import Neo4jGraphStore
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
-from mpp.vectors import VectorStore
 from tests.forwarder import Cuttable
 from tests.loops import committed, run_until
 
@@ -44,7 +45,7 @@ def settings(stack_settings: Settings, unique: str) -> Iterator[Settings]:
     )
     yield test_settings
     drop_collections(test_settings)
-    graph = GraphStore(test_settings)
+    graph = Neo4jGraphStore(test_settings)
     graph._driver.execute_query(
         "MATCH (n) WHERE n.id STARTS WITH $tag OR n.name STARTS WITH $tag DETACH DELETE n",
         tag=f"{unique}-",
@@ -161,7 +162,7 @@ def test_vector_writer_upserts_dead_letters_commits_and_erases(
     records, _ = run(vector_service.worker(settings), settings, lambda n, r: n >= sent)
     assert records == sent
     assert committed(settings.kafka, topics.enriched, group) == sent
-    store = VectorStore(settings)
+    store = MilvusVectorStore(settings)
     assert eventually(lambda: store.count_messages() == 60)
     user0 = store.user_vectors(f"{unique}-u0", limit=50)
     assert len(user0) == 10
@@ -190,7 +191,7 @@ def test_graph_writer_merges_dead_letters_commits_and_erases(
     records, _ = run(graph_service.worker(settings), settings, lambda n, r: n >= sent)
     assert records == sent
     assert committed(settings.kafka, topics.enriched, group) == sent
-    store = GraphStore(settings)
+    store = Neo4jGraphStore(settings)
     # One link per message; the 10 re-enriched messages moved from "billing" to "refund".
     assert store.counts(users) == GraphCounts(users=6, messages=60, about=60, has_intent=60)
     assert store.count_nodes("Intent", [f"{unique}-billing", f"{unique}-refund"]) == 2
@@ -246,11 +247,11 @@ def test_messages_sent_before_an_erasure_are_not_written_back(
     assert records == 10
     kept = {f"{unique}-m{i}" for i in range(6, 10)}
     if service == "vector-writer":
-        store = VectorStore(settings)
+        store = MilvusVectorStore(settings)
         assert eventually(lambda: store.count_messages() == 4)
         assert {v.message_id for v in store.user_vectors(user, limit=50)} == kept
     else:
-        graph = GraphStore(settings)
+        graph = Neo4jGraphStore(settings)
         assert graph.counts([user]).messages == 4
         assert graph.count_nodes("Message", sorted(kept)) == 4
         graph.close()
@@ -281,7 +282,7 @@ def test_vector_writer_commits_nothing_while_milvus_is_down_then_catches_up(
         assert commits_during_outage == [0]
         assert records == 30 and retries >= 2
         assert committed(down.kafka, topics.enriched, group) == 30
-        store = VectorStore(down)
+        store = MilvusVectorStore(down)
         assert eventually(lambda: store.count_messages() == 30)
     finally:
         for context in server:
@@ -317,6 +318,6 @@ def test_graph_writer_commits_nothing_while_neo4j_is_away_then_catches_up(
     assert commits_during_outage == [0]
     assert records == 5 and retries >= 2
     assert committed(away.kafka, topics.enriched, group) == 5
-    store = GraphStore(settings)
+    store = Neo4jGraphStore(settings)
     assert store.counts([f"{unique}-u{i}" for i in range(3)]).messages == 5
     store.close()

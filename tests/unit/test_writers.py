@@ -13,12 +13,12 @@ from mpp_vector_writer import service as vector_service
 from neo4j.exceptions import ClientError, ServiceUnavailable, SessionExpired, TransientError
 from pymilvus.exceptions import MilvusException, ParamError
 
-from mpp import graph, vectors
 from mpp.deadletters import dead_letter
-from mpp.graph import ROW, CampaignEdge, MergeBatch, MessageNode, merge_row, seen_spans
+from mpp.stores import milvus_errors, milvus_schema, neo4j
+from mpp.stores.graph_rows import ROW, CampaignEdge, MergeBatch, MessageNode, merge_row, seen_spans
+from mpp.stores.vector_rows import MessageVector, chunks
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
-from mpp.vectors import MessageVector, chunks
 
 ENRICHED, ERASURE = "enriched", "erasure"
 SERVICES = [vector_service, graph_service]
@@ -146,7 +146,7 @@ def test_message_vector_row_matches_the_collection_schema() -> None:
     message.message.campaign_id = "c9"
     message.intents.insert(0, E.IntentScore(intent="refund", score=0.7))
     row = MessageVector.from_enriched(message).row()
-    assert set(row) == {"message_id", "embedding", *vectors._MESSAGE_SCALARS}
+    assert set(row) == {"message_id", "embedding", *milvus_schema.MESSAGE_SCALARS}
     assert row["ts"] == 1_780_000_000_123
     assert row["top_intent"] == "refund" and row["top_intent_score"] == pytest.approx(0.7)
     assert row["campaign_id"] == "c9" and row["channel"] == "chat" and row["model"] == "m"
@@ -224,22 +224,26 @@ class _RpcError(grpc.RpcError):
 
 
 def test_milvus_failures_are_classified() -> None:
-    assert vectors.is_transient(MilvusException(code=2, message="Fail connecting"))
-    assert vectors.is_transient(MilvusException(code=grpc.StatusCode.UNAVAILABLE, message="x"))
-    assert vectors.is_transient(MilvusException(code=1, message="[upsert] Retry timeout: 10s"))
-    assert vectors.is_transient(_RpcError(grpc.StatusCode.DEADLINE_EXCEEDED))
-    assert not vectors.is_transient(_RpcError(grpc.StatusCode.INVALID_ARGUMENT))
-    assert not vectors.is_transient(ParamError(message="bad dim"))
-    assert not vectors.is_transient(MilvusException(code=65535, message="float data"))
-    assert not vectors.is_transient(ValueError("x"))
+    assert milvus_errors.is_transient(MilvusException(code=2, message="Fail connecting"))
+    assert milvus_errors.is_transient(
+        MilvusException(code=grpc.StatusCode.UNAVAILABLE, message="x")
+    )
+    assert milvus_errors.is_transient(
+        MilvusException(code=1, message="[upsert] Retry timeout: 10s")
+    )
+    assert milvus_errors.is_transient(_RpcError(grpc.StatusCode.DEADLINE_EXCEEDED))
+    assert not milvus_errors.is_transient(_RpcError(grpc.StatusCode.INVALID_ARGUMENT))
+    assert not milvus_errors.is_transient(ParamError(message="bad dim"))
+    assert not milvus_errors.is_transient(MilvusException(code=65535, message="float data"))
+    assert not milvus_errors.is_transient(ValueError("x"))
 
 
 def test_neo4j_failures_are_classified() -> None:
-    assert graph.is_transient(ServiceUnavailable("down"))
-    assert graph.is_transient(SessionExpired("gone"))
-    assert graph.is_transient(TransientError("deadlock"))
-    assert not graph.is_transient(ClientError("syntax"))
-    assert not graph.is_transient(ValueError("x"))
+    assert neo4j.is_transient(ServiceUnavailable("down"))
+    assert neo4j.is_transient(SessionExpired("gone"))
+    assert neo4j.is_transient(TransientError("deadlock"))
+    assert not neo4j.is_transient(ClientError("syntax"))
+    assert not neo4j.is_transient(ValueError("x"))
 
 
 def test_drop_erased_keeps_only_messages_after_the_users_erasure() -> None:
@@ -317,3 +321,9 @@ def test_times_out_of_range_are_dead_lettered_not_raised(service: ModuleType, se
         (bad_erasure, E.ERROR_CODE_TIMESTAMP_INVALID, "requested_at"),
         (bad_message, E.ERROR_CODE_TIMESTAMP_INVALID, "message.timestamp"),
     ]
+
+
+def test_graph_reads_drop_missing_links_and_read_missing_scores_as_zero() -> None:
+    # OPTIONAL MATCH gives [null, null] for a message without intents or campaigns.
+    pairs = neo4j._pairs([[None, None], ["buy", None], ["c1", 0.5]])
+    assert pairs == (("buy", 0.0), ("c1", 0.5))

@@ -46,10 +46,11 @@ from mpp.logs import configure_logging, get_logger
 from mpp.observability import set_service
 from mpp.service import Worker, run_worker
 from mpp.stores import postgres_connect
+from mpp.stores.milvus import MilvusVectorStore
+from mpp.stores.vector_rows import CampaignVector
 from mpp.tracing import Span, get_tracer, start_record_span, use_span
 from mpp.v1 import events_pb2 as pb
 from mpp.validation import stored_ids_rejection
-from mpp.vectors import CampaignVector, VectorStore
 
 SERVICE = "embedder"
 
@@ -137,7 +138,7 @@ class CampaignVectors:
     embedder's failure: the write is retried before each later batch until it succeeds.
     """
 
-    def __init__(self, store: VectorStore | None, model: str) -> None:
+    def __init__(self, store: MilvusVectorStore | None, model: str) -> None:
         self._store = store
         self._model = model
         self._pending: list[CampaignVector] = []
@@ -283,7 +284,7 @@ def build_worker(
         load_campaigns or (lambda: read_campaigns(settings)), settings.embedder.catalog_refresh_s
     )
     campaign_vectors = CampaignVectors(
-        VectorStore(settings) if store_campaign_vectors else None, enricher.embedder.model_id
+        MilvusVectorStore(settings) if store_campaign_vectors else None, enricher.embedder.model_id
     )
     if catalog.refresh_if_due() and enricher.linker.update(catalog.campaigns):
         campaign_vectors.changed(enricher.linker)

@@ -25,8 +25,10 @@ from functools import partial
 from mpp import writers
 from mpp.codecs import Rejection
 from mpp.config import Settings
-from mpp.graph import GraphStore, MergeBatch
 from mpp.service import Worker
+from mpp.stores.base import MAX_ID_CHARS
+from mpp.stores.graph_rows import MergeBatch
+from mpp.stores.neo4j import Neo4jGraphStore
 from mpp.v1 import events_pb2
 
 SERVICE = "graph-writer"
@@ -41,11 +43,11 @@ def check_enriched(enriched: events_pb2.EnrichedMessage) -> Rejection | None:
     keys += [("campaigns", link.campaign_id) for link in enriched.campaigns]
     keys += [("intents", scored.intent) for scored in enriched.intents]
     for name, value in keys:
-        if len(value) > writers.MAX_ID_CHARS:
+        if len(value) > MAX_ID_CHARS:
             return Rejection(
                 events_pb2.ERROR_CODE_FIELD_INVALID,
                 name,
-                f"{name} holds a key of {len(value)} characters; at most {writers.MAX_ID_CHARS}",
+                f"{name} holds a key of {len(value)} characters; at most {MAX_ID_CHARS}",
             )
     return None
 
@@ -58,7 +60,7 @@ def rows(messages: Sequence[events_pb2.EnrichedMessage]) -> MergeBatch:
 
 
 def worker(settings: Settings) -> Worker:
-    store = GraphStore(settings)
+    store = Neo4jGraphStore(settings)
     # A message_id another user owns is dead-lettered (MESSAGE_ID_CONFLICT), never moved.
     writer = writers.StoreWriter(
         rows, store.merge_batch, store.screen_message_ids, "neo4j", "merge"

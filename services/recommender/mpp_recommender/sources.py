@@ -6,10 +6,11 @@
 - ``Neo4jSource``: the campaigns the user's intents point to (the catalog's ``intents``), the
   campaigns the user's own messages are ABOUT, and the campaigns engaged by users who share the
   user's intents or campaigns (co-engagement).
-- ``PostgresSource``: the catalog (live campaigns, names, caps), popularity and performance
-  (``campaign_performance``: CTR, conversions, messages), and the user's rules (conversions,
-  dismissals, today's impressions). Catalog and popularity are shared by all users and kept in
-  process, re-read every ``catalog_refresh_s`` / ``popularity_refresh_s``.
+- ``PostgresSource`` (``mpp_recommender.postgres_source``): the catalog, popularity and
+  performance, and the user's rules (conversions, dismissals, today's impressions).
+
+The Milvus and Neo4j sources only compose the stores' reads (``mpp.stores.milvus``,
+``mpp.stores.neo4j``) into candidates with their reasons.
 """
 
 from __future__ import annotations
@@ -19,27 +20,35 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, LiteralString
+from typing import Any
 
-import neo4j
 import numpy as np
-from psycopg_pool import ConnectionPool
-from pymilvus import MilvusClient
 
 from mpp.config import Settings
 from mpp.logs import get_logger
-from mpp.stores import milvus_client
-from mpp.vectors import VECTOR_FIELD, VectorStore
+from mpp.stores.clients import neo4j_driver
+from mpp.stores.milvus import MilvusVectorStore
+from mpp.stores.neo4j import Neo4jGraphStore
 from mpp_recommender.blend import (
     CampaignInfo,
     Candidate,
     Reason,
     TimedVector,
-    UserRules,
     user_vector,
 )
 from mpp_recommender.cache import SessionMessage
+
+# The PostgreSQL source has a module of its own; its names stay importable from here.
+from mpp_recommender.postgres_source import PostgresSource, popularity_candidates, rules_from_rows
+
+__all__ = [
+    "MilvusSource",
+    "Neo4jSource",
+    "PostgresSource",
+    "SourceAnswer",
+    "popularity_candidates",
+    "rules_from_rows",
+]
 
 log = get_logger(__name__)
 
@@ -71,15 +80,13 @@ class MilvusSource:
         cfg = settings.recommender
         # The recommender waits at most its own deadline, so its client gives up soon after.
         milvus = settings.milvus.model_copy(update={"timeout_s": max(cfg.milvus_timeout_s, 1.0)})
-        self._settings = settings.model_copy(update={"milvus": milvus})
-        self.store = VectorStore(self._settings)
+        self.store = MilvusVectorStore(settings.model_copy(update={"milvus": milvus}))
         self._k = cfg.candidates_per_source
         self._recent = cfg.recent_messages
         self._half_life_s = cfg.recency_half_life_s
         self._refresh_s = cfg.catalog_refresh_s
         self._campaign_vectors: dict[str, np.ndarray] = {}
         self._vectors_read_at = -math.inf
-        self._client: MilvusClient | None = None
         self._lock = threading.Lock()
 
     def prepare(self, dim: int | None = None) -> None:
@@ -89,14 +96,7 @@ class MilvusSource:
         if self.store.dimension is not None:
             return
         if dim is None:
-            if self._client is None:
-                self._client = milvus_client(self._settings)
-            name = self._settings.milvus.campaigns_collection
-            if not self._client.has_collection(name):
-                return
-            fields = self._client.describe_collection(name).get("fields", [])
-            dims = [int(f.get("params", {}).get("dim", 0)) for f in fields]
-            dim = max(dims, default=0) or None
+            dim = self.store.collection_dimension(self.store.campaigns)
             if dim is None:
                 return
         self.store.ensure_collections(dim)
@@ -116,19 +116,7 @@ class MilvusSource:
                 return self._campaign_vectors
             self._vectors_read_at = now
             try:
-                if self._client is None:
-                    self._client = milvus_client(self._settings)
-                rows = self._client.query(
-                    self._settings.milvus.campaigns_collection,
-                    filter="",
-                    output_fields=["campaign_id", VECTOR_FIELD],
-                    limit=16_384,
-                    timeout=self._settings.milvus.timeout_s,
-                )
-                self._campaign_vectors = {
-                    str(r["campaign_id"]): np.asarray(r[VECTOR_FIELD], dtype=np.float32)
-                    for r in rows
-                }
+                self._campaign_vectors = self.store.campaign_vectors()
             except Exception as exc:
                 log.warning("campaign_vectors_unavailable", error=str(exc))
         return self._campaign_vectors
@@ -194,81 +182,36 @@ class MilvusSource:
 
     def close(self) -> None:
         self.store.close()
-        if self._client is not None:
-            self._client.close()
 
 
 # -- Neo4j --------------------------------------------------------------------------------------
-
-# The user's recent messages with their intents and campaigns.
-USER_MESSAGES: LiteralString = """
-MATCH (:User {id: $user_id})-[:SENT]->(m:Message)
-WITH m ORDER BY m.ts DESC LIMIT $recent
-OPTIONAL MATCH (m)-[hi:HAS_INTENT]->(i:Intent)
-WITH m, collect([i.name, hi.score]) AS intents
-OPTIONAL MATCH (m)-[a:ABOUT]->(c:Campaign)
-RETURN m.id AS message_id, m.ts AS ts, intents, collect([c.id, a.score]) AS campaigns
-"""
-
-# Campaigns of users who share the user's intents or campaigns; each shared intent or campaign
-# contributes at most $per_node peers, so a popular intent costs a bounded amount.
-CO_ENGAGEMENT: LiteralString = """
-MATCH (u:User {id: $user_id})-[:SENT]->(m:Message)
-WITH u, m ORDER BY m.ts DESC LIMIT $recent
-MATCH (m)-[:HAS_INTENT|ABOUT]->(x)
-WITH u, collect(DISTINCT x) AS shared
-UNWIND shared AS x
-CALL (x, u) {
-  MATCH (x)<-[:HAS_INTENT|ABOUT]-(:Message)<-[:SENT]-(v:User)
-  WHERE v <> u
-  RETURN DISTINCT v LIMIT $per_node
-}
-WITH u, v, collect(DISTINCT coalesce(x.name, x.id)) AS via
-ORDER BY size(via) DESC LIMIT $peers
-MATCH (v)-[:SENT]->(:Message)-[:ABOUT]->(c:Campaign)
-WITH c, count(DISTINCT v) AS peers, collect(via[0])[0] AS via
-RETURN c.id AS campaign_id, peers, via
-ORDER BY peers DESC LIMIT $limit
-"""
 
 
 class Neo4jSource:
     name = "neo4j"
 
     def __init__(self, settings: Settings, catalog: Callable[[], Mapping[str, CampaignInfo]]):
-        cfg = settings.neo4j
         rec = settings.recommender
-        uri, tls = cfg.driver_args()
-        self.driver = neo4j.GraphDatabase.driver(
-            uri,
-            auth=cfg.auth(),
-            max_connection_pool_size=cfg.max_connection_pool_size,
+        # Reads wait at most the request's deadline, and are not retried (the breaker is).
+        self.driver = neo4j_driver(
+            settings,
             connection_timeout=max(rec.neo4j_timeout_s, 0.5),
             connection_acquisition_timeout=max(rec.neo4j_timeout_s * 2, 1.0),
             max_transaction_retry_time=0,
-            **tls,
         )
-        self._database = cfg.database
-        self._timeout_s = max(rec.neo4j_timeout_s * 4, 1.0)
+        self.store = Neo4jGraphStore(
+            settings, driver=self.driver, read_timeout_s=max(rec.neo4j_timeout_s * 4, 1.0)
+        )
         self._recent = rec.recent_messages
         self._k = rec.candidates_per_source
         self._catalog = catalog
 
-    def _run(self, query: LiteralString, **params: Any) -> list[neo4j.Record]:
-        # An auto-commit read (RUN + PULL) rather than execute_query's managed transaction
-        # (BEGIN, RUN, PULL, COMMIT): reads need no retry here, the breaker handles failures.
-        with self.driver.session(
-            database=self._database, default_access_mode=neo4j.READ_ACCESS
-        ) as session:
-            return list(session.run(neo4j.Query(query, timeout=self._timeout_s), params))
-
     def warm_up(self) -> None:
-        """Run both queries once, so that Neo4j has planned them before the first request."""
-        self._run(USER_MESSAGES, user_id="", recent=1)
-        self._run(CO_ENGAGEMENT, user_id="", recent=1, per_node=1, peers=1, limit=1)
+        """Run the reads once, so that Neo4j has planned them before the first request."""
+        self.store.warm_up()
 
     def recommend(self, user_id: str, session: Sequence[SessionMessage]) -> SourceAnswer:
-        messages = self._run(USER_MESSAGES, user_id=user_id, recent=self._recent)
+        messages = self.store.user_messages(user_id, self._recent)
         # intent -> (score, message_id), campaign -> (score, message_id); the session adds
         # messages the graph-writer has not written yet.
         intents: dict[str, tuple[float, str]] = {}
@@ -281,11 +224,11 @@ class Neo4jSource:
             if key not in target or value > target[key][0]:
                 target[str(key)] = (value, mid)
 
-        for record in messages:
-            for name, score in record["intents"]:
-                note(intents, name, score, record["message_id"])
-            for campaign_id, score in record["campaigns"]:
-                note(about, campaign_id, score, record["message_id"])
+        for graph_message in messages:
+            for name, score in graph_message.intents:
+                note(intents, name, score, graph_message.message_id)
+            for campaign_id, score in graph_message.campaigns:
+                note(about, campaign_id, score, graph_message.message_id)
         for message in session:
             for name, score in message.intents:
                 note(intents, name, score, message.message_id)
@@ -331,185 +274,26 @@ class Neo4jSource:
                 ),
             )
         if messages:
-            peers = self._run(
-                CO_ENGAGEMENT,
-                user_id=user_id,
-                recent=self._recent,
-                per_node=50,
-                peers=100,
-                limit=self._k,
+            peers = self.store.peer_campaigns(
+                user_id, self._recent, per_node=50, peers=100, limit=self._k
             )
-            most = max((int(r["peers"]) for r in peers), default=0)
-            for record in peers:
-                share = 0.5 * int(record["peers"]) / most if most else 0.0
-                via = str(record["via"] or "")
+            most = max((p.peers for p in peers), default=0)
+            for peer in peers:
+                share = 0.5 * peer.peers / most if most else 0.0
                 add(
-                    str(record["campaign_id"]),
+                    peer.campaign_id,
                     share,
                     Reason(
                         "neo4j",
                         "co_engagement",
-                        f"{record['peers']} users who share your interest in {via} talked "
+                        f"{peer.peers} users who share your interest in {peer.via} talked "
                         "about this campaign",
                         share,
-                        intent=via,
+                        intent=peer.via,
                     ),
                 )
         ranked = sorted(found.values(), key=lambda c: -c.score)[: self._k]
         return SourceAnswer(ranked, knows_user=True)
 
     def close(self) -> None:
-        self.driver.close()
-
-
-# -- PostgreSQL ---------------------------------------------------------------------------------
-
-CATALOG_SQL = """
-SELECT campaign_id, name, active, starts_at, ends_at, intents, daily_frequency_cap, channels,
-       locales
-FROM campaigns
-"""
-
-POPULARITY_SQL = """
-SELECT campaign_id, messages, impressions, clicks, conversions, ctr, conversion_rate
-FROM campaign_performance
-"""
-
-# The user's conversions and dismissals (ever) and impressions today, from the analytics
-# facts and the feedback received through this API, each feedback_id counted once.
-USER_RULES_SQL = """
-SELECT campaign_id, kind, count(DISTINCT feedback_id) FROM (
-    SELECT feedback_id, campaign_id, kind, day FROM feedback_facts WHERE user_id = %(user)s
-    UNION ALL
-    SELECT feedback_id, campaign_id, kind, day FROM recommender_feedback WHERE user_id = %(user)s
-) AS f
-WHERE kind IN ('conversion', 'dismissal') OR (kind = 'impression' AND day = %(day)s)
-GROUP BY campaign_id, kind
-"""
-
-
-def popularity_candidates(rows: Sequence[Mapping[str, Any]]) -> list[Candidate]:
-    """Popularity and performance: smoothed CTR and conversion rate, and talk volume.
-
-    score = (clicks + 1) / (impressions + 20) + 2 (conversions + 0.1) / (clicks + 10)
-            + 0.01 log(1 + messages): the priors keep a campaign with 1 click out of 1
-    impression from beating one with 400 out of 10,000.
-    """
-    out = []
-    for row in rows:
-        impressions, clicks = int(row["impressions"]), int(row["clicks"])
-        conversions, messages = int(row["conversions"]), int(row["messages"])
-        ctr = (clicks + 1) / (impressions + 20)
-        conversion = (conversions + 0.1) / (clicks + 10)
-        score = ctr + 2 * conversion + 0.01 * math.log1p(messages)
-        out.append(
-            Candidate(
-                str(row["campaign_id"]),
-                score,
-                [
-                    Reason(
-                        "postgres",
-                        "popular",
-                        f"CTR {float(row['ctr']):.1%} ({clicks} clicks of {impressions} "
-                        f"impressions), {conversions} conversions, {messages} messages",
-                        score,
-                    )
-                ],
-            )
-        )
-    out.sort(key=lambda c: (-c.score, c.campaign_id))
-    return out
-
-
-def rules_from_rows(rows: Sequence[tuple[str, str, int]]) -> UserRules:
-    excluded: dict[str, str] = {}
-    impressions: dict[str, int] = {}
-    for campaign_id, kind, count in rows:
-        if kind in ("conversion", "dismissal"):
-            excluded.setdefault(campaign_id, kind)
-        elif kind == "impression":
-            impressions[campaign_id] = int(count)
-    return UserRules(excluded, impressions)
-
-
-class PostgresSource:
-    name = "postgres"
-
-    def __init__(self, settings: Settings) -> None:
-        rec = settings.recommender
-        # Statements are cut server-side too, so a slow PostgreSQL frees its connections.
-        statement_timeout_ms = int(max(rec.postgres_timeout_s * 4, 1.0) * 1000)
-        self.pool = ConnectionPool(
-            settings.postgres.conninfo(),
-            min_size=1,
-            max_size=8,
-            timeout=max(rec.postgres_timeout_s * 2, 1.0),
-            open=False,
-            kwargs={"autocommit": True, "options": f"-c statement_timeout={statement_timeout_ms}"},
-            name="recommender",
-        )
-        self.pool.open(wait=False)
-        self._catalog_refresh_s = rec.catalog_refresh_s
-        self._popularity_refresh_s = rec.popularity_refresh_s
-        self._k = rec.candidates_per_source
-        self.catalog: dict[str, CampaignInfo] = {}
-        self.catalog_loaded = False
-        self._catalog_at = -math.inf
-        self._popular: list[Candidate] = []
-        self._popular_at = -math.inf
-        self._lock = threading.Lock()
-
-    def _query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Any]:
-        with self.pool.connection() as conn:
-            cur = conn.execute(sql.encode(), params)
-            columns = [c.name for c in cur.description or ()]
-            return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-
-    def refresh_catalog(self, force: bool = False) -> dict[str, CampaignInfo]:
-        """The catalog, re-read when due; a failed read keeps the last one and raises."""
-        now = time.monotonic()
-        if not force and now - self._catalog_at < self._catalog_refresh_s:
-            return self.catalog
-        with self._lock:
-            if not force and now - self._catalog_at < self._catalog_refresh_s:
-                return self.catalog
-            rows = self._query(CATALOG_SQL)
-            self.catalog = {
-                r["campaign_id"]: CampaignInfo(
-                    campaign_id=r["campaign_id"],
-                    name=r["name"],
-                    active=r["active"],
-                    starts_at=r["starts_at"],
-                    ends_at=r["ends_at"],
-                    intents=tuple(r["intents"] or ()),
-                    daily_frequency_cap=int(r["daily_frequency_cap"]),
-                    channels=tuple(r["channels"] or ()),
-                    locales=tuple(r["locales"] or ()),
-                )
-                for r in rows
-            }
-            self.catalog_loaded = True
-            self._catalog_at = now
-        return self.catalog
-
-    def popular(self, force: bool = False) -> list[Candidate]:
-        """Popular campaigns, re-read when due (or ``force``); raises when PostgreSQL fails."""
-        now = time.monotonic()
-        if force or now - self._popular_at >= self._popularity_refresh_s:
-            with self._lock:
-                if force or now - self._popular_at >= self._popularity_refresh_s:
-                    self._popular = popularity_candidates(self._query(POPULARITY_SQL))
-                    self._popular_at = now
-        return self._popular[: self._k]
-
-    def recommend(self, user_id: str) -> tuple[list[Candidate], UserRules]:
-        """Popular campaigns and the user's rules; raises when PostgreSQL cannot answer."""
-        self.refresh_catalog()
-        popular = self.popular()
-        today = datetime.now(UTC).date()
-        with self.pool.connection() as conn:
-            rows = conn.execute(USER_RULES_SQL.encode(), {"user": user_id, "day": today}).fetchall()
-        return popular, rules_from_rows(rows)
-
-    def close(self) -> None:
-        self.pool.close()
+        self.store.close()

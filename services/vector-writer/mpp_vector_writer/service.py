@@ -29,15 +29,11 @@ from mpp.codecs import Rejection
 from mpp.config import Settings
 from mpp.ownership import chained
 from mpp.service import Worker
+from mpp.stores.base import MAX_ID_CHARS
+from mpp.stores.milvus import MilvusVectorStore
+from mpp.stores.milvus_errors import DimensionMismatchError, SchemaMismatchError
+from mpp.stores.vector_rows import MAX_NAME_CHARS, MAX_SHORT_CHARS, MessageVector
 from mpp.v1 import events_pb2
-from mpp.vectors import (
-    MAX_NAME_CHARS,
-    MAX_SHORT_CHARS,
-    DimensionMismatchError,
-    MessageVector,
-    SchemaMismatchError,
-    VectorStore,
-)
 
 SERVICE = "vector-writer"
 
@@ -83,7 +79,7 @@ def check_enriched(enriched: events_pb2.EnrichedMessage) -> Rejection | None:
     for name, value, limit in (
         ("message.channel", message.channel, MAX_SHORT_CHARS),
         ("message.locale", message.locale, MAX_SHORT_CHARS),
-        ("message.campaign_id", message.campaign_id, writers.MAX_ID_CHARS),
+        ("message.campaign_id", message.campaign_id, MAX_ID_CHARS),
         ("intents", top, MAX_NAME_CHARS),
         ("model", enriched.model, MAX_NAME_CHARS),
     ):
@@ -93,7 +89,7 @@ def check_enriched(enriched: events_pb2.EnrichedMessage) -> Rejection | None:
     return None
 
 
-def dimension_screen(store: VectorStore) -> writers.Screen:
+def dimension_screen(store: MilvusVectorStore) -> writers.Screen:
     """The messages whose embedding's dimension is not the collection's. Before the
     collection exists, the dimension most of the batch has (the first seen on a tie) is the
     one the collection will be made with."""
@@ -136,7 +132,7 @@ def rows(messages: Sequence[events_pb2.EnrichedMessage]) -> list[MessageVector]:
 
 
 def worker(settings: Settings) -> Worker:
-    store = VectorStore(settings)
+    store = MilvusVectorStore(settings)
     # A message_id another user owns is dead-lettered (MESSAGE_ID_CONFLICT), never moved.
     screen = chained(dimension_screen(store), store.screen_message_ids)
     writer = writers.StoreWriter(rows, store.upsert_messages, screen, "milvus", "upsert")

@@ -1,7 +1,8 @@
 """Clients for the platform's stores, built from the one settings object.
 
-Each function returns a plain, configured client of the store's own library; the services'
-store classes (VectorStore, GraphStore...) wrap these with the platform's rules.
+Each function returns a plain, configured client of the store's own library; the store
+classes (``mpp.stores.milvus.MilvusVectorStore``, ``mpp.stores.neo4j.Neo4jGraphStore``...)
+wrap these with the platform's rules.
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ if TYPE_CHECKING:
     from pymilvus import MilvusClient
 
 
-def neo4j_driver(settings: Settings) -> neo4j.Driver:
+def neo4j_driver(settings: Settings, **overrides: Any) -> neo4j.Driver:
+    """The driver for ``settings.neo4j``; ``overrides`` are driver options (seconds) that
+    replace the defaults, such as the recommender's shorter ``connection_timeout``."""
     cfg = settings.neo4j
     uri, tls = cfg.driver_args()
-    return neo4j.GraphDatabase.driver(
-        uri,
-        auth=cfg.auth(),
-        max_connection_pool_size=cfg.max_connection_pool_size,
-        connection_timeout=5.0,
-        **tls,
-    )
+    options: dict[str, Any] = {
+        "auth": cfg.auth(),
+        "max_connection_pool_size": cfg.max_connection_pool_size,
+        "connection_timeout": 5.0,
+        **overrides,
+    }
+    return neo4j.GraphDatabase.driver(uri, **options, **tls)
 
 
 def postgres_connect(settings: Settings, **kwargs: Any) -> psycopg.Connection[Any]:
