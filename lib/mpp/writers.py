@@ -30,9 +30,7 @@ from mpp.kafka import Sink, TrackedProducer
 from mpp.logs import get_logger
 from mpp.ownership import conflict
 from mpp.service import Worker
-
-# Re-exported: mpp.analytics and the analytics service still read it from here.
-from mpp.stores.base import MAX_ID_CHARS as MAX_ID_CHARS
+from mpp.stores.base import MAX_ID_CHARS
 from mpp.tracing import (
     Link,
     Span,

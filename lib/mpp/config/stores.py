@@ -157,8 +157,8 @@ class MilvusSettings(BaseModel):
     campaigns_collection: str = "campaigns"
     # Bounds every call, pymilvus' own retries included.
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
-    # FLAT is exact and measured best on Milvus Lite up to 100k rows (lib/mpp/vectors.py); a
-    # full Milvus with millions of rows wants IVF_FLAT or HNSW.
+    # FLAT is exact and measured best on Milvus Lite up to 100k rows (mpp.stores.milvus_schema);
+    # a full Milvus with millions of rows wants IVF_FLAT or HNSW.
     index_type: Literal["FLAT", "IVF_FLAT", "HNSW"] = "FLAT"
     ivf_nlist: Annotated[int, Field(ge=1)] = 1024
     # Vectors per upsert request, in bytes: Milvus Lite slows down 20x above about 7 MB.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import grpc
 from pymilvus.exceptions import MilvusException
 
-from mpp.kafka import RetryableError
+from mpp.errors import RetryableError
 
 # Metrics and errors name the store so: store="milvus" (``mpp.observability``).
 STORE = "milvus"

@@ -38,7 +38,7 @@ from neo4j.exceptions import (
 )
 
 from mpp.config import Settings
-from mpp.kafka import RetryableError
+from mpp.errors import RetryableError
 from mpp.observability import store_operation, store_rows
 from mpp.ownership import Conflicts, RecentOwners, screen_owners
 from mpp.stores.base import GraphStore

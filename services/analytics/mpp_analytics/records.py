@@ -18,9 +18,10 @@ from confluent_kafka import Message
 
 from mpp.analytics.facts import FEEDBACK_KINDS, FeedbackFact, MessageFact
 from mpp.codecs import Rejection, event_time
+from mpp.stores.base import MAX_ID_CHARS
 from mpp.v1 import events_pb2, feedback_pb2
 from mpp.validation import MESSAGE_ID, USER_ID
-from mpp.writers import MAX_ID_CHARS, decode_known
+from mpp.writers import decode_known
 
 
 def _schema(field_name: str, detail: str) -> Rejection:
