@@ -44,7 +44,7 @@ import psycopg
 import redis.asyncio as aioredis
 
 from mpp.auth import key_entry
-from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
+from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.config import Settings
 from mpp.db import migrate
 from mpp.embedding import Embedder
@@ -55,6 +55,7 @@ from mpp.pipeline import free_port, log
 from mpp.samples import chitchat_events
 from mpp.stack import Stack, repo_root
 from mpp.stores import milvus_client, redis_client
+from mpp.stores.campaigns import upsert_campaigns
 from mpp.stores.graph_rows import MessageNode
 from mpp.stores.milvus import MilvusVectorStore
 from mpp.stores.neo4j import Neo4jGraphStore

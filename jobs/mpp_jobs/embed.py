@@ -139,9 +139,8 @@ def load_campaigns(source: str) -> list[dict[str, Any]]:
     if source == "none":
         return []
     if source == "postgres":
-        from mpp_embedder.service import read_campaigns
-
         from mpp.config import Settings
+        from mpp.stores.campaigns import read_campaigns
 
         campaigns = read_campaigns(Settings())
     else:

@@ -1,4 +1,5 @@
-"""The campaign catalog: a file format marketers edit, validation, and the Postgres upsert.
+"""The campaign catalog: a file format marketers edit and its validation (the table that holds it
+is ``mpp.stores.campaigns``'s).
 
 File format: JSON Lines (one campaign per line), a JSON array, or CSV with a header. Fields
 are those of ``mpp.v1.Campaign``; in CSV, ``tags``, ``intents``, ``channels`` and ``locales``
@@ -18,7 +19,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-import psycopg
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
 
 CAMPAIGN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -132,47 +132,3 @@ def parse_campaigns(path: Path) -> list[Campaign]:
 
 def default_campaigns_path() -> Path:
     return Path(str(resources.files("mpp.data").joinpath("campaigns.jsonl")))
-
-
-def upsert_campaigns(conn: psycopg.Connection[Any], campaigns: Iterable[Campaign]) -> int:
-    """Insert or update campaigns by id; rows whose content is unchanged are not touched."""
-    rows = [
-        (
-            c.campaign_id,
-            c.name,
-            c.description,
-            c.active,
-            c.starts_at,
-            c.ends_at,
-            c.tags,
-            c.intents,
-            c.daily_frequency_cap,
-            c.channels,
-            c.locales,
-        )
-        for c in campaigns
-    ]
-    with conn.cursor() as cur:
-        cur.executemany(
-            """
-            INSERT INTO campaigns (campaign_id, name, description, active, starts_at, ends_at,
-                                   tags, intents, daily_frequency_cap, channels, locales)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (campaign_id) DO UPDATE SET
-                name = EXCLUDED.name, description = EXCLUDED.description,
-                active = EXCLUDED.active, starts_at = EXCLUDED.starts_at,
-                ends_at = EXCLUDED.ends_at, tags = EXCLUDED.tags, intents = EXCLUDED.intents,
-                daily_frequency_cap = EXCLUDED.daily_frequency_cap,
-                channels = EXCLUDED.channels, locales = EXCLUDED.locales, updated_at = now()
-            WHERE (campaigns.name, campaigns.description, campaigns.active, campaigns.starts_at,
-                   campaigns.ends_at, campaigns.tags, campaigns.intents,
-                   campaigns.daily_frequency_cap, campaigns.channels, campaigns.locales)
-                  IS DISTINCT FROM
-                  (EXCLUDED.name, EXCLUDED.description, EXCLUDED.active, EXCLUDED.starts_at,
-                   EXCLUDED.ends_at, EXCLUDED.tags, EXCLUDED.intents,
-                   EXCLUDED.daily_frequency_cap, EXCLUDED.channels, EXCLUDED.locales)
-            """,
-            rows,
-        )
-    conn.commit()
-    return len(rows)

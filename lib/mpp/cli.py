@@ -93,8 +93,9 @@ def catalog_load_campaigns(
     ] = None,
 ) -> None:
     """Validate a campaign catalog and upsert it into PostgreSQL (idempotent)."""
-    from mpp.catalog import CatalogError, default_campaigns_path, parse_campaigns, upsert_campaigns
+    from mpp.catalog import CatalogError, default_campaigns_path, parse_campaigns
     from mpp.stores import postgres_connect
+    from mpp.stores.campaigns import upsert_campaigns
 
     source = path or default_campaigns_path()
     with fails_with((CatalogError, OSError), code=2):

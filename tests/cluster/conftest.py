@@ -16,9 +16,10 @@ import psycopg
 import pytest
 import yaml
 
-from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
+from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.config import Settings
 from mpp.stack.deploy import JOB_USER, Deployment, helm_binary
+from mpp.stores.campaigns import upsert_campaigns
 from tests.conftest import with_database, with_topics
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
+from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.codecs import parse_timestamp
 from mpp.config import Settings
 from mpp.samples import chitchat_events
@@ -49,6 +49,7 @@ from mpp.stack.cluster_config import HOST_GATEWAY, KAFKA_CLUSTER_PORT
 from mpp.stack.deploy import Deployment
 from mpp.stack.job_image import job_image_ref
 from mpp.stores import milvus_client, neo4j_driver
+from mpp.stores.campaigns import upsert_campaigns
 from mpp.warehouse import TABLES
 from mpp.warehouse.sqlite import SqliteWarehouse
 from mpp.warehouse.sync import sync_warehouse

@@ -14,9 +14,10 @@ from typing import Any
 
 import psycopg
 
-from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
+from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.config import Settings
 from mpp.pipeline import Pipeline, log
+from mpp.stores.campaigns import upsert_campaigns
 
 __all__ = ["Pipeline", "Replay", "build_replay", "isolated_run", "log"]
 

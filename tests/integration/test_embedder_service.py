@@ -17,10 +17,9 @@ from mpp_embedder.service import (
     CampaignCatalog,
     build_handler,
     build_worker,
-    read_campaigns,
 )
 
-from mpp.catalog import Campaign, default_campaigns_path, parse_campaigns, upsert_campaigns
+from mpp.catalog import Campaign, default_campaigns_path, parse_campaigns
 from mpp.config import EmbedderSettings, KafkaSettings, PostgresSettings, Settings
 from mpp.db import migrate
 from mpp.embedding import Embedder
@@ -28,6 +27,7 @@ from mpp.enrich import build_enricher
 from mpp.kafka import BatchLoop, TrackedProducer
 from mpp.kafka.testing import ListSink, renamed_topics
 from mpp.stores import postgres_connect
+from mpp.stores.campaigns import read_campaigns, upsert_campaigns
 from mpp.v1 import events_pb2 as pb
 from tests.loops import committed, run_until
 

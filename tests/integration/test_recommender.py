@@ -23,7 +23,7 @@ from mpp_recommender.activity import ActivityFollower
 from mpp_recommender.core import InvalidArgument, RecommendationLog, Recommender
 from mpp_recommender.sources import PostgresSource
 
-from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
+from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.config import Settings
 from mpp.embedding import Embedder
 from mpp.erasure import record_erasure, user_hash
@@ -31,6 +31,7 @@ from mpp.intents import campaign_text
 from mpp.kafka import TrackedProducer
 from mpp.pipeline import log
 from mpp.stores import redis_client
+from mpp.stores.campaigns import upsert_campaigns
 from mpp.stores.graph_rows import MessageNode
 from mpp.stores.milvus import MilvusVectorStore
 from mpp.stores.neo4j import Neo4jGraphStore

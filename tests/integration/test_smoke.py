@@ -13,11 +13,12 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from neo4j.exceptions import ConstraintError
 from pymilvus import DataType
 
-from mpp.catalog import default_campaigns_path, parse_campaigns, upsert_campaigns
+from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.config import Settings
 from mpp.db import available_migrations, migrate
 from mpp.kafka import TrackedProducer
 from mpp.stores import milvus_client, neo4j_driver, redis_client
+from mpp.stores.campaigns import upsert_campaigns
 
 
 def _create_topic(settings: Settings, name: str, partitions: int = 3) -> None:

@@ -29,8 +29,6 @@ from collections.abc import Callable
 import psycopg
 from confluent_kafka import Message
 from prometheus_client import Counter, Gauge
-from psycopg.rows import dict_row
-from pydantic import ValidationError
 
 from mpp.catalog import Campaign
 from mpp.codecs import Rejection, event_time
@@ -45,7 +43,7 @@ from mpp.kafka import Handler, Sink, TrackedProducer
 from mpp.logs import configure_logging, get_logger
 from mpp.observability import set_service
 from mpp.service import Worker, run_worker
-from mpp.stores import postgres_connect
+from mpp.stores.campaigns import read_campaigns
 from mpp.stores.milvus import MilvusVectorStore
 from mpp.stores.vector_rows import CampaignVector
 from mpp.tracing import Span, get_tracer, start_record_span, use_span
@@ -66,30 +64,6 @@ CATALOG_REFRESH_FAILURES = Counter(
     "Campaign catalog reads that failed (the previous catalog stayed in use).",
     ["service"],
 )
-
-
-def read_campaigns(settings: Settings) -> list[Campaign]:
-    """The active campaigns in PostgreSQL's ``campaigns`` table (migration 0001)."""
-    # Bounded like the connection: a stuck server must not stall the batch that refreshes.
-    timeout_ms = settings.postgres.connect_timeout_s * 1000
-    with (
-        postgres_connect(
-            settings, row_factory=dict_row, options=f"-c statement_timeout={timeout_ms}"
-        ) as conn,
-        conn.cursor() as cur,
-    ):
-        cur.execute(
-            "SELECT campaign_id, name, description, active, starts_at, ends_at, tags, intents,"
-            " daily_frequency_cap FROM campaigns WHERE active ORDER BY campaign_id"
-        )
-        rows = cur.fetchall()
-    campaigns = []
-    for row in rows:
-        try:
-            campaigns.append(Campaign.model_validate(row))
-        except ValidationError as exc:
-            log.warning("campaign_skipped", campaign_id=row.get("campaign_id"), error=str(exc))
-    return campaigns
 
 
 class CampaignCatalog:

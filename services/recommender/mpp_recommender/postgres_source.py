@@ -18,19 +18,15 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from mpp.analytics.store import CAMPAIGN_PERFORMANCE_SQL
 from mpp.config import Settings
+from mpp.stores import campaigns
 from mpp_recommender.blend import CampaignInfo, Candidate, Reason, UserRules
 
-CATALOG_SQL = """
-SELECT campaign_id, name, active, starts_at, ends_at, intents, daily_frequency_cap, channels,
-       locales
-FROM campaigns
-"""
-
-POPULARITY_SQL = """
-SELECT campaign_id, messages, impressions, clicks, conversions, ctr, conversion_rate
-FROM campaign_performance
-"""
+# Every campaign (inactive ones too: the blend says why it left one out), and the analytics
+# service's campaign_performance, read as their stores write them.
+CATALOG_SQL = campaigns.select_sql(live_only=False)
+POPULARITY_SQL = CAMPAIGN_PERFORMANCE_SQL
 
 # The user's conversions and dismissals (ever) and impressions today, from the analytics
 # facts and the feedback received through this API, each feedback_id counted once.
