@@ -144,6 +144,16 @@ def decode_known(cls: type[P], value: bytes | None, usual: str = "") -> P:
     return message
 
 
+def unread_topic(topic: str | None) -> Rejection:
+    """What a record from a topic the service does not subscribe to gets: a DLQ entry (it can
+    only come from a misconfigured subscription, and must not stop the batch)."""
+    return Rejection(
+        events_pb2.ERROR_CODE_PROCESSING_FAILED,
+        "",
+        f"record from topic {topic!r}, which this service does not read",
+    )
+
+
 def plan_batch(
     batch: list[Message], enriched_topic: str, erasure_topic: str, check: Check = check_ids
 ) -> Plan:
@@ -169,11 +179,7 @@ def plan_batch(
                     raise rejection
                 plan.add(enriched, msg)
             else:
-                raise Rejection(
-                    events_pb2.ERROR_CODE_PROCESSING_FAILED,
-                    "",
-                    f"record from topic {msg.topic()!r}, which this service does not read",
-                )
+                raise unread_topic(msg.topic())
         except Rejection as rejection:
             plan.rejected.append((msg, rejection))
     return plan

@@ -21,7 +21,7 @@ from mpp.codecs import Rejection, event_time
 from mpp.stores.base import MAX_ID_CHARS
 from mpp.v1 import events_pb2, feedback_pb2
 from mpp.validation import MESSAGE_ID, USER_ID
-from mpp.writers import decode_known
+from mpp.writers import decode_known, unread_topic
 
 
 def _schema(field_name: str, detail: str) -> Rejection:
@@ -166,11 +166,7 @@ def plan_batch(batch: Sequence[Message], enriched: str, feedback: str, erasure: 
             elif topic == erasure:
                 plan.erase(*erased_user(msg.value()))
             else:
-                raise Rejection(
-                    events_pb2.ERROR_CODE_PROCESSING_FAILED,
-                    "",
-                    f"record from topic {topic!r}, which this service does not read",
-                )
+                raise unread_topic(topic)
         except Rejection as rejection:
             plan.rejected.append((msg, rejection))
     return plan
