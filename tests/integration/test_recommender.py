@@ -20,7 +20,9 @@ import pytest
 from confluent_kafka import Consumer
 from mpp_embedder.service import build_enricher
 from mpp_recommender.activity import ActivityFollower
-from mpp_recommender.core import InvalidArgument, RecommendationLog, Recommender
+from mpp_recommender.checks import InvalidArgument
+from mpp_recommender.core import Recommender
+from mpp_recommender.recommendation_log import RecommendationLog
 from mpp_recommender.sources import PostgresSource
 
 from mpp.catalog import default_campaigns_path, parse_campaigns

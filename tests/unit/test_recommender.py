@@ -26,13 +26,8 @@ from mpp_recommender.blend import (
 )
 from mpp_recommender.breaker import CircuitBreaker
 from mpp_recommender.cache import SessionMessage
-from mpp_recommender.core import (
-    InvalidArgument,
-    check_feedback,
-    check_limit,
-    check_target,
-    check_user_id,
-)
+from mpp_recommender.checks import InvalidArgument, check_limit, check_target, check_user_id
+from mpp_recommender.feedback import check_feedback
 from mpp_recommender.http_api import answer_json, create_app
 from mpp_recommender.sources import popularity_candidates, rules_from_rows
 

@@ -6,9 +6,7 @@ hit with the cache child only, degraded and skipped sources, and the metrics tha
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,15 +14,17 @@ from typing import Any
 import grpc
 import pytest
 from fastapi.testclient import TestClient
-from mpp_recommender import core as core_module
+from mpp_recommender.answers import AnswerCache
 from mpp_recommender.blend import CampaignInfo, Candidate, Reason, UserRules
 from mpp_recommender.breaker import CircuitBreaker
 from mpp_recommender.cache import Lookup, Session
+from mpp_recommender.candidates import Candidates
 from mpp_recommender.core import Recommender
+from mpp_recommender.erasure import ErasedUsers
 from mpp_recommender.grpc_api import build_server
 from mpp_recommender.http_api import create_app
 from mpp_recommender.sources import SourceAnswer
-from mpp_recommender.telemetry import SourceCall
+from mpp_recommender.telemetry import SourceCall, note_breaker
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.sdk.trace import ReadableSpan
@@ -123,6 +123,7 @@ def memory_core(breaker_failures: int = 3, timeout_s: float = 0.5) -> Recommende
     """The real Recommender (recommend, compute, breakers, deadlines) over the stores above."""
     cfg = RecommenderSettings(
         breaker_failures=breaker_failures,
+        breaker_reset_s=60.0,
         milvus_timeout_s=timeout_s,
         neo4j_timeout_s=timeout_s,
         postgres_timeout_s=timeout_s,
@@ -135,18 +136,13 @@ def memory_core(breaker_failures: int = 3, timeout_s: float = 0.5) -> Recommende
     core.milvus = Vector()  # type: ignore[assignment]
     core.neo4j = Graph()  # type: ignore[assignment]
     core.postgres = Popularity()  # type: ignore[assignment]
-    core.breakers = {
-        name: CircuitBreaker(name, breaker_failures, 60.0, on_change=core_module._noted)
-        for name in ("milvus", "neo4j", "postgres")
-    }
-    core.timeouts = {"milvus": timeout_s, "neo4j": timeout_s, "postgres": timeout_s}
-    core.weights = {"milvus": 1.0, "neo4j": 0.8, "postgres": 0.3}
-    core._pool = ThreadPoolExecutor(4)
+    core.candidates = Candidates(
+        core.milvus, core.neo4j, core.postgres, cfg, on_breaker_change=note_breaker
+    )
     core.requests = ThreadPoolExecutor(2)
     core.log = Log()  # type: ignore[assignment]
-    core._last = OrderedDict()
-    core._last_lock = threading.Lock()
-    core.erased = {}
+    core.answers = AnswerCache(core.cache, cfg, lambda: core.postgres.catalog)
+    core.erased = ErasedUsers()
     return core
 
 
@@ -169,7 +165,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
 def core() -> Iterator[Recommender]:
     recommender = memory_core()
     yield recommender
-    recommender._pool.shutdown(wait=False, cancel_futures=True)
+    recommender.candidates.close()
     recommender.requests.shutdown(wait=False, cancel_futures=True)
 
 
@@ -277,7 +273,7 @@ def test_degraded_and_skipped_sources_say_why(
         second = client.get("/recommendations/u-2").json()
         assert sorted(second["degraded_sources"]) == ["milvus", "neo4j"]
     finally:
-        core._pool.shutdown(wait=True)
+        core.candidates.close(wait=True)
         core.requests.shutdown(wait=True)
 
     finished = spans.get_finished_spans()

@@ -29,7 +29,8 @@ from mpp.config import Scope, Settings
 from mpp.logs import get_logger
 from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
-from mpp_recommender.core import InvalidArgument, Recommender, Unavailable
+from mpp_recommender.checks import InvalidArgument, Unavailable
+from mpp_recommender.core import Recommender
 from mpp_recommender.telemetry import request_done
 
 log = get_logger(__name__)

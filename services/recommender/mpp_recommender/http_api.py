@@ -33,7 +33,8 @@ from mpp.http_guard import ASGIApp, Guard, Receive, Rule, Send
 from mpp.logs import get_logger
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
-from mpp_recommender.core import InvalidArgument, Recommender, Unavailable
+from mpp_recommender.checks import InvalidArgument, Unavailable
+from mpp_recommender.core import Recommender
 from mpp_recommender.telemetry import request_done
 
 log = get_logger(__name__)

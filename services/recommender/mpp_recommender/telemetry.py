@@ -29,6 +29,10 @@ from opentelemetry.trace import Status, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 
 from mpp import tracing
+from mpp.logs import get_logger
+from mpp.v1 import recommender_pb2 as R
+
+log = get_logger(__name__)
 
 SERVICE: Final = "recommender"
 
@@ -172,6 +176,16 @@ def breaker_changed(store: str, is_open: bool) -> None:
     BREAKER_OPEN.labels(SERVICE, SOURCE_OF_STORE.get(store, store)).set(1 if is_open else 0)
 
 
+def note_breaker(store: str, state: str) -> None:
+    """A breaker of the core (named by its store) opened or closed: its gauge and a log event
+    (``breaker_opened``, ``breaker_closed``)."""
+    breaker_changed(store, state == "open")
+    if state == "open":
+        log.warning("breaker_opened", source=store)
+    else:
+        log.info("breaker_closed", source=store)
+
+
 def reason_of(problem: str) -> Reason:
     """The reason of a store call that did not answer: ``open`` (the breaker's word) is
     ``breaker_open``, a timeout stays, anything else is an ``error``."""
@@ -290,3 +304,10 @@ def note_answer(strategy: str, cached: bool, degraded: list[str], items: int) ->
     span.set_attribute(ATTR_CACHED, cached)
     span.set_attribute(ATTR_DEGRADED, list(degraded))
     span.set_attribute(ATTR_ITEMS, items)
+
+
+def answer_served(answer: R.RecommendResponse) -> None:
+    """Count a computed or fallback answer (``mpp_recommender_answers_total`` by strategy) and
+    name it on the request span."""
+    ANSWERS.labels(SERVICE, answer.strategy).inc()
+    note_answer(answer.strategy, answer.cached, list(answer.degraded_sources), len(answer.items))
