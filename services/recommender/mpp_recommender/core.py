@@ -35,9 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from mpp.config import Settings
-from mpp.graph import GraphStore
 from mpp.kafka import TrackedProducer
 from mpp.logs import get_logger
+from mpp.stores.neo4j import Neo4jGraphStore
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
 from mpp_recommender.answers import AnswerCache
@@ -78,7 +78,7 @@ class Recommender:
         self.postgres = PostgresSource(settings)
         self.milvus = MilvusSource(settings)
         self.neo4j = Neo4jSource(settings, catalog=lambda: self.postgres.catalog)
-        self.graph = GraphStore(settings, driver=self.neo4j.driver)
+        self.graph = Neo4jGraphStore(settings, driver=self.neo4j.driver)
         self.candidates = Candidates(
             self.milvus, self.neo4j, self.postgres, cfg, on_breaker_change=note_breaker
         )

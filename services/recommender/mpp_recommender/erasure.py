@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 
 from mpp.config import Settings
 from mpp.erasure import record_erasure
-from mpp.graph import GraphStore
 from mpp.ids import user_hash, user_hashes
 from mpp.kafka import TrackedProducer
 from mpp.logs import get_logger
+from mpp.stores.neo4j import Neo4jGraphStore
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
 from mpp_recommender.cache import RedisCache
@@ -76,7 +76,7 @@ class Eraser:
     postgres: PostgresSource
     cache: RedisCache
     milvus: MilvusSource
-    graph: GraphStore
+    graph: Neo4jGraphStore
     erased: ErasedUsers
     forget_answer: Callable[[str], None]
 
