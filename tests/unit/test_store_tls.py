@@ -1,5 +1,5 @@
 """TLS settings of the stores (lib/mpp/config/) and the clients built from them
-(lib/mpp/stores.py, the recommender's own Neo4j driver and asyncio Redis pool).
+(lib/mpp/stores/clients.py, the recommender's own Neo4j driver and asyncio Redis pool).
 
 No server: each client library is asked what it would do (libpq parses the conninfo, the
 drivers and pools are built without connecting, pymilvus builds its gRPC channel), so a
