@@ -1,4 +1,7 @@
-"""A small reader of the repository's Dockerfile and .dockerignore (no Docker engine here)."""
+"""A small reader of the repository's Dockerfile and .dockerignore, for the offline checks of
+tests/deploy. Nothing here skips for want of a Docker engine: the same Dockerfile's targets
+are built for real with buildah (``mpp images build``) and run in the local cluster
+(tests/cluster/test_images.py)."""
 
 from __future__ import annotations
 
