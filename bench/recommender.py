@@ -1,5 +1,6 @@
-"""Recommender latency and throughput over gRPC and HTTP, cache hit and miss, at concurrency
-1, 16 and 64, measured by a compiled closed-loop load generator, beside the generator's own
+"""Recommender latency and throughput under a compiled closed-loop load generator.
+
+gRPC and HTTP, cache hit and miss, at concurrency 1, 16 and 64, beside the generator's own
 ceiling and a bare Redis GET and a bare Milvus search in the same run.
 
     .venv/bin/python bench/recommender.py [--seconds 5] [--concurrency 1 16 64] [--users 300]
@@ -97,11 +98,14 @@ class Doors:
         warmup = () if "-once" in options else (f"-warmup={min(1.0, self.seconds / 5)}",)
         out = []
         for door, requests, target, checks in (
-            ("gRPC", grpc_requests(pairs), self.target, self.grpc_options),
-            ("HTTP", http_requests(pairs), self.http, HTTP_CHECKS),
+            ("gRPC", grpc_requests, self.target, self.grpc_options),
+            ("HTTP", http_requests, self.http, HTTP_CHECKS),
         ):
+            if not pairs:
+                log(f"{door} {name}: no request left to send (more --users give more)")
+                continue
             result = run(
-                requests,
+                requests(pairs),
                 door.lower(),
                 target,
                 concurrency,
@@ -111,7 +115,7 @@ class Doors:
                 *options,
             )
             if result["exhausted"]:
-                log(f"{door} {name}: all {len(requests)} requests sent before the time was up")
+                log(f"{door} {name}: all {len(pairs)} requests sent before the time was up")
             out.append((Figures.of_run(f"{door} {name}", result), result["requests"]))
             if "-once" in options:
                 pairs = pairs[result["requests"] :]

@@ -50,12 +50,8 @@ type grpcCaller struct {
 
 func newGRPCCaller(o *runOptions) (caller, error) {
 	md := metadata.MD{}
-	for _, line := range o.headers {
-		name, value, err := header(line)
-		if err != nil {
-			return nil, err
-		}
-		md.Append(strings.ToLower(name), value)
+	for _, kv := range o.headers {
+		md.Append(strings.ToLower(kv[0]), kv[1])
 	}
 	c := &grpcCaller{md: md}
 	for range o.conns {

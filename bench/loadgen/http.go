@@ -21,12 +21,8 @@ type httpCaller struct {
 
 func newHTTPCaller(o *runOptions) (caller, error) {
 	h := http.Header{}
-	for _, line := range o.headers {
-		name, value, err := header(line)
-		if err != nil {
-			return nil, err
-		}
-		h.Add(name, value)
+	for _, kv := range o.headers {
+		h.Add(kv[0], kv[1])
 	}
 	transport := &http.Transport{
 		// No proxy from the environment: the bench talks to local servers.

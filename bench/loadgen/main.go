@@ -22,21 +22,22 @@ import (
 	"os"
 )
 
+// commands are the program's modes, each with its own flags.
+var commands = map[string]func(args []string) error{
+	"run":           runCommand,
+	"serve-trivial": serveTrivialCommand,
+}
+
 func main() {
-	if len(os.Args) < 2 {
+	var command func([]string) error
+	if len(os.Args) > 1 {
+		command = commands[os.Args[1]]
+	}
+	if command == nil {
 		fmt.Fprintln(os.Stderr, "usage: loadgen run|serve-trivial [flags] (-h for the flags)")
 		os.Exit(2)
 	}
-	var err error
-	switch os.Args[1] {
-	case "run":
-		err = runCommand(os.Args[2:])
-	case "serve-trivial":
-		err = serveTrivialCommand(os.Args[2:])
-	default:
-		err = fmt.Errorf("unknown command %q: use run or serve-trivial", os.Args[1])
-	}
-	if err != nil {
+	if err := command(os.Args[2:]); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}

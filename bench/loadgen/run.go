@@ -29,18 +29,18 @@ type callError struct {
 
 func (e *callError) Error() string { return e.kind + ": " + e.detail }
 
-type headers []string
+// headers are the -header flags, each "Name: value", split.
+type headers [][2]string
 
-func (h *headers) String() string     { return strings.Join(*h, ", ") }
-func (h *headers) Set(v string) error { *h = append(*h, v); return nil }
+func (h *headers) String() string { return fmt.Sprint(*h) }
 
-// header splits "Name: value".
-func header(line string) (string, string, error) {
+func (h *headers) Set(line string) error {
 	name, value, ok := strings.Cut(line, ":")
 	if !ok || strings.TrimSpace(name) == "" {
-		return "", "", fmt.Errorf("header %q: want \"Name: value\"", line)
+		return fmt.Errorf("header %q: want \"Name: value\"", line)
 	}
-	return strings.TrimSpace(name), strings.TrimSpace(value), nil
+	*h = append(*h, [2]string{strings.TrimSpace(name), strings.TrimSpace(value)})
+	return nil
 }
 
 type runOptions struct {
