@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import streaming_kit
 
 from mpp.auth import key_entry
 from mpp.catalog import default_campaigns_path, parse_campaigns
@@ -28,8 +29,6 @@ from mpp.config import Settings
 from mpp.db import migrate
 from mpp.embedding import Embedder
 from mpp.intents import campaign_text
-from mpp.kafka import ensure_topics
-from mpp.kafka.testing import isolated_kafka
 from mpp.pipeline import free_port
 from mpp.samples import chitchat_events
 from mpp.stack import repo_root
@@ -46,15 +45,11 @@ MESSAGES_PER_USER = 10
 
 
 def isolated(settings: Settings, run: str) -> Settings:
-    kafka = isolated_kafka(settings.kafka, run, create=False, group_prefix=f"bench-{run}")
-    milvus = settings.milvus.model_copy(
-        update={
-            "messages_collection": f"b_{run}_messages",
-            "campaigns_collection": f"b_{run}_campaigns",
-        }
-    )
+    """The streaming bench's topics and collections of the run's own (their topics created),
+    and a PostgreSQL database of its own (created by ``seed``)."""
+    streaming = streaming_kit.isolated(settings, run)
     postgres = settings.postgres.model_copy(update={"database": f"mpp_bench_{run}"})
-    return settings.model_copy(update={"kafka": kafka, "milvus": milvus, "postgres": postgres})
+    return streaming.model_copy(update={"postgres": postgres})
 
 
 def seed(settings: Settings, run: str, users: int) -> list[str]:
@@ -68,7 +63,6 @@ def seed(settings: Settings, run: str, users: int) -> list[str]:
     campaigns = parse_campaigns(default_campaigns_path())
     with psycopg.connect(settings.postgres.conninfo()) as conn:
         upsert_campaigns(conn, campaigns)
-    ensure_topics(settings.kafka)
     embedder = Embedder()
     enricher = build_enricher(settings, embedder)
     enricher.linker.update(campaigns)
