@@ -165,18 +165,20 @@ def run_in_venv(venv: Path, argv: list[str], what: str) -> None:
         )
 
 
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_ready(process: subprocess.Popen[bytes], base: str, log_path: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
+    while not answers(f"{base}/health"):
         if process.poll() is not None:
             raise RuntimeError(
                 f"feast serve exited {process.returncode}:\n{log_path.read_text()[-3000:]}"
             )
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"feast serve did not answer in {READY_TIMEOUT_S:.0f} s; see {log_path}"
