@@ -1,7 +1,7 @@
 """A peer for the recommender's cache-hit path: Feast's feature server serving precomputed
 recommendations from the local stack's Redis, for the same users, over its HTTP API (#17).
 
-    .venv/bin/python bench/feast_peer.py [--users 50] [--workers 1]
+    flock /tmp/mpp-servers.lock .venv/bin/python bench/feast_peer.py [--users 5] [--requests 200]
 
 Needs Redis of the local stack (started here if it does not answer). Feast (PyPI ``feast``,
 pinned in bench/feast-requirements.txt) lives in a virtualenv of its own under the stack cache
@@ -22,9 +22,14 @@ makes them easy to find and delete.
 The server runs with one worker by default, to compare like for like with the recommender's
 one process (``workers`` chooses more), with its access log off and with gunicorn's
 ``--max-requests 0``: Feast's default restarts each worker after about 1,000 requests, which a
-load test would measure as stalls. The ``__main__`` serves ``--users`` users with made-up
-lists from the default catalog, checks every answer against what was written and prints a few
-with their round trip; the load generator of bench/recommender.py POSTs ``FeastPeer.body``.
+load test would measure as stalls. The load generator of bench/recommender.py POSTs
+``FeastPeer.body(user)`` to ``FeastPeer.url``; ``FeastPeer.NONEMPTY`` is a byte string found in
+an answer exactly when it holds a non-empty list.
+
+The ``__main__`` is a self-check: ``--users`` users with made-up lists from the default
+catalog, one POST each checked against what was written (a few printed), an unknown user that
+must come back empty, then the latency of ``--requests`` sequential POSTs (p50/p99) beside as
+many bare Redis GETs of the same answers' bytes, measured in the same run.
 """
 
 from __future__ import annotations
@@ -40,11 +45,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -131,6 +136,10 @@ class FeastPeer:
     answers 422 to a body without ``Content-Type: application/json``), for that user's list."""
 
     HEADERS: ClassVar[dict[str, str]] = {"Content-Type": "application/json"}
+    # In every answer that holds a non-empty list for the user: Feast's compact JSON opens
+    # ``campaign_ids``' value with it; an unknown user gets ``"values":[null]``, an empty
+    # list ``"values":[[]]`` (the entity's own ``"values":["<id>"]`` never matches).
+    NONEMPTY: ClassVar[bytes] = b'"values":[["'
 
     url: str
     base: str
@@ -141,6 +150,9 @@ class FeastPeer:
     def body(self, user_id: str) -> bytes:
         request = {"features": FEATURES, "entities": {"user_id": [user_id]}}
         return json.dumps(request, separators=(",", ":")).encode()
+
+    def nonempty(self, answer: bytes) -> bool:
+        return self.NONEMPTY in answer
 
     @staticmethod
     def recommendations(answer: bytes) -> list[tuple[str, float]]:
@@ -282,11 +294,69 @@ def made_up(users: int, seed: int = 17) -> Recommendations:
     return out
 
 
+def quantiles_ms(samples: list[float]) -> str:
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return f"p50 {cuts[49] * 1000:.2f} ms, p99 {cuts[98] * 1000:.2f} ms"
+
+
+def timed(call: Callable[[int], object], count: int) -> list[float]:
+    """Seconds each of ``count`` sequential ``call(i)`` took."""
+    out: list[float] = []
+    for i in range(count):
+        sent = time.perf_counter()
+        call(i)
+        out.append(time.perf_counter() - sent)
+    return out
+
+
+def self_check(settings: Settings, peer: FeastPeer, rows: Recommendations, args: Any) -> int:
+    """One POST per user (checked against what was written; ``--show`` of them printed), an
+    unknown user (must not match ``NONEMPTY``), then ``--requests`` sequential POSTs beside as
+    many bare Redis GETs of the same answers' bytes, in this run."""
+    print(f"feast {peer.url} project {peer.project}: {count_keys(settings, peer.project)} keys")
+    users = list(rows)
+    answers_of: dict[str, bytes] = {}
+    wrong: list[str] = []
+    with httpx.Client(timeout=5) as client:
+
+        def post(user: str) -> bytes:
+            answer = client.post(peer.url, content=peer.body(user), headers=peer.HEADERS)
+            answer.raise_for_status()
+            return answer.content
+
+        for n, user in enumerate(users):
+            answers_of[user] = post(user)
+            got = peer.recommendations(answers_of[user])
+            if got != rows[user] or not peer.nonempty(answers_of[user]):
+                wrong.append(f"{user}: wrote {rows[user]}, got {got}")
+            if n < args.show:
+                print(f"POST {peer.body(user).decode()}\n  -> {answers_of[user].decode()}")
+        unknown = post(f"no-such-user-{peer.project}")
+        if peer.nonempty(unknown) or peer.recommendations(unknown):
+            wrong.append(f"unknown user answered as found: {unknown.decode()}")
+        http = timed(lambda i: post(users[i % len(users)]), args.requests)
+    redis = redis_client(settings)
+    bare = {u: f"mpp-feast-peer-bare:{u}:{peer.project}" for u in users}  # deleted on exit
+    redis.mset({bare[u]: answers_of[u] for u in users})
+    gets = timed(lambda i: redis.get(bare[users[i % len(users)]]), args.requests)
+    redis.close()
+    size = statistics.mean(len(a) for a in answers_of.values())
+    print(f"{args.requests} sequential requests over {len(users)} users, answers ~{size:.0f} B:")
+    print(f"  feast serve POST /get-online-features (httpx, keep-alive): {quantiles_ms(http)}")
+    print(f"  bare Redis GET of the same bytes (redis-py):             {quantiles_ms(gets)}")
+    if wrong:
+        print(f"{len(wrong)} wrong answers:", *wrong[:5], sep="\n")
+        return 1
+    print(f"all {len(users)} answers equal what was written; the unknown user's is empty")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--users", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--show", type=int, default=3, help="answers to print")
+    parser.add_argument("--requests", type=int, default=200, help="timed sequential requests")
     args = parser.parse_args()
     settings = Settings()
     Stack(settings, only=("redis",)).up(lambda m: None)
@@ -295,30 +365,7 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="feast-peer-") as tmp,
         feast_peer(settings, rows, Path(tmp), workers=args.workers) as peer,
     ):
-        print(f"feast {peer.url} project {peer.project}: {count_keys(settings, peer.project)} keys")
-        wrong: list[str] = []
-        trips: list[float] = []
-        with httpx.Client(timeout=5) as client:
-            for n, (user, expected) in enumerate(rows.items()):
-                sent = time.perf_counter()
-                answer = client.post(peer.url, content=peer.body(user), headers=peer.HEADERS)
-                trips.append(time.perf_counter() - sent)
-                answer.raise_for_status()
-                got = peer.recommendations(answer.content)
-                if got != expected:
-                    wrong.append(f"{user}: wrote {expected}, got {got}")
-                if n < args.show:
-                    print(f"POST {peer.body(user).decode()}")
-                    print(f"  -> {answer.status_code} in {trips[-1] * 1000:.2f} ms: {answer.text}")
-        print(
-            f"{len(rows)} users fetched one by one (httpx, keep-alive): round trip median "
-            f"{statistics.median(trips) * 1000:.2f} ms, max {max(trips) * 1000:.2f} ms"
-        )
-        if wrong:
-            print(f"{len(wrong)} answers differ from what was written:", *wrong[:5], sep="\n")
-            return 1
-        print(f"all {len(rows)} answers equal what was written")
-    return 0
+        return self_check(settings, peer, rows, args)
 
 
 if __name__ == "__main__":
