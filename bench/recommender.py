@@ -27,6 +27,13 @@ classes.
   search: the campaign collection with a user vector, what the Milvus source's last step does
   (pymilvus on threads). Both are Python clients, as before.
 
+- Feast feature server (HTTP): the peer of issue #17, Feast's ``feast serve`` (one worker, as
+  the service is one process; bench/feast_peer.py) over the same Redis, serving each hot
+  user's (campaign id, score) list as the service answered it, through the same generator
+  (POST /get-online-features); its hit rate is the share of answers holding a non-empty list.
+  The table's notes give the service's HTTP cache hit over it, requests/s and p99. Feast
+  lives in a virtualenv of its own, built the first time (minutes); ``--no-feast`` skips it.
+
 ``--loaded`` measures everything again with one busy process per core (normal priority).
 Targets: issue #5 (cache-hit p99 at most 5 ms, miss p99 at most 50 ms) and issue #17 (cache
 hit p99 at most 3 ms at concurrency 16 on gRPC; at 64, at least 1.7x the single-process
@@ -46,12 +53,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import grpc
 import numpy as np
 import redis.asyncio as aioredis
+from feast_peer import FeastPeer, feast_peer
 from load_generator import TABLE_HEAD, Figures, Request, busy_cores, run, trivial_server
 from recommender_world import KEY, MESSAGES_PER_USER, clean, isolated, seed, start_service
 
@@ -69,6 +77,19 @@ HOT_LIMIT = 10
 # How each door's answer says it came from the cache, and what a good answer holds.
 GRPC_CHECKS = (f"-header=authorization: Bearer {KEY}", "-hit-field=4", "-expect-field=2")
 HTTP_CHECKS = (f"-header=X-API-Key: {KEY}", '-hit-bytes="cached":true', '-expect-bytes="items":[{')
+
+
+def feast_row(
+    peer: FeastPeer | None, users: list[str], concurrency: int, seconds: float
+) -> list[Figures]:
+    """The Feast peer's row: the hot users' lists over its HTTP API (none without a peer)."""
+    if peer is None:
+        return []
+    requests = [Request("/get-online-features", peer.body(u)) for u in users]
+    checks = [f"-header=Content-Type: {peer.HEADERS['Content-Type']}"]
+    checks += [f"-hit-bytes={peer.NONEMPTY.decode()}", f"-warmup={min(1.0, seconds / 5)}"]
+    result = run(requests, "http", peer.base, concurrency, seconds, *checks)
+    return [Figures.of_run("Feast feature server (HTTP)", result)]
 
 
 def grpc_requests(pairs: list[tuple[str, int]]) -> list[Request]:
@@ -165,7 +186,7 @@ async def bench_redis(
 def bench_milvus(settings: Settings, users: list[str], concurrency: int, seconds: float) -> Figures:
     store = MilvusVectorStore(settings)
     vectors = [np.asarray(v.embedding) for v in store.user_vectors(users[0], limit=10)]
-    vector = (sum(vectors) / len(vectors)).tolist()
+    vector = np.mean(vectors, axis=0).tolist()
     client = milvus_client(settings)
     name = settings.milvus.campaigns_collection
     client.search(name, data=[vector], limit=50, output_fields=["campaign_id"])
@@ -197,6 +218,7 @@ def measure(
     users: list[str],
     misses: list[tuple[str, int]],
     value: bytes,
+    peer: FeastPeer | None,
 ) -> list[Figures]:
     """Every row at every concurrency; ``misses`` loses the pairs it asked."""
     rows: list[Figures] = []
@@ -207,6 +229,7 @@ def measure(
         # Answer the hot set again, so that no cached answer expires during the hit runs.
         run(grpc_requests(hot), "grpc", service.target, 8, 60, *GRPC_CHECKS, "-once")
         rows += [f for f, _ in service.load("cache hit", hot, concurrency)]
+        rows += feast_row(peer, users[:HOT_USERS], concurrency, args.seconds)
         for figures, sent in service.load("cache miss", misses, concurrency, "-once"):
             rows.append(figures)
             del misses[:sent]
@@ -241,6 +264,21 @@ def issue_17_targets(rows: list[Figures]) -> list[str]:
     return lines
 
 
+def peer_ratios(rows: list[Figures]) -> list[str]:
+    """The service's HTTP cache hit over the Feast peer, at each concurrency both ran."""
+    found = {(f.name, f.concurrency): f for f in rows}
+    lines = []
+    for (name, concurrency), feast in found.items():
+        ours = found.get(("HTTP cache hit", concurrency))
+        if name.startswith("Feast") and ours is not None:
+            lines.append(
+                f"concurrency {concurrency}: HTTP cache hit / Feast: "
+                f"{ours.rps / feast.rps:.2f}x the requests/s ({ours.rps:,.0f} / {feast.rps:,.0f}), "
+                f"p99 {ours.p99:.2f} / {feast.p99:.2f} ms = {ours.p99 / feast.p99:.2f}x"
+            )
+    return lines
+
+
 def print_table(title: str, rows: list[Figures]) -> None:
     print(f"\n{title}")
     print(TABLE_HEAD)
@@ -250,6 +288,10 @@ def print_table(title: str, rows: list[Figures]) -> None:
     print("issue #17 targets:")
     for line in issue_17_targets(rows):
         print(f"- {line}")
+    ratios = peer_ratios(rows)
+    if ratios:
+        print("the peer (Feast's feature server, one worker, the same Redis and users):")
+        print(*(f"- {line}" for line in ratios), sep="\n")
 
 
 def main() -> int:
@@ -261,6 +303,7 @@ def main() -> int:
     parser.add_argument(
         "--loaded", action="store_true", help="measure again with one busy process per core"
     )
+    parser.add_argument("--no-feast", action="store_true", help="no Feast peer row")
     args = parser.parse_args()
     base = Settings()
     Stack(base).up(lambda m: None)
@@ -270,23 +313,37 @@ def main() -> int:
     try:
         log(f"seeding {args.users} users x {MESSAGES_PER_USER} messages")
         users = seed(settings, run_id, args.users)
-        with tempfile.TemporaryDirectory() as home, trivial_server() as (t_http, t_grpc):
-            process, http, target = start_service(settings, Path(home))
+        with ExitStack() as stack:
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            t_http, t_grpc = stack.enter_context(trivial_server())
+            process, http, target = start_service(settings, home)
             log("service ready; warming the cache (every user once, limit 10)")
             stub = RG.RecommenderStub(grpc.insecure_channel(target))
             metadata = (("authorization", f"Bearer {KEY}"),)
-            value = b""
-            for user in users:
-                value = stub.Recommend(
+            answers = {
+                user: stub.Recommend(
                     R.RecommendRequest(user_id=user, limit=HOT_LIMIT), metadata=metadata
-                ).SerializeToString()
+                )
+                for user in users
+            }
+            value = answers[users[-1]].SerializeToString()
+            peer = None
+            if not args.no_feast:
+                lists = {
+                    u: [(i.campaign_id, i.score) for i in answers[u].items]
+                    for u in users[:HOT_USERS]
+                }
+                (home / "feast").mkdir()
+                peer = stack.enter_context(feast_peer(base, lists, home / "feast"))
             misses = [(u, limit) for u in users for limit in range(11, 101)]
             random.Random(1).shuffle(misses)
             service = Doors(http, target, args.grpc_connections, args.seconds)
             trivial = Doors(t_http, t_grpc, args.grpc_connections, args.seconds)
             for busy in [0] + ([os.cpu_count() or 1] if args.loaded else []):
                 with busy_cores(busy) if busy else nullcontext(busy):
-                    rows = measure(args, settings, run_id, service, trivial, users, misses, value)
+                    rows = measure(
+                        args, settings, run_id, service, trivial, users, misses, value, peer
+                    )
                 machine = f"{busy} busy processes (one per core)" if busy else "no other load"
                 print_table(
                     f"recommender bench{' (loaded)' if busy else ''}: {len(users)} users, "

@@ -28,6 +28,7 @@ from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.config import Settings
 from mpp.db import migrate
 from mpp.embedding import Embedder
+from mpp.enrich import build_enricher
 from mpp.intents import campaign_text
 from mpp.pipeline import free_port
 from mpp.samples import chitchat_events
@@ -54,7 +55,6 @@ def isolated(settings: Settings, run: str) -> Settings:
 
 def seed(settings: Settings, run: str, users: int) -> list[str]:
     """Catalog, campaign vectors, and each user's messages in Milvus and Neo4j."""
-    from mpp_embedder.service import build_enricher
 
     admin = settings.postgres.model_copy(update={"database": "mpp"}).conninfo()
     with psycopg.connect(admin, autocommit=True) as conn:
