@@ -55,7 +55,6 @@ def isolated(settings: Settings, run: str) -> Settings:
 
 def seed(settings: Settings, run: str, users: int) -> list[str]:
     """Catalog, campaign vectors, and each user's messages in Milvus and Neo4j."""
-
     admin = settings.postgres.model_copy(update={"database": "mpp"}).conninfo()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{settings.postgres.database}"')
