@@ -14,29 +14,10 @@ import pytest
 from mpp_jobs import aggregate, embed, erase
 
 from .conftest import BUILD_TIMEOUT_S, REPO, run_python
+from .dag_inspection import DAG_ID, INTERVAL, inspect
 
-DAG_ID = "marketing_personalization_pipeline"
-INTERVAL = ("2026-11-27T00:00:00+00:00", "2026-11-28T00:00:00+00:00")
 # The first test of a fresh machine builds Airflow's environment in its setup.
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S)
-
-
-def inspect(airflow_python: Path, tmp_path: Path, dags: Path, **env: str) -> dict[str, Any]:
-    out = tmp_path / "dag.json"
-    environment = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        **env,
-    }
-    run_python(
-        airflow_python,
-        [str(REPO / "tests/batch/inspect_dag.py"), str(dags), DAG_ID, *INTERVAL, str(out)],
-        environment,
-        timeout_s=120,
-    )
-    return dict(json.loads(out.read_text()))
 
 
 @pytest.fixture(scope="module")

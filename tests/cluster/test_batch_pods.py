@@ -26,7 +26,7 @@ from mpp.stack.cluster_config import HOST_GATEWAY
 from mpp.stack.deploy import Deployment, kubectl_binary
 from mpp.stack.job_image import job_image_ref
 from tests.batch.conftest import BUILD_TIMEOUT_S
-from tests.batch.test_dag import inspect
+from tests.batch.dag_inspection import inspect
 from tests.cluster.conftest import batch_namespace, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(BUILD_TIMEOUT_S)]

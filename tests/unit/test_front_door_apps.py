@@ -18,7 +18,7 @@ from mpp import analytics
 from mpp.config import HttpSettings, Settings
 
 from .front_door_keys import ADMIN, ERASE, KEYS, READ, SLOW, WRITE, auth
-from .test_recommender import StubCore
+from .stub_core import StubCore
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from mpp.erasure import user_hash
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
 
-NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+from .stub_core import NOW, StubCore
 
 
 def reason(source: str, score: float) -> Reason:
@@ -264,30 +264,6 @@ def test_feedback_times_out_of_range_are_invalid_arguments(seconds: int, nanos: 
     with pytest.raises(InvalidArgument) as info:
         check_feedback(event, NOW.timestamp())
     assert info.value.field == "feedback.timestamp"
-
-
-class StubCore:
-    """What the HTTP layer calls, with the real checks and no store behind them."""
-
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-
-    async def recommend_async(
-        self, user_id: str, limit: int = 0, channel: str = "", locale: str = ""
-    ) -> R.RecommendResponse:
-        check_user_id(user_id)
-        self.asked.append(user_id)
-        return R.RecommendResponse(user_id=user_id, strategy="cold_start")
-
-    def record_feedback(self, feedback: F.FeedbackEvent) -> str:
-        check_feedback(feedback, NOW.timestamp())
-        self.asked.append(feedback.user_id)
-        return feedback.feedback_id
-
-    def forget_user(self, user_id: str, reason: str = "", requested_by: str = "") -> Any:
-        check_user_id(user_id)
-        self.asked.append(user_id)
-        return R.ForgetUserResponse(request_id="r")
 
 
 @pytest.fixture
