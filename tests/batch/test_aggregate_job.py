@@ -17,8 +17,8 @@ from mpp import analytics
 from mpp.config import Settings
 from mpp.stack import job_venvs as venvs
 from mpp.warehouse.sqlite import SqliteWarehouse
-from tests.integration.test_analytics_postgres import aggregates as serving_tables
-from tests.integration.test_analytics_postgres import workload, write
+from tests.integration.analytics.workload import aggregates as serving_tables
+from tests.integration.analytics.workload import workload, write
 
 from .conftest import BUILD_TIMEOUT_S, last_json, run_python, settings_env
 

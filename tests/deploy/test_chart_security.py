@@ -28,7 +28,7 @@ from tests.deploy.conftest import (
     template,
     template_result,
 )
-from tests.deploy.test_chart import (
+from tests.deploy.manifests import (
     OPTIONS_EXISTING,
     all_containers,
     container,

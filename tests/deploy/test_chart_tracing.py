@@ -8,13 +8,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mpp.stack.services import SERVICES
-from tests.deploy.conftest import CHART, DEFAULTS, FULLNAME, Rendered, template, template_result
-from tests.deploy.test_chart import all_containers, container, deployment, env_of, workloads
+from tests.deploy.conftest import CHART, DEFAULTS, Rendered, template, template_result
+from tests.deploy.manifests import (
+    all_containers,
+    container,
+    deployment,
+    egress_to,
+    otel_env,
+    workloads,
+)
 
 pytestmark = pytest.mark.timeout(1800)  # the first run builds helm (see conftest)
 
@@ -30,20 +36,6 @@ def no_otel_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         if name.startswith("OTEL_"):
             monkeypatch.delenv(name)
     return monkeypatch
-
-
-def otel_env(c: dict[str, Any]) -> dict[str, str]:
-    return {name: value for name, value in env_of(c).items() if name.startswith("OTEL_")}
-
-
-def egress_to(rendered: Rendered, component: str, port: int) -> list[dict[str, Any]]:
-    """The egress rules of a component's NetworkPolicy that open ``port``."""
-    policy = rendered.get("NetworkPolicy", f"{FULLNAME}-{component}")
-    return [
-        rule
-        for rule in policy["spec"]["egress"]
-        if {"port": port, "protocol": "TCP"} in rule.get("ports", [])
-    ]
 
 
 def test_tracing_is_off_by_default(default_render: Rendered) -> None:

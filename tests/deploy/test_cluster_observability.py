@@ -20,8 +20,7 @@ from mpp.stack.deploy import deep_merge, local_values
 from mpp.stack.prometheus import ALERT_RULES
 from mpp.stack.services import SERVICES
 from tests.deploy.conftest import Rendered, template
-from tests.deploy.test_chart import container, deployment
-from tests.deploy.test_chart_tracing import egress_to, otel_env
+from tests.deploy.manifests import container, deployment, egress_to, otel_env
 from tests.observability import built_binary
 
 REPO = Path(__file__).resolve().parents[2]

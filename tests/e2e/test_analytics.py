@@ -21,7 +21,7 @@ from mpp.samples import chitchat_events
 from mpp.v1 import feedback_pb2 as F
 from mpp.warehouse.sqlite import SqliteWarehouse
 from tests.e2e.pipeline import Pipeline, build_replay, isolated_run, log
-from tests.integration.test_analytics_postgres import KINDS, aggregates, recompute
+from tests.integration.analytics.workload import KINDS, aggregates, recompute
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -32,10 +32,10 @@ from mpp.config import AuthSettings, Settings
 
 # Fixtures of the recommender's process tests: a world of its own (topics, database,
 # collections, catalog) and the service started on it with these keys.
-from tests.integration.test_recommender_service import KEY as RECOMMENDER_KEY
-from tests.integration.test_recommender_service import Running
-from tests.integration.test_recommender_service import service as service
-from tests.integration.test_recommender_service import world as world
+from tests.integration.recommender.process import KEY as RECOMMENDER_KEY
+from tests.integration.recommender.process import Running
+from tests.integration.recommender.process import service as service
+from tests.integration.recommender.world import world as world
 
 from .strategies import fuzz
 

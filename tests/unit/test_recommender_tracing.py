@@ -1,181 +1,34 @@
-"""The recommender's spans and metrics (#16), through its real front doors (FastAPI in a test
-client, grpc.aio on a loopback port) and its real core, with the stores replaced by objects
-in memory: a request span per call, one child per source consulted with its outcome, a cache
-hit with the cache child only, degraded and skipped sources, and the metrics that move."""
+"""The recommender's spans (#16), through its real front doors (FastAPI in a test client,
+grpc.aio on a loopback port) and its real core, with the stores replaced by objects in memory
+(recommender_memory.py): a request span per call, one child per source consulted with its
+outcome, a cache hit with the cache child only, degraded and skipped sources, and the metrics
+that move with them. Tracing off by default and the metrics alone: test_recommender_metrics.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import pytest
-from fastapi.testclient import TestClient
-from mpp_recommender.answers import AnswerCache
-from mpp_recommender.blend import CampaignInfo, Candidate, Reason, UserRules
-from mpp_recommender.breaker import CircuitBreaker
-from mpp_recommender.cache import Lookup, Session
-from mpp_recommender.candidates import Candidates
 from mpp_recommender.core import Recommender
-from mpp_recommender.erasure import ErasedUsers
 from mpp_recommender.grpc_api import build_server
-from mpp_recommender.http_api import create_app
-from mpp_recommender.sources import SourceAnswer
-from mpp_recommender.telemetry import SourceCall, note_breaker
-from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import REGISTRY
-from prometheus_client.parser import text_string_to_metric_families
 
-from mpp import tracing
-from mpp.config import AuthSettings, GrpcSettings, RecommenderSettings, Settings
+from mpp.config import AuthSettings, GrpcSettings, Settings
 from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
-from tests.otel import clean_tracing, trace_into_memory
+
+from .recommender_memory import clean_otel as clean_otel  # the autouse fixture
+from .recommender_memory import core as core  # the fixture
+from .recommender_memory import http, memory_core, metric
+from .recommender_memory import spans as spans  # the fixture
 
 SOURCES = ["cache", "graph", "popularity", "session", "vector"]
-
-
-# -- the stores, in memory ------------------------------------------------------------------
-
-
-class MemoryCache:
-    """RedisCache's interface over dicts; ``down`` makes every call fail as Redis down does."""
-
-    def __init__(self) -> None:
-        self.answers: dict[tuple[str, str], bytes] = {}
-        self.down = False
-        self.breaker = CircuitBreaker("redis", 3, 60.0)
-
-    def get_answer(self, user_id: str, field: str) -> Lookup:
-        if self.down:
-            return Lookup(None, "error", "error")
-        raw = self.answers.get((user_id, field))
-        return Lookup(raw, "hit") if raw is not None else Lookup(None, "miss")
-
-    async def get_answer_async(self, user_id: str, field: str) -> Lookup:
-        return self.get_answer(user_id, field)
-
-    def session(self, user_id: str) -> Session:
-        if self.down:
-            return Session([], None, problem="error")
-        return Session([], b"")
-
-    def save(self, user_id: str, field: str, answer: bytes, *rest: Any) -> bool:
-        if self.down:
-            return False
-        self.answers[(user_id, field)] = answer
-        return True
-
-    def get_last(self, user_id: str) -> bytes | None:
-        return None
-
-
-class Vector:
-    def __init__(self) -> None:
-        self.delay_s = 0.0
-
-    def recommend(self, user_id: str, session: Any, complete: bool = False) -> SourceAnswer:
-        time.sleep(self.delay_s)
-        reason = Reason("milvus", "similar_to_messages", "close to your messages", 0.9)
-        return SourceAnswer([Candidate("travel", 0.9, [reason])], knows_user=True)
-
-
-class Graph:
-    def __init__(self) -> None:
-        self.error: Exception | None = None
-
-    def recommend(self, user_id: str, session: Any) -> SourceAnswer:
-        if self.error is not None:
-            raise self.error
-        reason = Reason("neo4j", "intent_match", "you talked about travel", 0.8)
-        return SourceAnswer([Candidate("travel", 0.8, [reason])], knows_user=True)
-
-
-class Popularity:
-    def __init__(self) -> None:
-        self.catalog = {
-            "travel": CampaignInfo("travel", "Travel"),
-            "food": CampaignInfo("food", "Food"),
-        }
-
-    def recommend(self, user_id: str) -> tuple[list[Candidate], UserRules]:
-        return [
-            Candidate("food", 1.0, [Reason("postgres", "popular", "popular", 1.0)])
-        ], UserRules()
-
-
-class Log:
-    def __init__(self) -> None:
-        self.rows = 0
-
-    def add(self, user_id: str, answer: R.RecommendResponse) -> None:
-        self.rows += len(answer.items)
-
-
-def memory_core(breaker_failures: int = 3, timeout_s: float = 0.5) -> Recommender:
-    """The real Recommender (recommend, compute, breakers, deadlines) over the stores above."""
-    cfg = RecommenderSettings(
-        breaker_failures=breaker_failures,
-        breaker_reset_s=60.0,
-        milvus_timeout_s=timeout_s,
-        neo4j_timeout_s=timeout_s,
-        postgres_timeout_s=timeout_s,
-        grpc_workers=2,
-    )
-    core = Recommender.__new__(Recommender)
-    core.settings = Settings(recommender=cfg)
-    core.cfg = cfg
-    core.cache = MemoryCache()  # type: ignore[assignment]
-    core.milvus = Vector()  # type: ignore[assignment]
-    core.neo4j = Graph()  # type: ignore[assignment]
-    core.postgres = Popularity()  # type: ignore[assignment]
-    core.candidates = Candidates(
-        core.milvus, core.neo4j, core.postgres, cfg, on_breaker_change=note_breaker
-    )
-    core.requests = ThreadPoolExecutor(2)
-    core.log = Log()  # type: ignore[assignment]
-    core.answers = AnswerCache(core.cache, cfg, lambda: core.postgres.catalog)
-    core.erased = ErasedUsers()
-    return core
-
-
-# -- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def clean_otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    with clean_tracing(monkeypatch):
-        yield
-
-
-@pytest.fixture
-def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
-    """Tracing on, as the service turns it on (mpp.tracing), into memory."""
-    return trace_into_memory(monkeypatch, "recommender")
-
-
-@pytest.fixture
-def core() -> Iterator[Recommender]:
-    recommender = memory_core()
-    yield recommender
-    recommender.candidates.close()
-    recommender.requests.shutdown(wait=False, cancel_futures=True)
-
-
-def http(core: Recommender, tracing_on: bool = True, auth: bool = False) -> TestClient:
-    settings = Settings(auth=AuthSettings(enabled=auth))
-    return TestClient(create_app(settings, core, lambda: {"status": "ready"}, tracing=tracing_on))
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, {"service": "recommender", **labels}) or 0.0
 
 
 def children(finished: tuple[ReadableSpan, ...], parent: ReadableSpan) -> list[ReadableSpan]:
@@ -378,67 +231,3 @@ def test_a_grpc_call_continues_the_clients_trace(
         metric("mpp_requests_total", api="grpc", method="Recommend", code="INVALID_ARGUMENT")
         == invalid + 1
     )
-
-
-# -- off by default, and the metrics ---------------------------------------------------------
-
-
-def test_off_by_default_no_span_records_and_answers_are_the_same(core: Recommender) -> None:
-    assert tracing.configure_tracing("recommender") is False
-    assert SourceCall("cache").span.is_recording() is False
-    assert trace.get_current_span().is_recording() is False
-    client = http(core, tracing_on=False)
-    assert client.get("/recommendations/u-4").json()["strategy"] == "personalized"
-    assert client.get("/recommendations/u-4").json()["cached"] is True
-
-
-def test_metrics_move_as_documented(core: Recommender) -> None:
-    def snapshot() -> dict[str, float]:
-        return {
-            "hit": metric("mpp_cache_requests_total", outcome="hit"),
-            "miss": metric("mpp_cache_requests_total", outcome="miss"),
-            "cache_ok": metric("mpp_source_calls_total", source="cache", outcome="ok"),
-            "vector_ok": metric("mpp_source_calls_total", source="vector", outcome="ok"),
-            "session_ok": metric("mpp_source_calls_total", source="session", outcome="ok"),
-            "vector_n": metric("mpp_source_duration_seconds_count", source="vector"),
-            "http_200": metric("mpp_requests_total", api="http", method="Recommend", code="200"),
-            "http_422": metric("mpp_requests_total", api="http", method="Recommend", code="422"),
-            "http_n": metric("mpp_request_duration_seconds_count", api="http", method="Recommend"),
-            "personalized": metric("mpp_recommender_answers_total", strategy="personalized"),
-        }
-
-    before = snapshot()
-    client = http(core, tracing_on=False)
-    for _ in range(3):
-        assert client.get("/recommendations/u-5").status_code == 200
-    assert client.get("/recommendations/not%20ok").status_code == 422
-    # Probes are not API requests.
-    assert client.get("/healthz").status_code == 200
-    after = snapshot()
-    moved = {k: after[k] - before[k] for k in before}
-    assert moved == {
-        "hit": 2,
-        "miss": 1,
-        "cache_ok": 3,
-        "vector_ok": 1,
-        "session_ok": 1,
-        "vector_n": 1,
-        "http_200": 3,
-        "http_422": 1,
-        "http_n": 4,
-        "personalized": 1,
-    }
-    # What /metrics shows: the new names, each series with its service; the old names gone.
-    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
-    assert "mpp_recommender_cache" not in families
-    assert "mpp_recommender_request_seconds" not in families
-    for name in ("mpp_requests", "mpp_request_duration_seconds", "mpp_cache_requests"):
-        assert families[name].samples
-        assert {s.labels["service"] for s in families[name].samples} == {"recommender"}
-
-
-def test_refusals_at_the_http_door_are_counted_with_their_code(core: Recommender) -> None:
-    refused = metric("mpp_requests_total", api="http", method="Recommend", code="401")
-    client = http(core, tracing_on=False, auth=True)
-    assert client.get("/recommendations/u-6").status_code == 401
-    assert metric("mpp_requests_total", api="http", method="Recommend", code="401") == refused + 1

@@ -26,7 +26,7 @@ from mpp.config import Settings
 from mpp.deadletters import DeadLetters
 from mpp.v1 import events_pb2 as E
 from tests.otel import OTEL_VARS, clean_tracing, trace_into_memory
-from tests.unit.test_writers import enriched
+from tests.unit.records import enriched
 
 
 class TracedSink:

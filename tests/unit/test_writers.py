@@ -19,23 +19,10 @@ from mpp.stores.graph_rows import ROW, CampaignEdge, MergeBatch, MessageNode, me
 from mpp.stores.vector_rows import MessageVector, chunks
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
+from tests.unit.records import enriched
 
 ENRICHED, ERASURE = "enriched", "erasure"
 SERVICES = [vector_service, graph_service]
-
-
-def enriched(message_id: str, user_id: str, text: str = "hello", dim: int = 4) -> bytes:
-    message = E.ValidatedMessage(
-        message_id=message_id, user_id=user_id, text=text, channel="chat", locale="en"
-    )
-    message.timestamp.FromMilliseconds(1_780_000_000_123)
-    return E.EnrichedMessage(
-        message=message,
-        embedding=[0.5] * dim,
-        dimension=dim,
-        model="m",
-        intents=[E.IntentScore(intent="billing", score=0.9)],
-    ).SerializeToString()
 
 
 def erasure(user_id: str, request_id: str = "r") -> bytes:

@@ -18,7 +18,8 @@ from mpp.stores.milvus import MilvusVectorStore
 from mpp.stores.neo4j import Neo4jGraphStore
 from mpp.stores.vector_rows import MessageVector
 from mpp.v1 import events_pb2 as E
-from tests.integration.test_vectors import drop_collections, eventually, milvus_settings
+
+from .helpers import drop_collections, eventually, milvus_settings
 
 pytestmark = pytest.mark.integration
 DIM = 8

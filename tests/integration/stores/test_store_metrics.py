@@ -19,8 +19,8 @@ from mpp.pipeline import free_port
 from mpp.stores.milvus import MilvusVectorStore
 from mpp.stores.neo4j import Neo4jGraphStore
 from tests.conftest import with_database
-from tests.integration.test_graph import graph_rows
-from tests.integration.test_vectors import drop_collections, message_rows, milvus_settings
+
+from .helpers import drop_collections, graph_rows, message_rows, milvus_settings
 
 
 @pytest.fixture

@@ -14,25 +14,7 @@ from mpp.kafka import RetryableError
 from mpp.stores.graph_rows import CampaignEdge, GraphCounts, MessageNode
 from mpp.stores.neo4j import Neo4jGraphStore
 
-
-def graph_rows(tag: str, count: int, users: int) -> list[MessageNode]:
-    return [
-        MessageNode(
-            message_id=f"{tag}-m{i}",
-            user_id=f"{tag}-u{i % users}",
-            ts_ms=1_780_000_000_000 + i,
-            text=f"message {i}",
-            channel="chat",
-            campaigns=(
-                CampaignEdge(f"{tag}-c{i % 3}", 0.8, "similarity"),
-                CampaignEdge(f"{tag}-c{(i + 1) % 3}", 0.5, "event"),
-            )
-            if i % 4
-            else (),
-            intents=((f"{tag}-i{i % 2}", 0.9),),
-        )
-        for i in range(count)
-    ]
+from .helpers import graph_rows
 
 
 def relationships(store: Neo4jGraphStore, tag: str) -> int:

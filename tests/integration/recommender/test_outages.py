@@ -17,10 +17,9 @@ from mpp.config import RecommenderSettings, Settings, host_port
 from mpp.pipeline import log
 from mpp.v1 import recommender_pb2 as R
 from tests.forwarder import Cuttable
+from tests.integration.stores.helpers import eventually
 
-from .test_recommender import TRAVEL, World
-from .test_recommender import world as world  # the fixture
-from .test_vectors import eventually
+from .world import TRAVEL, World
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from mpp.warehouse.bigquery import BigQueryWarehouse
 from mpp.warehouse.sqlite import SqliteWarehouse
 from mpp.warehouse.sync import sync_warehouse
 
-from .test_analytics_postgres import workload, write
+from .workload import workload, write
 
 EMULATOR = "http://127.0.0.1:19050"
 

@@ -21,11 +21,10 @@ import psycopg
 from mpp import analytics
 from mpp.auth import key_entry
 from mpp.config import AuthSettings, Settings
+from mpp.pipeline import free_port
 from mpp.stack.services import SERVICES
 
-from .test_analytics_postgres import as_records, workload, write
-from .test_analytics_service import produce
-from .test_vectors import free_port
+from .workload import as_records, produce, workload, write
 
 PNG = b"\x89PNG\r\n\x1a\n"
 READ, ADMIN = "reports-reader", "reports-admin"

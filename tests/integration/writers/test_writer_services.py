@@ -15,6 +15,7 @@ from mpp_vector_writer import service as vector_service
 from mpp.config import Settings, host_port
 from mpp.kafka import TrackedProducer
 from mpp.kafka.testing import isolated_kafka
+from mpp.pipeline import free_port
 from mpp.service import Worker, build_loop
 from mpp.stores.graph_rows import GraphCounts
 from mpp.stores.milvus import MilvusVectorStore
@@ -22,9 +23,8 @@ from mpp.stores.neo4j import Neo4jGraphStore
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
 from tests.forwarder import Cuttable
+from tests.integration.stores.helpers import drop_collections, eventually, private_milvus
 from tests.loops import committed, run_until
-
-from .test_vectors import drop_collections, eventually, free_port, private_milvus
 
 DIM = 384
 

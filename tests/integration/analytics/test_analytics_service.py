@@ -13,15 +13,14 @@ from mpp_analytics import service as analytics_service
 
 from mpp import analytics
 from mpp.config import Settings
-from mpp.kafka import TrackedProducer
+from mpp.pipeline import free_port
 from mpp.service import Worker, build_loop
 from mpp.v1 import events_pb2 as E
 from mpp.v1 import feedback_pb2 as F
 from tests.forwarder import Cuttable
 from tests.loops import committed, run_until
 
-from .test_analytics_postgres import aggregates, as_records, recompute, workload
-from .test_vectors import free_port
+from .workload import aggregates, as_records, produce, recompute, workload
 
 GARBAGE = b"\xff\xfe not a protobuf message"
 
@@ -30,17 +29,6 @@ GARBAGE = b"\xff\xfe not a protobuf message"
 def settings(database_settings: Settings, unique: str) -> Settings:
     kafka = database_settings.kafka.model_copy(update={"group_prefix": f"test-{unique}"})
     return database_settings.model_copy(update={"kafka": kafka})
-
-
-def produce(settings: Settings, records: list[tuple[str, bytes]], key: str = "k") -> None:
-    topics = settings.kafka.topics
-    names = {"enriched": topics.enriched, "feedback": topics.feedback, "erasure": topics.erasure}
-    producer = TrackedProducer(settings.kafka, service="test")
-    for kind, value in records:
-        # One key: the order across the three topics is not kept by Kafka anyway; the test's
-        # erasures come after everything they must remove (see ``ordered``).
-        producer.produce(names[kind], value, key=key)
-    producer.flush()
 
 
 def run(
