@@ -211,6 +211,10 @@ def quantiles(values: list[float]) -> str:
     return f"{p50 * 1e3:7.0f} {p95 * 1e3:7.0f} {s[-1] * 1e3:7.0f}  ({len(s)})"
 
 
+def seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.3f} s"
+
+
 def report(
     events: list[Event], settings: Settings, encode_s: list[float], args: argparse.Namespace
 ) -> None:
@@ -218,7 +222,8 @@ def report(
     print(
         f"\nfreshness: {len(events)} events, one at a time, each a new user's message about "
         f"another campaign's topic; list of {args.limit}, polled over gRPC every "
-        f"{args.poll_ms:g} ms"
+        f"{args.poll_ms:g} ms; the recommender's activity follower "
+        + ("OFF (--no-follow)" if args.no_follow else "on")
     )
     print(f"{'from the produce call to':52} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7}  (n)")
     rows = [
@@ -252,12 +257,21 @@ def report(
         f"writers max_wait_s {cfg.vector_writer.max_wait_s:g}/{cfg.graph_writer.max_wait_s:g}; "
         f"cached answers live {cfg.recommender.cache_ttl_s} s unless a new message drops them"
     )
-    for e in events:
-        if e.changed_s is None:
-            print(
-                f"  FAILED {e.user_id} ({e.history} -> {e.topic}): list stayed {e.before}; "
-                f"enriched {e.enriched_s}, cache dropped {e.dropped_s}"
-            )
+    failed = [e for e in events if e.changed_s is None]
+    if failed:
+        never_dropped = sum(1 for e in failed if e.dropped_s is None)
+        print(
+            f"NEVER CHANGED within {args.timeout_s:g} s: {len(failed)} events; of them "
+            f"{never_dropped} answered from the cache at every poll (the cached answer was not "
+            "dropped: the recommender's activity follower "
+            + ("is off (--no-follow)" if args.no_follow else "did not apply the message")
+            + f", so the old list stays until cache_ttl_s {cfg.recommender.cache_ttl_s} s)"
+        )
+    for e in failed:
+        print(
+            f"  FAILED {e.user_id} ({e.history} -> {e.topic}): list stayed {e.before}; "
+            f"enriched after {seconds(e.enriched_s)}, cache dropped after {seconds(e.dropped_s)}"
+        )
 
 
 def main() -> int:
@@ -266,6 +280,12 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=5)
     parser.add_argument("--poll-ms", type=float, default=10.0)
     parser.add_argument("--timeout-s", type=float, default=10.0)
+    parser.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="the recommender without its activity follower (recommender.follow_activity "
+        "off): what freshness is left to the cache's TTL",
+    )
     args = parser.parse_args()
     base = Settings()
     Stack(base).up(lambda m: None)
@@ -278,6 +298,7 @@ def main() -> int:
         "MPP_POSTGRES__DATABASE": settings.postgres.database,
         "MPP_AUTH__KEYS": json.dumps(auth),
         "MPP_LOG_LEVEL": "WARNING",
+        "MPP_RECOMMENDER__FOLLOW_ACTIVITY": "false" if args.no_follow else "true",
     }
     pipeline = Pipeline(settings=settings, run_id=run, home=home, extra_env=extra_env)
     milvus, graph = MilvusVectorStore(settings), Neo4jGraphStore(settings)
