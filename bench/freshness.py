@@ -1,6 +1,7 @@
 """Freshness: from a chat event produced to Kafka until the recommender answers a changed list.
 
     .venv/bin/python bench/freshness.py [--events 100] [--limit 5] [--poll-ms 10]
+        [--timeout-s 10] [--no-follow]
 
 Needs the local stack (``make up``). The run has topics, consumer groups, Milvus collections,
 a PostgreSQL database (the default catalog), user ids and Redis keys of its own, all removed
@@ -27,6 +28,9 @@ list (the figure); and, as the baseline, the same message readable in Milvus and
 (the writers done), polled every 20 ms from another thread. Beside them, the bare
 ``Embedder.encode`` of one message (the same texts, in this process, after the loop), and the
 batch waits the path is configured with. Target (issue #17): changed list p95 <= 2 s.
+Events whose list never changed within ``--timeout-s`` are counted and listed, not waited
+for. ``--no-follow`` runs the recommender without its activity follower, to show the freshness
+left without it: the old list is answered until the cached answer expires (``cache_ttl_s``).
 """
 
 from __future__ import annotations
