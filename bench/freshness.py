@@ -148,7 +148,8 @@ class Client:
 
     def ask(self, user_id: str) -> R.RecommendResponse:
         request = R.RecommendRequest(user_id=user_id, limit=self._limit)
-        return self._stub.Recommend(request, metadata=self._metadata)
+        answer: R.RecommendResponse = self._stub.Recommend(request, metadata=self._metadata)
+        return answer
 
     def cached_list(self, user_id: str, fresh: bool = False, timeout_s: float = 30) -> list[str]:
         """The user's answer once it is cached and not degraded (a degraded one is cached
@@ -230,14 +231,14 @@ def report(
         + ("OFF (--no-follow)" if args.no_follow else "on")
     )
     print(f"{'from the produce call to':52} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7}  (n)")
-    rows = [
+    rows: list[tuple[str, list[float | None]]] = [
         ("enriched message on its topic (ingest, embedder)", [e.enriched_s for e in events]),
         ("recommender: first computed answer (cache dropped)", [e.dropped_s for e in events]),
         ("recommender: changed list  <- the figure", [e.changed_s for e in events]),
         ("baseline: message in Milvus (vector-writer)", [e.milvus_s for e in events]),
         ("baseline: message in Neo4j (graph-writer)", [e.neo4j_s for e in events]),
         ("baseline: in both stores (writers done)", [e.stores_s for e in events]),
-        ("baseline: bare Embedder.encode of one message", list(encode_s)),
+        ("baseline: bare Embedder.encode of one message", [*encode_s]),
     ]
     for label, values in rows:
         print(f"{label:52} {quantiles([v for v in values if v is not None])}")

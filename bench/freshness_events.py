@@ -105,7 +105,8 @@ def raw(user: str, text: str, ts_ms: int, message_id: str) -> bytes:
 def history(events: list[Event]) -> tuple[list[bytes], list[bytes | None]]:
     """Each user's past messages, three days old, about the user's first topic."""
     old = int(time.time() * 1000) - 3 * DAY_MS
-    records, keys = [], []
+    records: list[bytes] = []
+    keys: list[bytes | None] = []
     for i, e in enumerate(events):
         texts = TOPICS[e.history]
         for j in range(HISTORY):
