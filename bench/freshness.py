@@ -50,10 +50,9 @@ from pathlib import Path
 import grpc
 import psycopg
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
 from freshness_events import HISTORY, Event, history, plan, raw
 from mpp_recommender.cache import answer_key
-from recommender import clean, isolated  # bench/recommender.py: the run's names, its cleanup
+from recommender_world import clean, isolated  # the run's names, its cleanup
 
 from mpp.auth import key_entry
 from mpp.catalog import default_campaigns_path, parse_campaigns
@@ -356,10 +355,6 @@ def main() -> int:
         milvus.close()
         graph.close()
         clean(settings, run)
-        topics = settings.kafka.topics.model_dump().values()
-        admin = AdminClient(settings.kafka.client_config())
-        for future in admin.delete_topics([t for t in topics if isinstance(t, str)]).values():
-            future.result(30)
     return 0
 
 

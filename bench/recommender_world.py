@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import streaming_kit
+from confluent_kafka.admin import AdminClient
 
 from mpp.auth import key_entry
 from mpp.catalog import default_campaigns_path, parse_campaigns
@@ -110,6 +111,12 @@ def clean(settings: Settings, run: str) -> None:
     admin = settings.postgres.model_copy(update={"database": "mpp"}).conninfo()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{settings.postgres.database}" WITH (FORCE)')
+    for future in (
+        AdminClient(settings.kafka.client_config())
+        .delete_topics(settings.kafka.topics.all())
+        .values()
+    ):
+        future.result(30)
 
 
 def start_service(settings: Settings, home: Path) -> tuple[subprocess.Popen[bytes], str, str]:
