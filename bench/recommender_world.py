@@ -111,11 +111,8 @@ def clean(settings: Settings, run: str) -> None:
     admin = settings.postgres.model_copy(update={"database": "mpp"}).conninfo()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{settings.postgres.database}" WITH (FORCE)')
-    for future in (
-        AdminClient(settings.kafka.client_config())
-        .delete_topics(settings.kafka.topics.all())
-        .values()
-    ):
+    kafka = AdminClient(settings.kafka.client_config())  # alive until every deletion is done
+    for future in kafka.delete_topics(settings.kafka.topics.all()).values():
         future.result(30)
 
 
