@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import threading
@@ -48,23 +47,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-import psycopg
 from confluent_kafka import Consumer
 from freshness_events import HISTORY, Event, history, plan, raw
+from load_generator import nearest_rank
 from mpp_recommender.cache import answer_key
-from recommender_world import clean, isolated  # the run's names, its cleanup
+from recommender_world import clean, create_database, isolated  # the run's world
 
 from mpp.auth import key_entry
-from mpp.catalog import default_campaigns_path, parse_campaigns
 from mpp.codecs import decode
 from mpp.config import Settings
-from mpp.db import migrate
 from mpp.embedding import Embedder
-from mpp.kafka import TrackedProducer, ensure_topics
+from mpp.kafka import TrackedProducer
 from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.stack import Stack
 from mpp.stores import redis_client
-from mpp.stores.campaigns import upsert_campaigns
 from mpp.stores.milvus import MilvusVectorStore
 from mpp.stores.neo4j import Neo4jGraphStore
 from mpp.v1 import events_pb2 as E
@@ -72,17 +68,6 @@ from mpp.v1 import recommender_pb2 as R
 from mpp.v1 import recommender_pb2_grpc as RG
 
 KEY = "bench-key"
-
-
-def create_database(settings: Settings) -> None:
-    """The run's database, migrated, with the default catalog."""
-    name = settings.postgres.database
-    server = settings.postgres.model_copy(update={"database": "mpp"})
-    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    migrate(settings.postgres.conninfo())
-    with psycopg.connect(settings.postgres.conninfo()) as conn:
-        upsert_campaigns(conn, parse_campaigns(default_campaigns_path()))
 
 
 class EnrichedWatch:
@@ -201,17 +186,12 @@ def measure(
     return sent
 
 
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest rank of sorted ``ordered``."""
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def quantiles(values: list[float]) -> str:
     """p50, p95 and max, in ms, and how many values."""
     s = sorted(values)
     if not s:
         return "none"
-    p50, p95 = percentile(s, 0.5), percentile(s, 0.95)
+    p50, p95 = nearest_rank(s, 0.5), nearest_rank(s, 0.95)
     return f"{p50 * 1e3:7.0f} {p95 * 1e3:7.0f} {s[-1] * 1e3:7.0f}  ({len(s)})"
 
 
@@ -244,7 +224,7 @@ def report(
     on_top = sum(1 for e in changed if e.after and e.after[0] == e.topic)
     named = sum(1 for e in changed if e.names_message)
     delays = sorted(e.changed_s or 0.0 for e in changed)
-    met = len(changed) == len(events) and percentile(delays, 0.95) <= 2.0
+    met = len(changed) == len(events) and nearest_rank(delays, 0.95) <= 2.0
     print(
         f"changed within {args.timeout_s:g} s: {len(changed)}/{len(events)}; the event's campaign "
         f"on top: {on_top}; the new message named in a reason: {named}; degraded answers "
@@ -309,7 +289,6 @@ def main() -> int:
     producer = TrackedProducer(settings.kafka, service="bench", **{"linger.ms": 0})
     watcher: EnrichedWatch | None = None
     try:
-        ensure_topics(settings.kafka)
         create_database(settings)
         pipeline.start(*STREAMING, "recommender")
         log(f"history: {args.events} users x {HISTORY} messages, sent three days ago")

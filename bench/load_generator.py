@@ -28,20 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mpp.pipeline import log
+from mpp.stack.job_venvs import cache_dir
+
 SOURCE = Path(__file__).resolve().parent / "loadgen"
 TABLE_HEAD = (
     "| what | concurrency | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | requests/s "
     "| requests | errors | hit rate |\n|---|---|---|---|---|---|---|---|---|---|---|"
 )
-
-
-def _log(message: str) -> None:
-    sys.stderr.write(f"{time.strftime('%H:%M:%S')} {message}\n")
-    sys.stderr.flush()
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MPP_CACHE_DIR", Path.home() / ".cache" / "mpp"))
 
 
 def source_hash() -> str:
@@ -54,7 +48,7 @@ def source_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def binary(progress: Callable[[str], None] = _log) -> Path:
+def binary(progress: Callable[[str], None] = log) -> Path:
     """The built generator: cached, else built now (the first build downloads gRPC's modules
     and compiles them: about a minute on two cores)."""
     path = cache_dir() / "bench" / f"loadgen-{source_hash()}"
@@ -193,7 +187,7 @@ class Figures:
     def of_run(cls, name: str, result: dict[str, Any]) -> Figures:
         """The row of the generator's output; errors print with their kinds on stderr."""
         if result["error_count"]:
-            _log(f"{name}: errors {result['errors']}; e.g. {result.get('error_samples')}")
+            log(f"{name}: errors {result['errors']}; e.g. {result.get('error_samples')}")
         latency = {k: math.nan if v is None else v for k, v in result["latency_ms"].items()}
         return cls(
             name,

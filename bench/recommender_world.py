@@ -22,10 +22,9 @@ from pathlib import Path
 import httpx
 import psycopg
 import streaming_kit
-from confluent_kafka.admin import AdminClient
 
 from mpp.auth import key_entry
-from mpp.catalog import default_campaigns_path, parse_campaigns
+from mpp.catalog import Campaign, default_campaigns_path, parse_campaigns
 from mpp.config import Settings
 from mpp.db import migrate
 from mpp.embedding import Embedder
@@ -54,8 +53,8 @@ def isolated(settings: Settings, run: str) -> Settings:
     return streaming.model_copy(update={"postgres": postgres})
 
 
-def seed(settings: Settings, run: str, users: int) -> list[str]:
-    """Catalog, campaign vectors, and each user's messages in Milvus and Neo4j."""
+def create_database(settings: Settings) -> list[Campaign]:
+    """The run's PostgreSQL database, migrated, with the default catalog (returned)."""
     admin = settings.postgres.model_copy(update={"database": "mpp"}).conninfo()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{settings.postgres.database}"')
@@ -63,6 +62,12 @@ def seed(settings: Settings, run: str, users: int) -> list[str]:
     campaigns = parse_campaigns(default_campaigns_path())
     with psycopg.connect(settings.postgres.conninfo()) as conn:
         upsert_campaigns(conn, campaigns)
+    return campaigns
+
+
+def seed(settings: Settings, run: str, users: int) -> list[str]:
+    """Catalog, campaign vectors, and each user's messages in Milvus and Neo4j."""
+    campaigns = create_database(settings)
     embedder = Embedder()
     enricher = build_enricher(settings, embedder)
     enricher.linker.update(campaigns)
@@ -111,9 +116,7 @@ def clean(settings: Settings, run: str) -> None:
     admin = settings.postgres.model_copy(update={"database": "mpp"}).conninfo()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{settings.postgres.database}" WITH (FORCE)')
-    kafka = AdminClient(settings.kafka.client_config())  # alive until every deletion is done
-    for future in kafka.delete_topics(settings.kafka.topics.all()).values():
-        future.result(30)
+    streaming_kit.drop_topics(settings.kafka)
 
 
 def start_service(settings: Settings, home: Path) -> tuple[subprocess.Popen[bytes], str, str]:

@@ -52,12 +52,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from streaming_e2e import TRACING_ENV, cpu_table, end_to_end, jaeger_answers
-from streaming_kit import isolated, median, produce_all, read_values, run_stage, timed
+from streaming_kit import (
+    drop_topics,
+    isolated,
+    median,
+    produce_all,
+    read_values,
+    run_stage,
+    timed,
+)
 from streaming_writers import stages
 
 from mpp.codecs import decode, decode_raw_event, encode
 from mpp.config import Settings
 from mpp.embedding import Embedder, packaged_model_path
+from mpp.kafka.testing import isolated_kafka
 from mpp.pipeline import log
 from mpp.samples import chitchat_events
 from mpp.stack.jaeger import HOST as JAEGER_HOST
@@ -238,6 +247,7 @@ def main() -> None:
             for name in (f"messages_{rep_run}", f"campaigns_{rep_run}"):
                 if client.has_collection(name):
                     client.drop_collection(name)
+            drop_topics(isolated_kafka(base.kafka, rep_run, create=False))
 
     print(
         f"\nstreaming path, {n} chitchat messages, {embedder.model_id} ({embedder.dimension}d), "

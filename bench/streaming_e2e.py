@@ -10,7 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
-from streaming_kit import isolated, median
+from streaming_kit import drop_topics, isolated, median
 
 from mpp.config import Settings
 from mpp.pipeline import STREAMING, Pipeline, log
@@ -99,6 +99,7 @@ def end_to_end(
     finally:
         pipeline.stop()
         pipeline.cleanup()
+        drop_topics(e2e_settings.kafka)
 
 
 def cpu_table(off: list[dict[str, float]], on: list[dict[str, float]]) -> str:

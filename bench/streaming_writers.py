@@ -6,7 +6,16 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from streaming_kit import chunked, isolated, median, produce_all, rekeyed, run_stage, timed
+from streaming_kit import (
+    chunked,
+    drop_topics,
+    isolated,
+    median,
+    produce_all,
+    rekeyed,
+    run_stage,
+    timed,
+)
 
 from mpp.config import Settings
 from mpp.embedding import Embedder
@@ -180,6 +189,7 @@ def stages(
             [e.message.user_id for e in fresh],
         )
         stage = run_stage(graph_settings, graph_worker(graph_settings), n)
+        drop_topics(kafka, [topic])
         log(f"[{rep + 1}/{reps}] graph-writer service loop: {stage:,.0f}/s")
         stage_rates.append(stage)
     graph.close()
