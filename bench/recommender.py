@@ -4,7 +4,7 @@ gRPC and HTTP, cache hit and miss, at concurrency 1, 16 and 64, beside the gener
 ceiling and a bare Redis GET and a bare Milvus search in the same run.
 
     .venv/bin/python bench/recommender.py [--seconds 5] [--concurrency 1 16 64] [--users 300]
-                                          [--loaded] [--grpc-connections 1]
+                                          [--workers 1 2] [--loaded] [--grpc-connections 0]
 
 Needs the local stack (``make up``). The run has a PostgreSQL database, Kafka topics, Milvus
 collections, user ids and Redis keys of its own, all removed afterwards (bench/
@@ -51,16 +51,17 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import grpc
 import numpy as np
 import redis.asyncio as aioredis
 from feast_peer import FeastPeer, feast_peer
-from load_generator import TABLE_HEAD, Figures, Request, busy_cores, run, trivial_server
+from load_generator import Figures, Request, busy_cores, run, trivial_server
+from recommender_report import print_summary, print_table
 from recommender_world import KEY, MESSAGES_PER_USER, clean, isolated, seed, start_service
 
 from mpp.config import Settings
@@ -108,7 +109,7 @@ class Doors:
 
     def __init__(self, http: str, target: str, grpc_connections: int, seconds: float) -> None:
         self.http, self.target = http, target
-        self.grpc_options = (*GRPC_CHECKS, f"-conns={grpc_connections}")
+        self.grpc_connections = grpc_connections
         self.seconds = seconds
 
     def load(
@@ -118,8 +119,10 @@ class Doors:
         sent; a warm-up of a second (not with ``-once``) comes before the measurement."""
         warmup = () if "-once" in options else (f"-warmup={min(1.0, self.seconds / 5)}",)
         out = []
+        # 0: a connection per client worker, which several server workers share out.
+        conns = f"-conns={self.grpc_connections or concurrency}"
         for door, requests, target, checks in (
-            ("gRPC", grpc_requests, self.target, self.grpc_options),
+            ("gRPC", grpc_requests, self.target, (*GRPC_CHECKS, conns)),
             ("HTTP", http_requests, self.http, HTTP_CHECKS),
         ):
             if not pairs:
@@ -219,79 +222,40 @@ def measure(
     misses: list[tuple[str, int]],
     value: bytes,
     peer: FeastPeer | None,
+    baselines: bool,
 ) -> list[Figures]:
-    """Every row at every concurrency; ``misses`` loses the pairs it asked."""
+    """Every row at every concurrency (the generator's ceiling, the peer and the bare store
+    calls only with ``baselines``); ``misses`` loses the pairs it asked."""
     rows: list[Figures] = []
     hot = [(u, HOT_LIMIT) for u in users[:HOT_USERS]]
     for concurrency in args.concurrency:
         log(f"concurrency {concurrency}")
-        rows += [f for f, _ in trivial.load("generator ceiling", hot, concurrency)]
+        if baselines:
+            rows += [f for f, _ in trivial.load("generator ceiling", hot, concurrency)]
         # Answer the hot set again, so that no cached answer expires during the hit runs.
         run(grpc_requests(hot), "grpc", service.target, 8, 60, *GRPC_CHECKS, "-once")
         rows += [f for f, _ in service.load("cache hit", hot, concurrency)]
-        rows += feast_row(peer, users[:HOT_USERS], concurrency, args.seconds)
+        if baselines:
+            rows += feast_row(peer, users[:HOT_USERS], concurrency, args.seconds)
         for figures, sent in service.load("cache miss", misses, concurrency, "-once"):
             rows.append(figures)
             del misses[:sent]
-        rows.append(asyncio.run(bench_redis(settings, run_id, concurrency, args.seconds, value)))
-        rows.append(bench_milvus(settings, users, concurrency, args.seconds))
+        if baselines:
+            rows.append(
+                asyncio.run(bench_redis(settings, run_id, concurrency, args.seconds, value))
+            )
+            rows.append(bench_milvus(settings, users, concurrency, args.seconds))
     return rows
 
 
-def issue_17_targets(rows: list[Figures]) -> list[str]:
-    """Issue #17's targets beside this run's figures."""
-    found = {(f.name, f.concurrency): f for f in rows}
-
-    def check(name: str, concurrency: int, limit_ms: float) -> str:
-        figures = found.get((name, concurrency))
-        if figures is None:
-            return f"{name} p99 at concurrency {concurrency}: not measured"
-        verdict = "met" if figures.p99 <= limit_ms else "not met"
-        return (
-            f"{name} p99 at concurrency {concurrency}: {figures.p99:.2f} ms "
-            f"(target <= {limit_ms:g} ms): {verdict}"
-        )
-
-    lines = [check("gRPC cache hit", 16, 3)]
-    for door in ("gRPC", "HTTP"):
-        figures = found.get((f"{door} cache hit", 64))
-        rate = "not measured" if figures is None else f"{figures.rps:,.0f} requests/s"
-        lines.append(
-            f"{door} cache hit at concurrency 64: {rate} (target >= 1.7x the single-process "
-            "figure; this run's service is one process, so this is that figure)"
-        )
-    lines += [check(f"{door} cache miss", 1, 10) for door in ("gRPC", "HTTP")]
-    return lines
-
-
-def peer_ratios(rows: list[Figures]) -> list[str]:
-    """The service's HTTP cache hit over the Feast peer, at each concurrency both ran."""
-    found = {(f.name, f.concurrency): f for f in rows}
-    lines = []
-    for (name, concurrency), feast in found.items():
-        ours = found.get(("HTTP cache hit", concurrency))
-        if name.startswith("Feast") and ours is not None:
-            lines.append(
-                f"concurrency {concurrency}: HTTP cache hit / Feast: "
-                f"{ours.rps / feast.rps:.2f}x the requests/s ({ours.rps:,.0f} / {feast.rps:,.0f}), "
-                f"p99 {ours.p99:.2f} / {feast.p99:.2f} ms = {ours.p99 / feast.p99:.2f}x"
-            )
-    return lines
-
-
-def print_table(title: str, rows: list[Figures]) -> None:
-    print(f"\n{title}")
-    print(TABLE_HEAD)
-    for figures in rows:
-        print(figures.row())
-    print("targets: cache-hit p99 <= 5 ms, miss p99 <= 50 ms")
-    print("issue #17 targets:")
-    for line in issue_17_targets(rows):
-        print(f"- {line}")
-    ratios = peer_ratios(rows)
-    if ratios:
-        print("the peer (Feast's feature server, one worker, the same Redis and users):")
-        print(*(f"- {line}" for line in ratios), sep="\n")
+def warm(target: str, users: list[str]) -> dict[str, R.RecommendResponse]:
+    """Every user's answer once (limit 10), which caches it."""
+    stub = RG.RecommenderStub(grpc.insecure_channel(target))
+    metadata = (("authorization", f"Bearer {KEY}"),)
+    return {
+        user: stub.Recommend(R.RecommendRequest(user_id=user, limit=HOT_LIMIT), metadata=metadata)
+        for user in users
+    }
 
 
 def main() -> int:
@@ -299,7 +263,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--users", type=int, default=300)
-    parser.add_argument("--grpc-connections", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=sorted({1, os.cpu_count() or 1}),
+        help="the service's worker processes, each count measured in turn (default: 1 and "
+        "one per core)",
+    )
+    parser.add_argument(
+        "--grpc-connections",
+        type=int,
+        default=0,
+        help="gRPC connections of the generator (default 0: one per client worker)",
+    )
     parser.add_argument(
         "--loaded", action="store_true", help="measure again with one busy process per core"
     )
@@ -309,54 +286,67 @@ def main() -> int:
     Stack(base).up(lambda m: None)
     run_id = uuid.uuid4().hex[:8]
     settings = isolated(base, run_id)
-    process = None
     try:
         log(f"seeding {args.users} users x {MESSAGES_PER_USER} messages")
         users = seed(settings, run_id, args.users)
+        misses = [(u, limit) for u in users for limit in range(11, 101)]
+        random.Random(1).shuffle(misses)
         with ExitStack() as stack:
             home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             t_http, t_grpc = stack.enter_context(trivial_server())
-            process, http, target = start_service(settings, home)
-            log("service ready; warming the cache (every user once, limit 10)")
-            stub = RG.RecommenderStub(grpc.insecure_channel(target))
-            metadata = (("authorization", f"Bearer {KEY}"),)
-            answers = {
-                user: stub.Recommend(
-                    R.RecommendRequest(user_id=user, limit=HOT_LIMIT), metadata=metadata
-                )
-                for user in users
-            }
-            value = answers[users[-1]].SerializeToString()
-            peer = None
-            if not args.no_feast:
-                lists = {
-                    u: [(i.campaign_id, i.score) for i in answers[u].items]
-                    for u in users[:HOT_USERS]
-                }
-                (home / "feast").mkdir()
-                peer = stack.enter_context(feast_peer(base, lists, home / "feast"))
-            misses = [(u, limit) for u in users for limit in range(11, 101)]
-            random.Random(1).shuffle(misses)
-            service = Doors(http, target, args.grpc_connections, args.seconds)
             trivial = Doors(t_http, t_grpc, args.grpc_connections, args.seconds)
+            peer, value = None, b""
             for busy in [0] + ([os.cpu_count() or 1] if args.loaded else []):
-                with busy_cores(busy) if busy else nullcontext(busy):
-                    rows = measure(
-                        args, settings, run_id, service, trivial, users, misses, value, peer
-                    )
+                by_workers: dict[int, list[Figures]] = {}
+                for n, workers in enumerate(args.workers):
+                    with running(settings, home, workers) as (http, target):
+                        log(f"{workers} worker(s) ready; warming the cache (every user once)")
+                        answers = warm(target, users)
+                        value = answers[users[-1]].SerializeToString()
+                        if peer is None and not args.no_feast:
+                            lists = {
+                                u: [(i.campaign_id, i.score) for i in answers[u].items]
+                                for u in users[:HOT_USERS]
+                            }
+                            (home / "feast").mkdir()
+                            peer = stack.enter_context(feast_peer(base, lists, home / "feast"))
+                        service = Doors(http, target, args.grpc_connections, args.seconds)
+                        with busy_cores(busy) if busy else nullcontext(busy):
+                            by_workers[workers] = measure(
+                                args,
+                                settings,
+                                run_id,
+                                service,
+                                trivial,
+                                users,
+                                misses,
+                                value,
+                                peer,
+                                baselines=n == 0,
+                            )
                 machine = f"{busy} busy processes (one per core)" if busy else "no other load"
-                print_table(
-                    f"recommender bench{' (loaded)' if busy else ''}: {len(users)} users, "
-                    f"{args.seconds:g} s per line, cached answer {len(value)} bytes; "
-                    f"{os.cpu_count()} cores, {machine}",
-                    rows,
-                )
+                for workers, rows in by_workers.items():
+                    print_table(
+                        f"recommender bench{' (loaded)' if busy else ''}, {workers} worker "
+                        f"process(es): {len(users)} users, {args.seconds:g} s per line, cached "
+                        f"answer {len(value)} bytes; {os.cpu_count()} cores, {machine}",
+                        rows,
+                    )
+                print_summary(by_workers)
     finally:
-        if process is not None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
         clean(settings, run_id)
     return 0
+
+
+@contextmanager
+def running(settings: Settings, home: Path, workers: int) -> Iterator[tuple[str, str]]:
+    """The service with ``workers`` worker processes until the block ends."""
+    process, http, target = start_service(settings, home, workers)
+    try:
+        yield http, target
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,11 @@ def clean(settings: Settings, run: str) -> None:
     streaming_kit.drop_topics(settings.kafka)
 
 
-def start_service(settings: Settings, home: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_service(
+    settings: Settings, home: Path, workers: int = 1
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """The service as a process with ``workers`` worker processes, once /readyz says ready
+    on every worker."""
     http_port, grpc_port = free_port(), free_port()
     topics = settings.kafka.topics
     # The run's own settings; MPP_RECOMMENDER__* from the environment pass through, so that
@@ -148,6 +152,7 @@ def start_service(settings: Settings, home: Path) -> tuple[subprocess.Popen[byte
                 [key_entry("bench", KEY, ["admin"], rate_per_s=1e9, burst=1_000_000)]
             ),
             "MPP_LOG_LEVEL": "WARNING",
+            "MPP_RECOMMENDER__WORKERS": str(workers),
         }
     )
     out = (home / "recommender.log").open("wb")
@@ -155,16 +160,19 @@ def start_service(settings: Settings, home: Path) -> tuple[subprocess.Popen[byte
         [sys.executable, "-m", "mpp_recommender"], env=env, cwd=repo_root(), stdout=out, stderr=out
     )
     http = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 90
-    while True:
+    deadline = time.monotonic() + 120
+    ready: set[int] = set()
+    while len(ready) < workers:
         if process.poll() is not None:
             raise RuntimeError((home / "recommender.log").read_text()[-2000:])
         try:
-            if httpx.get(f"{http}/readyz", timeout=1).status_code == 200:
-                break
+            # A new connection each time: the kernel picks a worker for each.
+            answer = httpx.get(f"{http}/readyz", timeout=1)
+            if answer.status_code == 200:
+                ready.add(answer.json()["worker"])
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError("the recommender did not get ready in 90 s")
-        time.sleep(0.2)
+            raise RuntimeError(f"the recommender's workers {sorted(ready)} ready in 120 s")
+        time.sleep(0.05)
     return process, http, f"127.0.0.1:{grpc_port}"

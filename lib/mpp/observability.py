@@ -8,13 +8,22 @@ from FastAPI.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 # The naming scheme (docs/metrics.md): every name starts with ``mpp_``, every series carries
 # ``service`` (the process's ``service_name()`` unless a call site knows better), units are
@@ -35,6 +44,17 @@ def set_service(name: str) -> None:
 def service_name() -> str:
     """The name ``set_service`` gave (``unknown`` before it was called)."""
     return _service
+
+
+def exposition() -> bytes:
+    """The /metrics body: this process's series, or, when ``PROMETHEUS_MULTIPROC_DIR`` is set
+    (a service of several worker processes, ``mpp_recommender.workers``), every live and
+    past worker's, summed (gauges: as each declares its ``multiprocess_mode``)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
 
 
 # Latency buckets for one store call (a MERGE of a batch, a vector search) and for a batch.
@@ -148,7 +168,7 @@ class HealthServer:
                     ).encode()
                     self._send(200 if reason is None else 503, "application/json", body)
                 elif self.path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest())
+                    self._send(200, CONTENT_TYPE_LATEST, exposition())
                 else:
                     self._send(404, "application/json", b'{"error":"not found"}')
 

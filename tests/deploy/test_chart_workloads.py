@@ -81,6 +81,29 @@ def test_recommender_and_analytics_expose_their_other_ports(default_render: Rend
     assert {p["name"]: p["port"] for p in reports["spec"]["ports"]}["reports"] == reports_port
 
 
+def cpu_cores(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def test_recommender_workers_match_its_cpu_request(render: Callable[..., Rendered]) -> None:
+    """MPP_RECOMMENDER__WORKERS follows services.recommender.workers (0 kept: one per CPU),
+    the default request gives each worker 500m, and the workers' metrics directory
+    (tempfile, /tmp) is writable."""
+    default = render()
+    recommender = container(deployment(default, "recommender"))
+    workers = int(env_of(recommender)["MPP_RECOMMENDER__WORKERS"])
+    assert workers == 2
+    assert cpu_cores(recommender["resources"]["requests"]["cpu"]) == workers * 0.5
+    mounts = {m["mountPath"] for m in recommender["volumeMounts"]}
+    assert "/tmp" in mounts
+    for count in ("0", "4"):
+        changed = render(set_values=[f"services.recommender.workers={count}"])
+        env = env_of(container(deployment(changed, "recommender")))
+        assert env["MPP_RECOMMENDER__WORKERS"] == count
+    with pytest.raises(Exception, match="workers"):
+        render(set_values=["services.recommender.workers=-1"])
+
+
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_services_and_budgets_select_the_deployments_pods(
     default_render: Rendered, service: str

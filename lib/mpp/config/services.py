@@ -138,7 +138,13 @@ class RecommenderSettings(BaseModel):
     default_limit: Annotated[int, Field(ge=1, le=100)] = 10
     # Threads that compute cache misses, feedback and erasures (both doors share them; cache
     # hits never use one). 8 spent 18% less CPU per miss than 32 at 16 concurrent misses.
+    # Per worker process, as is the PostgreSQL pool of the same size.
     grpc_workers: Annotated[int, Field(ge=1)] = 8
+    # Worker processes, each with both doors on the same ports (SO_REUSEPORT: the kernel
+    # spreads connections), its own store clients and pools, sharing only the stores.
+    # 1: one process, no supervisor; 0: one per CPU this process may use (affinity and the
+    # cgroup's CPU quota). mpp_recommender.workers.
+    workers: Annotated[int, Field(ge=0, le=64)] = 1
     # Authentication: the ``auth`` section (MPP_AUTH__ENABLED, MPP_AUTH__KEYS).
     # Blend weights of the three candidate sources (scores are normalized to [0, 1] first).
     weight_milvus: Annotated[float, Field(ge=0)] = 1.0

@@ -30,7 +30,7 @@ NAMESPACE = "mpp"
 # Small requests: the six services and the migration Job fit a 2-CPU node beside the stack.
 LOCAL_RESOURCES = {
     "embedder": {"requests": {"cpu": "200m", "memory": "768Mi"}, "limits": {"memory": "2Gi"}},
-    "recommender": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    "recommender": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1536Mi"}},
 }
 DEFAULT_RESOURCES = {"requests": {"cpu": "50m", "memory": "192Mi"}, "limits": {"memory": "768Mi"}}
 

@@ -207,7 +207,11 @@ class Recommender:
         return self.feedback.record(feedback)
 
     def note_erased(self, user_id: str, at_ms: int) -> None:
+        """An erasure this process learned of (the topic, the ledger): from now on its
+        feedback and session messages up to ``at_ms`` are ignored, and the answer kept in
+        process for the PostgreSQL-down fallback is dropped."""
         self.erased.note(user_id, at_ms)
+        self.answers.forget(user_id)
 
     def is_erased(self, user_id: str, ts_ms: int) -> bool:
         """``ErasedUsers.is_erased``."""

@@ -174,11 +174,17 @@ def tracing_interceptor() -> grpc.aio.ServerInterceptor:
 
 
 async def build_server(
-    settings: Settings, core: Recommender, keys: KeyRing | None = None, tracing: bool = False
+    settings: Settings,
+    core: Recommender,
+    keys: KeyRing | None = None,
+    tracing: bool = False,
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
     """The server on the running event loop, bound (not started), and its port; ``keys``
     shared with the HTTP door (one rate limit per key). ``tracing``: calls start spans
-    (``mpp.tracing.configure_tracing`` said tracing is on), refusals included."""
+    (``mpp.tracing.configure_tracing`` said tracing is on), refusals included.
+    ``reuse_port``: several worker processes share the port (else a port in use is an
+    error)."""
     cfg = settings.grpc
     interceptors: list[grpc.aio.ServerInterceptor] = [
         AuthInterceptor(keys or KeyRing(settings.auth))
@@ -188,7 +194,7 @@ async def build_server(
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.max_receive_message_length", cfg.max_receive_message_bytes),
             ("grpc.max_send_message_length", cfg.max_send_message_bytes),
         ],

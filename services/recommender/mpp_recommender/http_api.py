@@ -23,7 +23,7 @@ from fastapi import FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import AwareDatetime, BaseModel, Field
 
 from mpp.auth import KeyRing
@@ -31,6 +31,7 @@ from mpp.codecs import checked_utc
 from mpp.config import Settings
 from mpp.http_guard import ASGIApp, Guard, Receive, Rule, Send
 from mpp.logs import get_logger
+from mpp.observability import exposition
 from mpp.v1 import feedback_pb2 as F
 from mpp.v1 import recommender_pb2 as R
 from mpp_recommender.checks import InvalidArgument, Unavailable
@@ -310,6 +311,6 @@ def create_app(
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -95,7 +95,8 @@ class PostgresSource:
         self.pool = ConnectionPool(
             settings.postgres.conninfo(),
             min_size=1,
-            max_size=8,
+            # One connection per request thread: a pool per worker process.
+            max_size=rec.grpc_workers,
             timeout=max(rec.postgres_timeout_s * 2, 1.0),
             open=False,
             kwargs={"autocommit": True, "options": f"-c statement_timeout={statement_timeout_ms}"},

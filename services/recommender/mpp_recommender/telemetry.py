@@ -115,6 +115,8 @@ BREAKER_OPEN = Gauge(
     "1 while a source's circuit breaker is open (source cache: the Redis breaker, which "
     "guards the session read too).",
     ["service", "source"],
+    # Several worker processes: 1 while any live worker's breaker is open.
+    multiprocess_mode="livemax",
 )
 ANSWERS = Counter(
     "mpp_recommender_answers_total",
