@@ -104,7 +104,11 @@ def build_enricher(settings: Settings, embedder: Embedder | None = None) -> Enri
         IntentCatalog.load(cfg.intent_catalog) if cfg.intent_catalog else IntentCatalog.default()
     )
     classifier = IntentClassifier(
-        embedder, intents, cfg.intent_threshold, max_intents=cfg.max_intents
+        embedder,
+        intents,
+        cfg.intent_threshold,
+        max_intents=cfg.max_intents,
+        secondary_confidence=cfg.secondary_intent_confidence,
     )
     linker = CampaignLinker(
         embedder, threshold=cfg.campaign_link_threshold, max_links=cfg.max_campaign_links

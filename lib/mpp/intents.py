@@ -15,6 +15,15 @@ of the message to that intent's ``top_k`` (3) most similar examples. It stays on
 scale, so one threshold means the same thing for every catalog; against plain 1-NN (the best
 single example) it is as accurate or slightly better and less swayed by one odd example
 (``bench/intent_accuracy.py`` measures both).
+
+Confidence: a message's scores turned into probabilities over the catalog's intents, a softmax
+of score / T, where the temperature T is fitted when the classifier is built: the T that best
+predicts each catalog example's own intent from its scores with the example itself left out
+(the lowest mean negative log-likelihood on a grid). A message's second and third intents are
+listed only when their probability reaches ``secondary_confidence``: the catalog says the
+message is torn between them, not merely that they are the next nearest. "unknown" stays on
+the cosine scale (``threshold``): probabilities over the catalog's intents sum to 1 even for
+a message far from all of them.
 """
 
 from __future__ import annotations
@@ -183,8 +192,10 @@ class IntentClassifier:
     """Tags messages with their nearest intents, or ``unknown`` below ``threshold``.
 
     ``classify`` returns, per message, at most ``max_intents`` intents scoring at least
-    ``threshold``, best first; or ``[("unknown", best score)]`` when none does. A ``threshold``
-    of None disables "unknown" (always the ranked intents; for measuring accuracy).
+    ``threshold``, best first, the ones after the first only with a probability of at least
+    ``secondary_confidence`` (None: no such condition); or ``[("unknown", best score)]`` when
+    none scores ``threshold``. A ``threshold`` of None disables "unknown" (always the ranked
+    intents; for measuring accuracy).
     """
 
     def __init__(
@@ -195,23 +206,29 @@ class IntentClassifier:
         *,
         max_intents: int = 3,
         top_k: int = 3,
+        secondary_confidence: float | None = None,
     ) -> None:
         self.embedder = embedder
         self.catalog = catalog
         self.threshold = threshold
         self.max_intents = max_intents
         self.top_k = top_k
+        self.secondary_confidence = secondary_confidence
         self.names = catalog.names
         texts = [example for examples in catalog.intents.values() for example in examples]
         self._examples = embedder.encode(texts)
         # Examples are grouped by intent: intent i owns columns _bounds[i]:_bounds[i + 1].
         sizes = [len(examples) for examples in catalog.intents.values()]
         self._bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self._owners = np.repeat(np.arange(len(sizes)), sizes)
+        self.temperature = self._fit_temperature()
 
     def scores(self, vectors: Vectors) -> Vectors:
         """``(len(vectors), len(names))``: each message's score for each intent."""
-        similarities = vectors @ self._examples.T
-        out = np.empty((len(vectors), len(self.names)), dtype=np.float32)
+        return self._intent_scores(vectors @ self._examples.T)
+
+    def _intent_scores(self, similarities: Vectors) -> Vectors:
+        out = np.empty((len(similarities), len(self.names)), dtype=np.float32)
         for i in range(len(self.names)):
             block = similarities[:, self._bounds[i] : self._bounds[i + 1]]
             k = min(self.top_k, block.shape[1])
@@ -219,12 +236,43 @@ class IntentClassifier:
             out[:, i] = best.mean(axis=1)
         return out
 
+    def _fit_temperature(self, chunk: int = 1024) -> float:
+        """The softmax temperature that best predicts each example's intent from its scores
+        against the others (itself left out); 1.0 for a catalog of one intent."""
+        if len(self.names) < 2:
+            return 1.0
+        held_out = np.empty((len(self._examples), len(self.names)), dtype=np.float32)
+        for start in range(0, len(self._examples), chunk):
+            similarities = self._examples[start : start + chunk] @ self._examples.T
+            rows = np.arange(len(similarities))
+            similarities[rows, start + rows] = -1.0  # the example itself: the lowest cosine
+            held_out[start : start + chunk] = self._intent_scores(similarities)
+        rows = np.arange(len(held_out))
+        best_t, best_loss = 1.0, np.inf
+        for t in np.geomspace(0.002, 1.0, 90):
+            logits = held_out / t
+            logits -= logits.max(axis=1, keepdims=True)
+            log_z = np.log(np.exp(logits).sum(axis=1))
+            loss = float(np.mean(log_z - logits[rows, self._owners]))
+            if loss < best_loss:
+                best_t, best_loss = float(t), loss
+        return best_t
+
+    def probabilities(self, scores: Vectors) -> Vectors:
+        """Calibrated probabilities over the catalog's intents of ``scores`` rows."""
+        logits = scores / self.temperature
+        logits = logits - logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        out: Vectors = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+        return out
+
     def classify_vectors(self, vectors: Vectors) -> list[list[ScoredIntent]]:
         """Ranked intents for already-embedded messages (unit vectors of the same model)."""
         scores = self.scores(vectors)
+        probabilities = self.probabilities(scores)
         ranked = np.argsort(-scores, axis=1, kind="stable")[:, : self.max_intents]
         results: list[list[ScoredIntent]] = []
-        for row, order in zip(scores, ranked, strict=True):
+        for row, confidence, order in zip(scores, probabilities, ranked, strict=True):
             best = float(row[order[0]])
             if self.threshold is not None and best < self.threshold:
                 results.append([ScoredIntent(UNKNOWN, best)])
@@ -232,8 +280,13 @@ class IntentClassifier:
             results.append(
                 [
                     ScoredIntent(self.names[j], float(row[j]))
-                    for j in order
-                    if self.threshold is None or row[j] >= self.threshold
+                    for n, j in enumerate(order)
+                    if (self.threshold is None or row[j] >= self.threshold)
+                    and (
+                        n == 0
+                        or self.secondary_confidence is None
+                        or confidence[j] >= self.secondary_confidence
+                    )
                 ]
             )
         return results

@@ -173,6 +173,46 @@ def test_only_intents_above_the_threshold_are_listed(embedder: Embedder) -> None
     assert {s.intent for s in result} == expected
 
 
+def test_confidence_is_calibrated_on_the_catalog_and_gates_the_secondary_intents(
+    embedder: Embedder,
+) -> None:
+    catalog = IntentCatalog.default()
+    plain = IntentClassifier(embedder, catalog, threshold=0.3, max_intents=3)
+    # Fitted, not the grid's ends: a cosine-scale temperature, far below 1.
+    assert 0.002 < plain.temperature < 0.5
+    messages = [
+        "my dog ate my pizza on the trip",
+        "we are flying to Lisbon and need a hotel",
+        "is there a discount on running shoes this weekend",
+    ]
+    vectors = embedder.encode(messages)
+    scores = plain.scores(vectors)
+    probabilities = plain.probabilities(scores)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (probabilities.argmax(axis=1) == scores.argmax(axis=1)).all()
+    # A clear message is confident: its first intent takes most of the probability.
+    assert probabilities[1].max() > 0.5
+
+    def listed(level: float | None) -> list[list[str]]:
+        gated = IntentClassifier(
+            embedder, catalog, threshold=0.3, max_intents=3, secondary_confidence=level
+        )
+        return [[s.intent for s in r] for r in gated.classify_vectors(vectors)]
+
+    ungated = [[s.intent for s in r] for r in plain.classify_vectors(vectors)]
+    assert listed(None) == listed(0.0) == ungated
+    # At 1.0 no secondary can qualify: the first intent alone (or unknown), as ungated.
+    assert [r[:1] for r in ungated] == listed(1.0)
+    middle = listed(0.3)
+    names = plain.names
+    for row, got, full in zip(probabilities, middle, ungated, strict=True):
+        assert got[0] == full[0]
+        for intent in got[1:]:
+            assert row[names.index(intent)] >= 0.3
+        for intent in set(full) - set(got):
+            assert row[names.index(intent)] < 0.3
+
+
 # -- campaign links -----------------------------------------------------------------------------
 
 

@@ -80,8 +80,10 @@ class EmbedderSettings(BaseModel):
     # --chitchat). For all-MiniLM-L6-v2 on real chat, 0.40 tags ~20% of messages and ~3/4 of
     # those just above it are right; below ~0.35 most tags are wrong.
     intent_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.40
-    # At most this many intents per message, best first.
+    # At most this many intents per message, best first; the ones after the first only with
+    # a calibrated probability of at least secondary_intent_confidence (mpp.intents).
     max_intents: Annotated[int, Field(ge=1)] = 3
+    secondary_intent_confidence: Annotated[float, Field(ge=0, le=1)] = 0.3
     # Same scale and caveat: at 0.35 ~3% of chat messages link to a default campaign, ~3/4 of
     # the links just above it relevant; at 0.45 almost none (0.4%).
     campaign_link_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.35
