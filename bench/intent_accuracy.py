@@ -295,7 +295,7 @@ def print_confidence(runs: list[dict[str, float]], settings: EmbedderSettings) -
         f"leaving each example out, mean T {mean('temperature'):.4f}; regression: its own "
         f"probabilities, fit {mean('regression fit s'):.1f}s)"
     )
-    print(f"  {'':<38} {'tagger':>8} {'regression':>11}")
+    print(f"  {'':<48} {'tagger':>8} {'regression':>11}")
     for label, key in (
         ("top-1 mean confidence", "top-1 confidence"),
         ("top-1 accuracy", "top-1 accuracy"),
