@@ -31,15 +31,7 @@ from mpp_recommender.core import Recommender
 from mpp_recommender.erasure_feed import ErasureFeed
 from mpp_recommender.grpc_api import build_server
 from mpp_recommender.http_api import create_app
-from mpp_recommender.workers import (
-    Slot,
-    http_host,
-    http_port,
-    refused,
-    shared_socket,
-    supervise,
-    worker_count,
-)
+from mpp_recommender.workers import Slot, http_host, http_port, refused, shared_socket
 
 SERVICE = "recommender"
 
@@ -113,10 +105,8 @@ async def serve(
 
 
 def run(settings: Settings) -> int:
-    """The service: one process, or a supervisor of ``recommender.workers`` processes."""
-    count = worker_count(settings.recommender.workers)
-    if count > 1:
-        return supervise(settings, count)
+    """The service as one process (``python -m mpp_recommender`` with one worker; with more,
+    ``__main__`` runs ``mpp_recommender.workers.supervise`` instead)."""
     configure_logging(settings, SERVICE)
     if refused(settings):
         return 2
