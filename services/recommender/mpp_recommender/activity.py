@@ -12,7 +12,12 @@ starting at the end of the topics (only new activity matters). For each batch:
   no replica writes an erased user's in-flight message back into the shared session.
 
 Offsets are committed automatically: this is a cache feed, and a lost record only means an
-answer stays cached until its TTL.
+answer stays cached until its TTL. No record is skipped when a partition changes hands (several
+replicas or workers joining the group one after the other): a partition the group has never
+committed starts at its end as it is first assigned, and that end is committed at once, so
+that the next owner goes on from there instead of from the end at its own later assignment
+(a message produced in between would be read by neither); what an owner read is committed as
+the partition is revoked.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import threading
 from collections import defaultdict
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from mpp.codecs import decode, event_time
 from mpp.erasure import ErasureLedger
@@ -46,6 +51,26 @@ def session_message(enriched: E.EnrichedMessage) -> SessionMessage:
         ),
         campaigns=tuple((c.campaign_id, float(c.score)) for c in enriched.campaigns),
     )
+
+
+def pin_start_offsets(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """Commit the current end of each of ``partitions`` that the group has never committed:
+    where this member starts ("latest"), and where the next owner goes on from if the
+    partition moves before this member read anything."""
+    if not partitions:
+        return
+    committed = consumer.committed(partitions, timeout=10)
+    starts = [
+        TopicPartition(
+            tp.topic,
+            tp.partition,
+            consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1],
+        )
+        for tp in committed
+        if tp.offset < 0
+    ]
+    if starts:
+        consumer.commit(offsets=starts, asynchronous=False)
 
 
 class ActivityFollower:
@@ -100,11 +125,25 @@ class ActivityFollower:
         self._thread.join(10)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            pin_start_offsets(consumer, partitions)
+        except KafkaException as exc:
+            # Only the hand-over guarantee is lost (auto.offset.reset applies as before).
+            log.warning("activity_start_not_committed", error=str(exc)[:300])
         self._assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:  # nothing read since the last commit
+                log.warning("activity_offsets_not_committed", error=str(exc)[:300])
 
     def _run(self) -> None:
         self._consumer.subscribe(
-            [self._topics.enriched, self._topics.erasure], on_assign=self._on_assign
+            [self._topics.enriched, self._topics.erasure],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
         )
         try:
             while not self._stop.is_set():

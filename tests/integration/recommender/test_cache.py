@@ -48,3 +48,33 @@ def test_a_new_message_on_the_enriched_topic_changes_the_answer_at_once(
         assert any(r.message_id == new.message.message_id for r in food.reasons)
     finally:
         follower.stop()
+
+
+def test_a_partition_that_changes_hands_skips_no_message(world: World, core: Recommender) -> None:
+    """The group's first member leaves before it read anything (a worker or replica that
+    stops, or loses the partition to one joining): a message produced then is read by the
+    next owner, which goes on from where the first one started (the end it committed on
+    assignment), not from the end at its own assignment."""
+    user = world.user("handover")
+    first = ActivityFollower(core).start()
+    assert eventually(lambda: first.ready, timeout_s=30)
+    first.stop()
+
+    (new,) = world.enriched(user, [FOOD], 1_780_000_100_000)
+    producer = TrackedProducer(world.settings.kafka, service="test")
+    producer.produce(world.settings.kafka.topics.enriched, new.SerializeToString(), key=user)
+    producer.flush()
+
+    second = ActivityFollower(core).start()
+    try:
+
+        def names_new() -> bool:
+            answer = core.recommend(user, 5)
+            return any(
+                r.message_id == new.message.message_id for i in answer.items for r in i.reasons
+            )
+
+        assert eventually(names_new, timeout_s=30)
+        assert second.messages >= 1
+    finally:
+        second.stop()
