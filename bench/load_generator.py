@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mpp.pipeline import log
-from mpp.stack.job_venvs import cache_dir
+from mpp.stack.base import cache_dir
 
 SOURCE = Path(__file__).resolve().parent / "loadgen"
 TABLE_HEAD = (

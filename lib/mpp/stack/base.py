@@ -89,6 +89,12 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(content[-lines:])
 
 
+def cache_dir() -> Path:
+    """What the stack builds and downloads once per machine: ``$MPP_CACHE_DIR``, by default
+    ``~/.cache/mpp`` (images, build roots, venvs, the load generator)."""
+    return Path(os.environ.get("MPP_CACHE_DIR", Path.home() / ".cache" / "mpp"))
+
+
 def running_as_root() -> bool:
     return os.geteuid() == 0
 

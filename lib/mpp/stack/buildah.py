@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mpp.stack.base import Progress, StackError, apt_install
+from mpp.stack.base import Progress, StackError, apt_install, cache_dir
 
 SUITE = "bookworm"
 # The Debian base: python3 (3.11 in bookworm) with venv, and the CA bundle; no docs, no
@@ -38,10 +38,6 @@ RUNROOT = Path("/run/mpp-buildah")
 
 class ImageError(StackError):
     """An image could not be built; the message says where to look."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MPP_CACHE_DIR", Path.home() / ".cache" / "mpp"))
 
 
 def images_dir() -> Path:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from mpp.stack import venvs as shared
-from mpp.stack.base import Progress
+from mpp.stack.base import Progress, cache_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 REQUIREMENTS = {
@@ -31,10 +31,6 @@ REQUIREMENTS = {
 }
 # What the jobs import from the clone (the project's packages live in these folders).
 SOURCE_DIRS = ("lib", "services/ingest", "services/embedder", "services/analytics", "jobs")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MPP_CACHE_DIR", Path.home() / ".cache" / "mpp"))
 
 
 def venv_path(name: str, python: str | None = None) -> Path:
