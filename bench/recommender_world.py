@@ -30,7 +30,7 @@ from mpp.db import migrate
 from mpp.embedding import Embedder
 from mpp.enrich import build_enricher
 from mpp.intents import campaign_text
-from mpp.pipeline import free_port
+from mpp.pipeline import free_port, world_env
 from mpp.samples import chitchat_events
 from mpp.stack import repo_root
 from mpp.stores import milvus_client, redis_client
@@ -125,7 +125,6 @@ def start_service(
     """The service as a process with ``workers`` worker processes, once /readyz says ready
     on every worker."""
     http_port, grpc_port = free_port(), free_port()
-    topics = settings.kafka.topics
     # The run's own settings; MPP_RECOMMENDER__* from the environment pass through, so that
     # settings can be compared (e.g. MPP_RECOMMENDER__GRPC_WORKERS=8).
     env = {
@@ -133,18 +132,9 @@ def start_service(
         for k, v in os.environ.items()
         if not k.startswith("MPP_") or k.startswith("MPP_RECOMMENDER__")
     }
+    env.update(world_env(settings))
     env.update(
         {
-            f"MPP_KAFKA__TOPICS__{n.upper()}": getattr(topics, n)
-            for n in ("raw", "validated", "enriched", "dlq", "feedback", "erasure")
-        }
-    )
-    env.update(
-        {
-            "MPP_KAFKA__GROUP_PREFIX": settings.kafka.group_prefix,
-            "MPP_POSTGRES__DATABASE": settings.postgres.database,
-            "MPP_MILVUS__MESSAGES_COLLECTION": settings.milvus.messages_collection,
-            "MPP_MILVUS__CAMPAIGNS_COLLECTION": settings.milvus.campaigns_collection,
             "MPP_HTTP__PORT": str(http_port),
             "MPP_GRPC__PORT": str(grpc_port),
             # Authentication on, with a rate limit far above what the bench asks.

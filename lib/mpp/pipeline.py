@@ -58,6 +58,23 @@ def free_port() -> int:
     raise RuntimeError("no loopback port left that this process has not handed out")
 
 
+def world_env(settings: Settings) -> dict[str, str]:
+    """The ``MPP_*`` variables that put a service process in the world of ``settings``: its
+    topics, consumer groups, database and collections (a test's or a bench's own, so that
+    runs side by side do not meet)."""
+    topics = settings.kafka.topics
+    return {
+        **{
+            f"MPP_KAFKA__TOPICS__{name.upper()}": getattr(topics, name)
+            for name in ("raw", "validated", "enriched", "dlq", "feedback", "erasure")
+        },
+        "MPP_KAFKA__GROUP_PREFIX": settings.kafka.group_prefix,
+        "MPP_POSTGRES__DATABASE": settings.postgres.database,
+        "MPP_MILVUS__MESSAGES_COLLECTION": settings.milvus.messages_collection,
+        "MPP_MILVUS__CAMPAIGNS_COLLECTION": settings.milvus.campaigns_collection,
+    }
+
+
 def log(message: str) -> None:
     """Progress on stderr, with the time."""
     sys.stderr.write(f"{datetime.now(UTC):%H:%M:%S} {message}\n")
@@ -80,16 +97,8 @@ class Pipeline:
 
     @property
     def env(self) -> dict[str, str]:
-        topics = self.settings.kafka.topics
-        milvus = self.settings.milvus
         return {
-            **{
-                f"MPP_KAFKA__TOPICS__{name.upper()}": getattr(topics, name)
-                for name in ("raw", "validated", "enriched", "dlq", "feedback", "erasure")
-            },
-            "MPP_KAFKA__GROUP_PREFIX": self.settings.kafka.group_prefix,
-            "MPP_MILVUS__MESSAGES_COLLECTION": milvus.messages_collection,
-            "MPP_MILVUS__CAMPAIGNS_COLLECTION": milvus.campaigns_collection,
+            **world_env(self.settings),
             "MPP_LOG_LEVEL": "INFO",
             "MPP_ANALYTICS__REPORT_PORT": str(self.report_port),
             "MPP_GRPC__PORT": str(self.grpc_port),

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from mpp.auth import key_entry
-from mpp.pipeline import free_port
+from mpp.pipeline import free_port, world_env
 from mpp.stack import repo_root
 
 from .world import World
@@ -48,21 +48,10 @@ class Running:
 
 
 def service_env(world: World, http_port: int, grpc_port: int) -> dict[str, str]:
-    s = world.settings
-    topics = s.kafka.topics
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPP_")}
+    env.update(world_env(world.settings))
     env.update(
         {
-            f"MPP_KAFKA__TOPICS__{name.upper()}": getattr(topics, name)
-            for name in ("raw", "validated", "enriched", "dlq", "feedback", "erasure")
-        }
-    )
-    env.update(
-        {
-            "MPP_KAFKA__GROUP_PREFIX": s.kafka.group_prefix,
-            "MPP_POSTGRES__DATABASE": s.postgres.database,
-            "MPP_MILVUS__MESSAGES_COLLECTION": s.milvus.messages_collection,
-            "MPP_MILVUS__CAMPAIGNS_COLLECTION": s.milvus.campaigns_collection,
             "MPP_HTTP__PORT": str(http_port),
             "MPP_GRPC__PORT": str(grpc_port),
             # The keys' SHA-256 only.
