@@ -30,6 +30,7 @@ from mpp.db import migrate
 from mpp.embedding import Embedder
 from mpp.enrich import build_enricher
 from mpp.intents import campaign_text
+from mpp.kafka.testing import drop_topics
 from mpp.pipeline import free_port, world_env
 from mpp.samples import chitchat_events
 from mpp.stack import repo_root
@@ -116,7 +117,7 @@ def clean(settings: Settings, run: str) -> None:
     admin = settings.postgres.model_copy(update={"database": "mpp"}).conninfo()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{settings.postgres.database}" WITH (FORCE)')
-    streaming_kit.drop_topics(settings.kafka)
+    drop_topics(settings.kafka)
 
 
 def start_service(

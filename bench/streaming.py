@@ -53,7 +53,6 @@ from pathlib import Path
 
 from streaming_e2e import TRACING_ENV, cpu_table, end_to_end, jaeger_answers
 from streaming_kit import (
-    drop_topics,
     isolated,
     median,
     produce_all,
@@ -66,7 +65,7 @@ from streaming_writers import stages
 from mpp.codecs import decode, decode_raw_event, encode
 from mpp.config import Settings
 from mpp.embedding import Embedder, packaged_model_path
-from mpp.kafka.testing import isolated_kafka
+from mpp.kafka.testing import drop_topics, isolated_kafka
 from mpp.pipeline import log
 from mpp.samples import chitchat_events
 from mpp.stack.jaeger import HOST as JAEGER_HOST

@@ -10,9 +10,10 @@ import time
 import uuid
 from pathlib import Path
 
-from streaming_kit import drop_topics, isolated, median
+from streaming_kit import isolated, median
 
 from mpp.config import Settings
+from mpp.kafka.testing import drop_topics
 from mpp.pipeline import STREAMING, Pipeline, log
 from mpp.samples import chitchat_events
 from mpp.stack import repo_root, stack_dir

@@ -10,10 +10,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer
 
-from mpp.config import KafkaSettings, Settings
+from mpp.config import Settings
 from mpp.kafka import TrackedProducer, ensure_topics
 from mpp.kafka.testing import isolated_kafka
 from mpp.pipeline import log
@@ -31,18 +30,6 @@ def isolated(settings: Settings, run: str) -> Settings:
     )
     ensure_topics(kafka)
     return settings.model_copy(update={"kafka": kafka, "milvus": milvus})
-
-
-def drop_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> None:
-    """Deletes a run's own topics (``isolated``'s, or ``topics``), waiting for each; one never
-    created is no error."""
-    admin = AdminClient(kafka.client_config())  # alive until every deletion is done
-    for future in admin.delete_topics(topics or kafka.topics.all()).values():
-        try:
-            future.result(30)
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise
 
 
 def run_stage(settings: Settings, worker: Worker, records: int) -> float:

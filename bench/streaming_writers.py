@@ -8,7 +8,6 @@ from typing import Any
 
 from streaming_kit import (
     chunked,
-    drop_topics,
     isolated,
     median,
     produce_all,
@@ -20,6 +19,7 @@ from streaming_kit import (
 from mpp.config import Settings
 from mpp.embedding import Embedder
 from mpp.kafka import ensure_topics
+from mpp.kafka.testing import drop_topics
 from mpp.pipeline import log
 from mpp.stores import neo4j_driver
 from mpp.stores.graph_rows import ROW, MergeBatch, merge_row

@@ -85,9 +85,14 @@ def with_database(settings: Settings, unique: str) -> Iterator[Settings]:
 
 
 @pytest.fixture
-def topic_settings(stack_settings: Settings, unique: str) -> Settings:
-    """The stack's settings with topics of this test's own (created), so tests never share."""
-    return with_topics(stack_settings, unique)
+def topic_settings(stack_settings: Settings, unique: str) -> Iterator[Settings]:
+    """The stack's settings with topics of this test's own (created), so tests never share;
+    deleted afterwards (a whole run would otherwise leave the broker a thousand topics)."""
+    from mpp.kafka.testing import drop_topics
+
+    settings = with_topics(stack_settings, unique)
+    yield settings
+    drop_topics(settings.kafka)
 
 
 @pytest.fixture

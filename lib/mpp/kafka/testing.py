@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
 from mpp.config import KafkaSettings, Topics
 from mpp.kafka.admin import ensure_topics
 
@@ -32,6 +35,18 @@ def isolated_kafka(
     if create:
         ensure_topics(isolated)
     return isolated
+
+
+def drop_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> None:
+    """Deletes a run's own topics (``isolated``'s, or ``topics``), waiting for each; one never
+    created is no error."""
+    admin = AdminClient(kafka.client_config())  # alive until every deletion is done
+    for future in admin.delete_topics(topics or kafka.topics.all()).values():
+        try:
+            future.result(30)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
 
 
 class ListSink:
