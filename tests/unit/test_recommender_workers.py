@@ -53,3 +53,18 @@ def test_workers_share_a_port_that_a_plain_listener_keeps_to_itself() -> None:
     with pytest.raises(OSError):
         shared_socket("127.0.0.1", plain.getsockname()[1])
     plain.close()
+
+
+def test_a_second_supervisor_cannot_claim_ports_already_shared() -> None:
+    """Another service of the same user on the same port: refused, not joined (both would
+    otherwise answer a share of the connections)."""
+    held = shared_socket("127.0.0.1", 0, claim=True)
+    port = held.getsockname()[1]
+    worker = shared_socket("127.0.0.1", port)  # the first service's workers still join it
+    worker.listen(8)
+    with pytest.raises(OSError):
+        shared_socket("127.0.0.1", port, claim=True)
+    for sock in (held, worker):
+        sock.close()
+    # Free again: claimed.
+    shared_socket("127.0.0.1", port, claim=True).close()

@@ -5,8 +5,8 @@ follower) sharing nothing but the stores.
 Ports: every worker listens on the same HTTP and gRPC ports with SO_REUSEPORT, and the kernel
 spreads new connections over them (a connection stays with one worker). The supervisor binds
 both ports first (SO_REUSEPORT, not listening): that fails at once when another program
-listens there, holds the ports while a worker restarts, and turns a port 0 into a free port
-that every worker then uses.
+holds either port (another supervisor's SO_REUSEPORT socket too), holds the ports while a
+worker restarts, and turns a port 0 into a free port that every worker then uses.
 
 Metrics: the workers write their series to files in one directory (prometheus_client's
 multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), so that /metrics on any worker reports the
@@ -98,10 +98,20 @@ def worker_count(configured: int, cpu_max: Path = CPU_MAX) -> int:
     return configured if configured > 0 else cpu_limit(cpu_max)
 
 
-def shared_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to host:port (0: a free port) with SO_REUSEPORT, not listening."""
+def shared_socket(host: str, port: int, *, claim: bool = False) -> socket.socket:
+    """A TCP socket bound to host:port (0: a free port) with SO_REUSEPORT, not listening.
+
+    ``claim`` (the supervisor's): fail with OSError when anything is bound there already, an
+    SO_REUSEPORT socket included. Without it, a second service of the same user started on
+    the same port would join the first one's workers silently, each answering a share of
+    the connections."""
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if claim and port:
+        # A bind without SO_REUSEPORT conflicts with every socket on the port.
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -159,8 +169,12 @@ class Supervisor:
     def run(self) -> int:
         grpc_cfg = self.settings.grpc
         # Held until the end: the ports stay this service's while a worker restarts.
-        http_sock = shared_socket(self.http_host, self.http_port)
-        grpc_sock = shared_socket(grpc_cfg.host, grpc_cfg.port)
+        http_sock = shared_socket(self.http_host, self.http_port, claim=True)
+        try:
+            grpc_sock = shared_socket(grpc_cfg.host, grpc_cfg.port, claim=True)
+        except OSError:
+            http_sock.close()
+            raise
         metrics_dir = tempfile.mkdtemp(prefix="mpp-recommender-metrics-")
         # Inherited by every worker: their series go to files there (read before the
         # workers import prometheus_client).
