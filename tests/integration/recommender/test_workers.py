@@ -38,15 +38,21 @@ PINNED = httpx.Limits(max_connections=1, keepalive_expiry=600)
 
 def by_worker(service: Running, count: int = 2) -> dict[int, httpx.Client]:
     """A keep-alive client on each worker, each ready (new connections until every worker
-    has answered /readyz 200 on one)."""
+    has answered /readyz 200 on one). A connection reset is asked again: one queued on a
+    worker just killed (its listening socket closes with the process) is reset."""
     clients: dict[int, httpx.Client] = {}
     deadline = time.monotonic() + 60
     while len(clients) < count and time.monotonic() < deadline:
         client = httpx.Client(base_url=service.http, headers=HEADERS, timeout=10, limits=PINNED)
-        ready = client.get("/readyz")
+        try:
+            ready = client.get("/readyz")
+        except httpx.TransportError:
+            client.close()
+            time.sleep(0.2)
+            continue
         worker = ready.json()["worker"]
-        # Only this service's own processes (SO_REUSEPORT lets another service of this user
-        # that listens on the same port take some of the connections).
+        # Only this service's own processes (the supervisor claims its ports, so no other
+        # service's workers should share them; checked all the same).
         ours = count == 1 or parent_of(ready.json()["pid"]) == service.pid
         if ready.status_code == 200 and worker not in clients and ours:
             clients[worker] = client
