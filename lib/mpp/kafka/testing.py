@@ -38,8 +38,8 @@ def isolated_kafka(
 
 
 def drop_topics(kafka: KafkaSettings, topics: list[str] | None = None) -> None:
-    """Deletes a run's own topics (``isolated``'s, or ``topics``), waiting for each; one never
-    created is no error."""
+    """Deletes a run's own topics (those ``isolated_kafka`` made, or ``topics``), waiting for
+    each; one never created is no error."""
     admin = AdminClient(kafka.client_config())  # alive until every deletion is done
     for future in admin.delete_topics(topics or kafka.topics.all()).values():
         try:
