@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from mpp.ownership import Conflicts
-from mpp.stores.graph_rows import GraphCounts, MergeBatch, MessageNode, PeerCampaigns, UserMessage
+from mpp.stores.graph_rows import GraphCounts, MergeBatch, MessageNode, UserGraph
 from mpp.stores.vector_rows import CampaignHit, CampaignVector, MessageVector, UserVector
 from mpp.v1 import events_pb2
 
@@ -122,13 +122,9 @@ class GraphStore(Store, Protocol):
         """Users, messages and links among ``user_ids``."""
         ...
 
-    def user_messages(self, user_id: str, recent: int) -> list[UserMessage]:
-        """The user's ``recent`` newest messages with their intents and campaigns."""
-        ...
-
-    def peer_campaigns(
+    def user_graph(
         self, user_id: str, recent: int, per_node: int, peers: int, limit: int
-    ) -> list[PeerCampaigns]:
-        """Campaigns of the users who share the intents or campaigns of the user's
-        ``recent`` newest messages, most shared first."""
+    ) -> UserGraph:
+        """The user's ``recent`` newest messages with their intents and campaigns, and the
+        campaigns of the users who share those intents or campaigns, most shared first."""
         ...

@@ -215,3 +215,12 @@ class PeerCampaigns:
     peers: int
     # An intent name or campaign id that the user shares with them, "" when unknown.
     via: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserGraph:
+    """What the recommender reads of a user in one round trip: the user's recent messages,
+    and the campaigns of users who share their interests, the most talked about first."""
+
+    messages: tuple[UserMessage, ...] = ()
+    peers: tuple[PeerCampaigns, ...] = ()

@@ -44,14 +44,13 @@ from mpp.ownership import Conflicts, RecentOwners, screen_owners
 from mpp.stores.base import GraphStore
 from mpp.stores.clients import neo4j_driver
 from mpp.stores.cypher import (
-    CO_ENGAGEMENT,
     COUNT_NODES,
     COUNTS,
     DELETE_USER,
     MERGE_MESSAGES,
     MESSAGE_OWNERS,
     SCHEMA,
-    USER_MESSAGES,
+    USER_GRAPH,
     Label,
 )
 from mpp.stores.graph_rows import (
@@ -59,6 +58,7 @@ from mpp.stores.graph_rows import (
     MergeBatch,
     MessageNode,
     PeerCampaigns,
+    UserGraph,
     UserMessage,
 )
 from mpp.v1 import events_pb2
@@ -82,8 +82,8 @@ class Neo4jGraphStore(GraphStore):
     """The platform's graph in Neo4j. Thread-safe (the driver pools its connections).
 
     ``driver``: one built beforehand (the recommender's has shorter timeouts); closed with
-    the store. ``read_timeout_s``: the server-side limit of ``user_messages`` and
-    ``peer_campaigns`` (None: the server's).
+    the store. ``read_timeout_s``: the server-side limit of ``user_graph`` (None: the
+    server's).
     """
 
     def __init__(
@@ -235,41 +235,36 @@ class Neo4jGraphStore(GraphStore):
             return list(session.run(neo4j.Query(query, timeout=self._read_timeout_s), params))
 
     def warm_up(self) -> None:
-        """Run the recommender's reads once, so that Neo4j has planned them."""
-        self.user_messages("", recent=1)
-        self.peer_campaigns("", recent=1, per_node=1, peers=1, limit=1)
+        """Run the recommender's read once, so that Neo4j has planned it."""
+        self.user_graph("", recent=1, per_node=1, peers=1, limit=1)
 
-    def user_messages(self, user_id: str, recent: int) -> list[UserMessage]:
-        """The user's ``recent`` newest messages with their intents and campaigns (pairs
-        without a name left out, a missing score read as 0)."""
-        return [
-            UserMessage(
-                str(r["message_id"]),
-                int(r["ts"]),
-                _pairs(r["intents"]),
-                _pairs(r["campaigns"]),
-            )
-            for r in self._run(USER_MESSAGES, user_id=user_id, recent=recent)
-        ]
-
-    def peer_campaigns(
+    def user_graph(
         self, user_id: str, recent: int, per_node: int, peers: int, limit: int
-    ) -> list[PeerCampaigns]:
-        """Campaigns of the ``peers`` users (at most ``per_node`` by shared intent or campaign)
-        who share the most with the user's ``recent`` newest messages; at most ``limit``, the
-        most talked about by them first."""
-        records = self._run(
-            CO_ENGAGEMENT,
+    ) -> UserGraph:
+        """In one round trip: the user's ``recent`` newest messages with their intents and
+        campaigns (pairs without a name left out, a missing score read as 0), and the
+        campaigns of the ``peers`` users (at most ``per_node`` by shared intent or campaign)
+        who share the most with those messages, at most ``limit``, the most talked about by
+        them first."""
+        (record,) = self._run(
+            USER_GRAPH,
             user_id=user_id,
             recent=recent,
             per_node=per_node,
             peers=peers,
             limit=limit,
         )
-        return [
-            PeerCampaigns(str(r["campaign_id"]), int(r["peers"]), str(r["via"] or ""))
-            for r in records
+        messages = tuple(
+            UserMessage(str(message_id), int(ts), _pairs(intents), _pairs(campaigns))
+            for message_id, ts, intents, campaigns in record["messages"]
+        )
+        found = [
+            PeerCampaigns(str(campaign_id), int(count), str(via or ""))
+            for campaign_id, count, via in record["peers"]
         ]
+        # collect() keeps the subquery's order; sorting again (stable) does not depend on it.
+        found.sort(key=lambda p: -p.peers)
+        return UserGraph(messages, tuple(found))
 
 
 def _pairs(values: Iterable[list[Any]]) -> tuple[tuple[str, float], ...]:

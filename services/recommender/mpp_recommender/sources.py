@@ -211,7 +211,8 @@ class Neo4jSource:
         self.store.warm_up()
 
     def recommend(self, user_id: str, session: Sequence[SessionMessage]) -> SourceAnswer:
-        messages = self.store.user_messages(user_id, self._recent)
+        graph = self.store.user_graph(user_id, self._recent, per_node=50, peers=100, limit=self._k)
+        messages = graph.messages
         # intent -> (score, message_id), campaign -> (score, message_id); the session adds
         # messages the graph-writer has not written yet.
         intents: dict[str, tuple[float, str]] = {}
@@ -273,12 +274,9 @@ class Neo4jSource:
                     message_id=mid,
                 ),
             )
-        if messages:
-            peers = self.store.peer_campaigns(
-                user_id, self._recent, per_node=50, peers=100, limit=self._k
-            )
-            most = max((p.peers for p in peers), default=0)
-            for peer in peers:
+        if graph.peers:
+            most = max(p.peers for p in graph.peers)
+            for peer in graph.peers:
                 share = 0.5 * peer.peers / most if most else 0.0
                 add(
                     peer.campaign_id,

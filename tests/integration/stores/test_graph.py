@@ -11,7 +11,14 @@ from neo4j.exceptions import ConstraintError
 
 from mpp.config import Settings
 from mpp.kafka import RetryableError
-from mpp.stores.graph_rows import CampaignEdge, GraphCounts, MessageNode
+from mpp.stores.graph_rows import (
+    CampaignEdge,
+    GraphCounts,
+    MessageNode,
+    PeerCampaigns,
+    UserGraph,
+    UserMessage,
+)
 from mpp.stores.neo4j import Neo4jGraphStore
 
 from .helpers import graph_rows
@@ -161,6 +168,52 @@ def test_delete_user_removes_the_user_and_messages_but_not_shared_nodes(
     assert store.counts([f"{unique}-u0", f"{unique}-u2"]).messages == 20
     assert store.count_nodes("Campaign", campaigns) == 3
     assert store.count_nodes("Intent", intents) == 2
+
+
+def test_the_recommenders_read_gives_recent_messages_and_peers_campaigns(
+    store: Neo4jGraphStore, unique: str
+) -> None:
+    def message(
+        user: str, n: int, intents: dict[str, float], about: dict[str, float]
+    ) -> MessageNode:
+        return MessageNode(
+            message_id=f"{unique}-{user}-m{n}",
+            user_id=f"{unique}-{user}",
+            ts_ms=n,
+            campaigns=tuple(
+                CampaignEdge(f"{unique}-{c}", s, "similarity") for c, s in about.items()
+            ),
+            intents=tuple((f"{unique}-{i}", s) for i, s in intents.items()),
+        )
+
+    store.merge_messages(
+        [
+            # The user: only the two newest messages count (recent=2).
+            message("a", 1, {"travel": 0.9}, {"own": 0.8}),
+            message("a", 2, {"food": 0.7}, {"own": 0.6}),
+            message("a", 3, {}, {}),
+            # Peers through food (b, c); d shares travel only, from a message too old to count.
+            message("b", 4, {"food": 0.5}, {"x": 0.4}),
+            message("c", 5, {"food": 0.5}, {"x": 0.3, "y": 0.3}),
+            message("d", 6, {"travel": 0.5}, {"z": 0.9}),
+        ]
+    )
+    read = store.user_graph(f"{unique}-a", recent=2, per_node=50, peers=100, limit=10)
+    assert sorted(read.messages, key=lambda m: m.ts_ms) == [
+        UserMessage(f"{unique}-a-m2", 2, ((f"{unique}-food", 0.7),), ((f"{unique}-own", 0.6),)),
+        UserMessage(f"{unique}-a-m3", 3),
+    ]
+    # Campaigns of the peers only: "own" is the user's, and d's "z" comes through a message
+    # of the user's that is not among its recent ones.
+    assert read.peers == (
+        PeerCampaigns(f"{unique}-x", 2, f"{unique}-food"),
+        PeerCampaigns(f"{unique}-y", 1, f"{unique}-food"),
+    )
+    # limit; an unknown user: nothing, in the same one read.
+    assert [p.campaign_id for p in store.user_graph(f"{unique}-a", 2, 50, 100, 1).peers] == [
+        f"{unique}-x"
+    ]
+    assert store.user_graph(f"{unique}-nobody", 2, 50, 100, 10) == UserGraph()
 
 
 def test_a_server_that_is_down_raises_retryable(stack_settings: Settings) -> None:
