@@ -105,32 +105,34 @@ COUNT_NODES: dict[str, LiteralString] = {
 Label = Literal["User", "Message", "Campaign", "Intent"]
 # The recommender's read of a user, in one round trip (two reads apart cost a second round
 # trip and session, about half the source's time at the median): the user's $recent newest
-# messages with their intents and campaigns, and the campaigns of users who share their
-# intents or campaigns (co-engagement); each shared intent or campaign contributes at most
-# $per_node peers, so a popular intent costs a bounded amount. Each part is a list of lists,
-# the peers' most talked about first.
+# messages (found once, for both parts) with their intents and campaigns, and the campaigns of
+# users who share their intents or campaigns (co-engagement); each shared intent or campaign
+# contributes at most $per_node peers, so a popular intent costs a bounded amount. Each part
+# is a list of lists, the peers' most talked about first; an unknown user gets one row of two
+# empty lists (OPTIONAL MATCH, and aggregations without a grouping key).
 USER_GRAPH: LiteralString = """
-CALL () {
-  MATCH (:User {id: $user_id})-[:SENT]->(m:Message)
-  WITH m ORDER BY m.ts DESC LIMIT $recent
+OPTIONAL MATCH (u:User {id: $user_id})-[:SENT]->(m:Message)
+WITH u, m ORDER BY m.ts DESC LIMIT $recent
+WITH u, collect(m) AS recent
+CALL (recent) {
+  UNWIND recent AS m
   OPTIONAL MATCH (m)-[hi:HAS_INTENT]->(i:Intent)
   WITH m, collect([i.name, hi.score]) AS intents
   OPTIONAL MATCH (m)-[a:ABOUT]->(c:Campaign)
   WITH m, intents, collect([c.id, a.score]) AS campaigns
   RETURN collect([m.id, m.ts, intents, campaigns]) AS messages
 }
-CALL () {
-  MATCH (u:User {id: $user_id})-[:SENT]->(m:Message)
-  WITH u, m ORDER BY m.ts DESC LIMIT $recent
+CALL (u, recent) {
+  UNWIND recent AS m
   MATCH (m)-[:HAS_INTENT|ABOUT]->(x)
-  WITH u, collect(DISTINCT x) AS shared
+  WITH collect(DISTINCT x) AS shared
   UNWIND shared AS x
   CALL (x, u) {
     MATCH (x)<-[:HAS_INTENT|ABOUT]-(:Message)<-[:SENT]-(v:User)
     WHERE v <> u
     RETURN DISTINCT v LIMIT $per_node
   }
-  WITH u, v, collect(DISTINCT coalesce(x.name, x.id)) AS via
+  WITH v, collect(DISTINCT coalesce(x.name, x.id)) AS via
   ORDER BY size(via) DESC LIMIT $peers
   MATCH (v)-[:SENT]->(:Message)-[:ABOUT]->(c:Campaign)
   WITH c, count(DISTINCT v) AS peers, collect(via[0])[0] AS via
