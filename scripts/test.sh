@@ -6,14 +6,16 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n== %s\n' "$*"; }
 
-# Jaeger, Prometheus and promtool (tests that read traces and metrics back) are built from
-# source with Go: about 25 minutes on two cores the first time, nothing later (cached under
-# ~/.cache/mpp/observability). The build runs in the background, in its own process group,
-# beside the steps below, and is waited for before the tests.
+# helm (the chart's tests), then Jaeger, Prometheus and promtool (tests that read traces and
+# metrics back) are built from source with Go: about 25 minutes on two cores the first time,
+# nothing later (cached under ~/.cache/mpp/tools and ~/.cache/mpp/observability). The builds
+# run in the background, in their own process group, beside the steps below, and are waited
+# for before the tests (whose worker processes would otherwise each start a helm build).
 mkdir -p .stack
 obs_log=.stack/install_observability.log
-step "observability builds: Jaeger, Prometheus, promtool (background; log: $obs_log)"
-setsid -w bash scripts/install_observability.sh all >"$obs_log" 2>&1 &
+step "Go builds: helm, Jaeger, Prometheus, promtool (background; log: $obs_log)"
+setsid -w bash -c 'bash scripts/install_helm.sh >/dev/null && bash scripts/install_observability.sh all' \
+  >"$obs_log" 2>&1 &
 obs_pid=$!
 trap 'kill -TERM -- -"$obs_pid" 2>/dev/null || true' EXIT
 
@@ -41,7 +43,7 @@ step "images"
 $py -m mpp.cli images build --import
 step "job image"
 $py -m mpp.stack.job_image --import
-step "observability builds (waiting for them)"
+step "Go builds (waiting for them)"
 started=$SECONDS
 next=$SECONDS
 while kill -0 "$obs_pid" 2>/dev/null; do
@@ -52,14 +54,19 @@ while kill -0 "$obs_pid" 2>/dev/null; do
   sleep 1
 done
 if ! wait "$obs_pid"; then
-  printf 'the observability builds failed; the end of %s:\n' "$obs_log" >&2
+  printf 'the Go builds failed; the end of %s:\n' "$obs_log" >&2
   tail -n 40 "$obs_log" >&2
   exit 1
 fi
 trap - EXIT
-grep -E 'ready in|already built' "$obs_log" || true
+grep -E 'ready in|already (built|installed)' "$obs_log" || true
 step "stack up --with observability"
 $py -m mpp.cli stack up --with observability
 step "pytest"
-# --durations: the slowest tests at the end, where the run's time goes.
-$py -m pytest --durations=25 "$@"
+# Worker processes (pytest-xdist), MPP_TEST_WORKERS of them (0: every test in this process):
+# a module's tests run in one worker, and the batch and cluster modules all in one, in the
+# order collected, so that they start first (tests/conftest.py, work_unit). Two workers on
+# this project's two-core machine: a third made the cluster's and Airflow's own timeouts
+# fail. --durations: the slowest tests at the end, where the run's time goes.
+workers="${MPP_TEST_WORKERS:-2}"
+$py -m pytest -n "$workers" --dist loadscope --no-loadscope-reorder --durations=25 "$@"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,6 +13,36 @@ from mpp.config import Settings
 
 if TYPE_CHECKING:
     from mpp.embedding import Embedder
+
+
+# Test modules that run one after the other in one worker process, in the order collected
+# (``make test`` runs pytest in workers, pytest-xdist): the batch jobs and the cluster's tests
+# share the local Airflow, the release namespace of tests/cluster/test_release.py and the
+# cluster's one node, and each of them loads the machine on its own.
+TOGETHER = ("tests/batch/", "tests/cluster/")
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, or ``TOGETHER``'s one unit. Other
+    modules share the stack's servers but nothing on them (topics, databases, collections and
+    consumer groups of their own; outages staged with tests/forwarder.py, never by stopping a
+    shared server), so they may run beside each other."""
+    module = nodeid.split("::", 1)[0]
+    return "batch+cluster" if module.startswith(TOGETHER) else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's module scheduling (a module's tests in one worker, for its module-scoped
+    fixtures) with ``work_unit``'s units. Markers cannot name the units: pytest 9 no longer
+    lets xdist rename a test's node id, which is how ``--dist loadgroup`` groups."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ByWorkUnit(config, log)
 
 
 @pytest.fixture(autouse=True)
