@@ -35,11 +35,17 @@ def retention(settings: Settings, topics: list[str]) -> dict[str, str]:
     }
 
 
+def listed(settings: Settings, topics: list[str]) -> bool:
+    """Whether the broker's metadata lists every one of ``topics``."""
+    admin = AdminClient(settings.kafka.client_config())
+    return set(topics) <= set(admin.list_topics(timeout=10).topics)
+
+
 def eventually(check: Callable[[], bool], timeout_s: float = 10) -> None:
     """The broker applies a config change within moments, not at once."""
     deadline = time.monotonic() + timeout_s
     while not check():
-        assert time.monotonic() < deadline, "the broker did not show the retention"
+        assert time.monotonic() < deadline, "the broker did not show the change"
         time.sleep(0.2)
 
 
@@ -64,6 +70,10 @@ def test_topics_get_the_retention_at_creation_and_back_when_changed(
     topics = kafka.topics
     settings = stack_settings.model_copy(update={"kafka": kafka})
     assert sorted(ensure_topics(kafka)) == sorted(topics.all())
+    # CreateTopics answers when the controller has the topics; the broker's metadata may list
+    # them a moment later (on a loaded machine, describing them at once got
+    # UNKNOWN_TOPIC_OR_PART).
+    eventually(lambda: listed(settings, topics.all()))
     assert set(retention(settings, topics.all()).values()) == {"3000"}
 
     # Someone sets another retention on one topic: the next ensure_topics puts it back.
