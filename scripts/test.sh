@@ -10,7 +10,7 @@ step() { printf '\n== %s\n' "$*"; }
 # metrics back) are built from source with Go: about 25 minutes on two cores the first time,
 # nothing later (cached under ~/.cache/mpp/tools and ~/.cache/mpp/observability). The builds
 # run in the background, in their own process group, beside the steps below, and are waited
-# for before the tests (whose worker processes would otherwise each start a helm build).
+# for before the tests (the first chart test would otherwise build helm inside pytest).
 mkdir -p .stack
 obs_log=.stack/install_observability.log
 step "Go builds: helm, Jaeger, Prometheus, promtool (background; log: $obs_log)"
@@ -66,7 +66,7 @@ step "pytest"
 # Worker processes (pytest-xdist): MPP_TEST_WORKERS of them, none by default (every test in
 # this process). With workers, a module's tests run in one worker, and the batch and cluster
 # modules all in one, in the order collected (tests/conftest.py, work_unit). On this project's
-# two-core machine they gained little (the tests are CPU-bound: 264 s against 276 s for the
+# two-core machine they gained little (the tests are CPU-bound: 234-264 s against 276 s for the
 # recommender's and writers' integration tests) and made timing-sensitive tests flaky, so
 # they are off. --durations: the slowest tests at the end, where the run's time goes.
 workers="${MPP_TEST_WORKERS:-0}"
